@@ -1,0 +1,299 @@
+"""FaceAnonymizer: every chosen face of a photo replaced (or redacted) in one pass.
+
+    fa = FaceAnonymizer()                        # YuNet detector; diffusion weights load lazily
+    result = fa.anonymize("group.jpg", degree=1.25, seed=0)
+    result.image.save(...)                        # or faceanon.imageio.save_image (no metadata)
+    for report in result.faces: print(report.face.index, report.changed, report.message)
+
+Diffusion: all selected faces are aligned to 512x512 FFHQ crops and go through the pipeline in
+ONE batched call; each face gets its own torch generator seeded with `face_seed(seed, index)`
+(index = the face's detection index, so choosing a subset of faces does not change the others,
+and rerunning with the same seed reproduces the photo exactly). The new crops are pasted back
+through a feathered face mask; pixels outside the masks are the input's, bit for bit.
+
+`pipeline` may be any object called like FaceAnonPipeline (`pipe(source_image=..., conditioning_image=...,
+anonymization_degree=..., ...)` returning `.images`), which lets tests and other generators plug in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from faceanon.errors import ImageInputError, WeightsNotFoundError
+from faceanon.faces.alignment import AlignedFace, align_face
+from faceanon.faces.blending import face_mask, paste_face
+from faceanon.faces.detection import Detector, create_detector
+from faceanon.faces.redaction import REDACTION_METHODS, redact_face
+from faceanon.imageio import load_image, merge_alpha, split_alpha
+from faceanon.results import AnonymizationResult, DetectedFace, FaceReport
+
+METHODS = ("diffusion", *REDACTION_METHODS)
+Progress = Callable[[float, str], None]
+
+
+def face_seed(seed: int, index: int) -> int:
+    """The seed of face `index` for the user's `seed`: the first 63 bits of
+    sha256("faceanon:{seed}:{index}"). Stable across versions and platforms."""
+    digest = hashlib.sha256(f"faceanon:{int(seed)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+class FaceAnonymizer:
+    """Detect, align, anonymize (diffusion or redaction) and blend back the faces of photos.
+
+    Args:
+        detector: "yunet" (bundled, offline, default), "scrfd", "insightface", or a Detector.
+        pipeline: a loaded FaceAnonPipeline (or compatible callable); None loads it on first use.
+        device, torch_dtype: where/how the pipeline is loaded when it is loaded here.
+        min_face_size: faces smaller than this (pixels, larger box side) are too small for the
+            diffusion model to give a meaningful new identity; they are reported and handled
+            with `small_face_method` ("blur" by default; None leaves them untouched).
+        detection_threshold: detector confidence needed to report a face.
+        color_match: match the new face's colours to the photo's around it.
+        batch_size: faces per pipeline call (None: all faces of a photo in one call).
+    """
+
+    def __init__(self, detector: str | Detector = "yunet", pipeline=None, device=None, torch_dtype=None,
+                 min_face_size: float = 24, detection_threshold: float | None = None,
+                 small_face_method: str | None = "blur", color_match: bool = False,
+                 batch_size: int | None = None):
+        if small_face_method not in (None, *REDACTION_METHODS):
+            raise ValueError(f"small_face_method must be one of {REDACTION_METHODS} or None.")
+        self.detector = create_detector(detector, threshold=detection_threshold, min_face_size=4)
+        self.min_face_size = float(min_face_size)
+        self.small_face_method = small_face_method
+        self.color_match = color_match
+        self.batch_size = batch_size
+        self.device, self.torch_dtype = device, torch_dtype
+        self._pipeline = pipeline
+        self._pipeline_error: str | None = None
+
+    # ---------------------------------------------------------------------------------------
+    # The pipeline, loaded on first use
+
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            self._pipeline = self._load_pipeline()
+        return self._pipeline
+
+    def _load_pipeline(self):
+        if self._pipeline_error:
+            raise WeightsNotFoundError(self._pipeline_error)
+        try:
+            from faceanon.pipeline import FaceAnonPipeline
+
+            return FaceAnonPipeline.from_hub(torch_dtype=self.torch_dtype, device=self.device)
+        except WeightsNotFoundError as error:
+            self._pipeline_error = str(error)
+            raise
+        except ImportError as error:
+            self._pipeline_error = f"The diffusion engine cannot be imported ({error}). Reinstall faceanon."
+            raise WeightsNotFoundError(self._pipeline_error) from error
+
+    @property
+    def diffusion_available(self) -> bool:
+        """Whether method="diffusion" can run (loads the pipeline if it was not loaded yet)."""
+        try:
+            _ = self.pipeline
+        except WeightsNotFoundError:
+            return False
+        return True
+
+    @property
+    def diffusion_unavailable_reason(self) -> str:
+        return "" if self.diffusion_available else (self._pipeline_error or "")
+
+    # ---------------------------------------------------------------------------------------
+    # Public API
+
+    def detect(self, image) -> list[DetectedFace]:
+        """Faces of a photo (path, bytes, PIL or numpy RGB), left to right."""
+        rgb, _ = split_alpha(load_image(image))
+        return self.detector.detect(rgb)
+
+    def anonymize(self, image, degree: float = 1.25, seed: int = 0, steps: int = 25, guidance: float = 4.0,
+                  method: str | None = None, faces=None, scheduler: str | None = None,
+                  progress: Progress | None = None, strength: float = 1.0) -> AnonymizationResult:
+        """Give every selected face a new identity (or redact it) and blend it back.
+
+        method: "diffusion" (default when the weights are available, else "blur"), "blur",
+            "pixelate" or "solid". strength (0, 1]: how strongly redaction methods hide.
+        faces: None (all), face indices, or DetectedFace objects from an earlier `detect`.
+        """
+        report = progress or _no_progress
+        photo = load_image(image)
+        rgb, alpha = split_alpha(photo)
+        method, method_note = self._resolve_method(method)
+        report(0.0, "Finding faces")
+        detected, selected = self._select(rgb, faces)
+        reports = {face.index: FaceReport(face=face, message="not selected") for face in detected}
+        if not detected:
+            return self._no_faces(photo, method_note)
+        output = rgb.copy()
+        aligned = {face.index: align_face(rgb, face.landmarks) for face in selected}
+        large = [f for f in selected if f.size >= self.min_face_size or method != "diffusion"]
+        small = [f for f in selected if f not in large]
+        self._handle_small_faces(output, small, aligned, reports, strength)
+        if method == "diffusion" and large:
+            crops = self._generate([aligned[f.index].crop for f in large], None, degree, seed, [f.index for f in large],
+                                   steps, guidance, scheduler, report)
+            self._paste(output, large, crops, aligned, reports, "diffusion", seed=seed, degree=degree)
+        else:
+            for face in large:
+                redact_face(output, aligned[face.index], method, strength)
+                reports[face.index] = FaceReport(face=face, changed=True, method=method)
+        report(1.0, "Done")
+        ordered = [reports[f.index] for f in detected]
+        message = _summary(ordered, method_note)
+        return AnonymizationResult(image=merge_alpha(output, alpha, photo.info.get("icc_profile")),
+                                   faces=ordered, message=message)
+
+    def swap(self, source_image, target_image, seed: int = 0, steps: int = 25, guidance: float = 4.0,
+             source_face: int = 0, faces=None, scheduler: str | None = None,
+             progress: Progress | None = None) -> AnonymizationResult:
+        """Put the identity of `source_image`'s face number `source_face` on the selected faces
+        of `target_image` (their pose, expression, lighting and background are kept)."""
+        report = progress or _no_progress
+        source_rgb, _ = split_alpha(load_image(source_image))
+        source_faces = self.detector.detect(source_rgb)
+        if not source_faces:
+            raise ImageInputError("No face was found in the source photo. Use a photo where the face is clearly "
+                                  "visible, or lower the detection threshold.")
+        if not 0 <= source_face < len(source_faces):
+            raise ValueError(f"The source photo has {len(source_faces)} face(s) (0-{len(source_faces) - 1}); "
+                             f"face {source_face} does not exist.")
+        source_crop = align_face(source_rgb, source_faces[source_face].landmarks).crop
+        photo = load_image(target_image)
+        rgb, alpha = split_alpha(photo)
+        report(0.0, "Finding faces")
+        detected, selected = self._select(rgb, faces)
+        if not detected:
+            return self._no_faces(photo, "")
+        reports = {face.index: FaceReport(face=face, message="not selected") for face in detected}
+        large = [f for f in selected if f.size >= self.min_face_size]
+        for face in selected:
+            if face not in large:
+                reports[face.index] = FaceReport(face=face, message=_too_small(face, self.min_face_size, None))
+        output = rgb.copy()
+        aligned = {face.index: align_face(rgb, face.landmarks) for face in large}
+        if large:
+            crops = self._generate([source_crop] * len(large), [aligned[f.index].crop for f in large], 0.0, seed,
+                                   [f.index for f in large], steps, guidance, scheduler, report)
+            self._paste(output, large, crops, aligned, reports, "diffusion", seed=seed, degree=0.0)
+        report(1.0, "Done")
+        ordered = [reports[f.index] for f in detected]
+        return AnonymizationResult(image=merge_alpha(output, alpha, photo.info.get("icc_profile")),
+                                   faces=ordered, message=_summary(ordered, ""))
+
+    # ---------------------------------------------------------------------------------------
+    # Steps
+
+    def _resolve_method(self, method: str | None) -> tuple[str, str]:
+        if method is None:
+            if self.diffusion_available:
+                return "diffusion", ""
+            return "blur", ("The diffusion weights are not available, so faces were blurred instead. "
+                            "Run `faceanon download` to get them.")
+        if method not in METHODS:
+            raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        if method == "diffusion":
+            _ = self.pipeline  # fail now, with the weights' message, before any work
+        return method, ""
+
+    def _select(self, rgb: np.ndarray, faces) -> tuple[list[DetectedFace], list[DetectedFace]]:
+        """(all faces, the chosen ones). `faces` given as DetectedFace objects skips detection."""
+        if faces is not None:
+            faces = list(faces)
+            if faces and all(isinstance(f, DetectedFace) for f in faces):
+                return faces, faces
+        detected = self.detector.detect(rgb)
+        if faces is None:
+            return detected, detected
+        chosen = sorted({int(i) for i in faces})
+        missing = [i for i in chosen if not 0 <= i < len(detected)]
+        if missing:
+            raise ValueError(f"This photo has {len(detected)} face(s), numbered 0 to {len(detected) - 1}; "
+                             f"there is no face {', '.join(map(str, missing))}.")
+        return detected, [detected[i] for i in chosen]
+
+    def _handle_small_faces(self, output, small, aligned, reports, strength) -> None:
+        for face in small:
+            method = self.small_face_method
+            if method:
+                redact_face(output, aligned[face.index], method, strength)
+            reports[face.index] = FaceReport(face=face, changed=bool(method), method=method,
+                                             message=_too_small(face, self.min_face_size, method))
+
+    def _generate(self, sources: Sequence[np.ndarray], conditions: Sequence[np.ndarray] | None, degree: float,
+                  seed: int, indices: Sequence[int], steps: int, guidance: float, scheduler: str | None,
+                  report: Progress) -> list[np.ndarray]:
+        """Run the pipeline on aligned crops in one batched call (or `batch_size` chunks)."""
+        import torch
+        from PIL import Image
+
+        pipe = self.pipeline
+        if scheduler and hasattr(pipe, "set_scheduler"):
+            pipe.set_scheduler(scheduler)
+        sources = [Image.fromarray(c) for c in sources]
+        conditions = sources if conditions is None else [Image.fromarray(c) for c in conditions]
+        chunk = self.batch_size or len(sources)
+        results: list[np.ndarray] = []
+        for start in range(0, len(sources), chunk):
+            stop = min(start + chunk, len(sources))
+            on_step = _step_reporter(report, start / len(sources), (stop - start) / len(sources), steps)
+            output = pipe(source_image=sources[start:stop], conditioning_image=conditions[start:stop],
+                          anonymization_degree=degree, guidance_scale=guidance, num_inference_steps=steps,
+                          generator=[torch.Generator().manual_seed(face_seed(seed, i)) for i in indices[start:stop]],
+                          callback_on_step_end=on_step)
+            results.extend(np.asarray(im.convert("RGB")) for im in output.images)
+        return results
+
+    def _paste(self, output, faces, crops, aligned: dict[int, AlignedFace], reports, method, seed, degree) -> None:
+        for face, crop in zip(faces, crops, strict=True):
+            crop_aligned = aligned[face.index]
+            paste_face(output, crop, crop_aligned, face_mask(crop_aligned.landmarks, crop_aligned.size),
+                       color_match=self.color_match)
+            reports[face.index] = FaceReport(face=face, changed=True, method=method,
+                                             seed=face_seed(seed, face.index), degree=degree)
+
+    @staticmethod
+    def _no_faces(photo, note: str) -> AnonymizationResult:
+        message = ("No face was found in this photo; it is returned unchanged. If there is a face, try a "
+                   "lower detection threshold or another detector.")
+        return AnonymizationResult(image=photo, faces=[], message=" ".join(filter(None, [message, note])))
+
+
+_DONE_INSTEAD = {"blur": "blurred instead", "pixelate": "pixelated instead", "solid": "filled instead", None: "left unchanged"}
+
+
+def _too_small(face: DetectedFace, min_size: float, method: str | None) -> str:
+    return (f"face is {face.size:.0f} px, smaller than {min_size:.0f} px: too small for a new identity, "
+            f"{_DONE_INSTEAD[method]}")
+
+
+def _summary(reports: Iterable[FaceReport], note: str) -> str:
+    reports = list(reports)
+    changed = sum(r.changed for r in reports)
+    text = f"{len(reports)} face(s) found, {changed} changed."
+    return " ".join(filter(None, [text, note]))
+
+
+def _step_reporter(report: Progress, done_before: float, share: float, steps: int):
+    """A diffusers callback_on_step_end mapping denoising steps onto progress 0.05 .. 0.95."""
+
+    def on_step(_pipe, step, _timestep, callback_kwargs):
+        report(0.05 + 0.9 * (done_before + share * (step + 1) / steps), f"Generating faces: step {step + 1}/{steps}")
+        return callback_kwargs
+
+    return on_step
+
+
+def _no_progress(fraction: float, description: str) -> None:
+    pass
+
+
+__all__ = ["FaceAnonymizer", "face_seed", "METHODS"]

@@ -1,0 +1,147 @@
+"""FaceAnonymizer on real photos: selection, reports, batching, seeds, redaction, exact paste-back."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceanon.anonymizer import FaceAnonymizer, face_seed
+from faceanon.errors import ImageInputError, WeightsNotFoundError
+from faceanon.faces import align_face, face_mask
+from faceanon.faces.blending import warp_mask_to_photo
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def union_of_masks(rgb, faces) -> np.ndarray:
+    union = np.zeros(rgb.shape[:2], bool)
+    for face in faces:
+        aligned = align_face(rgb, face.landmarks)
+        union |= warp_mask_to_photo(face_mask(aligned.landmarks), aligned, rgb.shape).full(rgb.shape) > 0
+    return union
+
+
+@pytest.fixture
+def anonymizer(identity_pipeline):
+    return FaceAnonymizer(pipeline=identity_pipeline)
+
+
+def test_group_photo_goes_through_the_pipeline_in_one_batched_call(anonymizer, identity_pipeline, group_photo_rgb):
+    result = anonymizer.anonymize(group_photo_rgb, degree=1.25, seed=7, steps=3, guidance=4.0)
+    assert len(identity_pipeline.calls) == 1
+    call = identity_pipeline.calls[0]
+    assert len(call["conditioning_image"]) == 6 and call["source_image"] == call["conditioning_image"]
+    assert call["anonymization_degree"] == 1.25 and call["guidance_scale"] == 4.0 and call["num_inference_steps"] == 3
+    seeds = [generator.initial_seed() for generator in call["generator"]]
+    assert seeds == [face_seed(7, i) for i in range(6)] and len(set(seeds)) == 6
+    assert [r.seed for r in result.faces] == seeds
+    assert result.num_changed == 6 and all(r.method == "diffusion" and r.degree == 1.25 for r in result.faces)
+    assert "6 face(s) found, 6 changed" in result.message
+
+
+def test_identity_generator_reproduces_the_photo(anonymizer, group_photo_rgb):
+    result = anonymizer.anonymize(group_photo_rgb)
+    output = np.asarray(result.image)
+    union = union_of_masks(group_photo_rgb, [r.face for r in result.faces])
+    assert np.array_equal(output[~union], group_photo_rgb[~union])
+    assert psnr(output[union], group_photo_rgb[union]) >= 40
+
+
+def test_seeds_depend_on_user_seed_and_face_index_only():
+    assert face_seed(0, 0) == face_seed(0, 0) != face_seed(0, 1) != face_seed(1, 0)
+    assert 0 <= face_seed(123, 4) < 2**63
+
+
+def test_selected_faces_only_and_reported(anonymizer, identity_pipeline, group_photo_rgb):
+    result = anonymizer.anonymize(group_photo_rgb, faces=[4, 1], seed=3)
+    assert [r.changed for r in result.faces] == [False, True, False, False, True, False]
+    assert result.faces[0].message == "not selected"
+    seeds = [g.initial_seed() for g in identity_pipeline.calls[0]["generator"]]
+    assert seeds == [face_seed(3, 1), face_seed(3, 4)]  # a face keeps its seed whatever else is chosen
+    with pytest.raises(ValueError, match="numbered 0 to 5"):
+        anonymizer.anonymize(group_photo_rgb, faces=[9])
+
+
+def test_faces_from_an_earlier_detect_skip_detection(anonymizer, astronaut_rgb):
+    faces = anonymizer.detect(astronaut_rgb)
+    assert len(faces) == 1
+    assert anonymizer.anonymize(astronaut_rgb, faces=faces).num_changed == 1
+
+
+@pytest.mark.parametrize("method", ["blur", "pixelate", "solid"])
+def test_redaction_methods_change_only_inside_the_masks(group_photo_rgb, method):
+    result = FaceAnonymizer(pipeline=None).anonymize(group_photo_rgb, method=method)
+    output = np.asarray(result.image)
+    union = union_of_masks(group_photo_rgb, [r.face for r in result.faces])
+    assert result.num_changed == 6 and all(r.method == method for r in result.faces)
+    assert np.array_equal(output[~union], group_photo_rgb[~union])
+    assert psnr(output[union], group_photo_rgb[union]) < 30
+
+
+def test_small_faces_are_reported_and_redacted_instead(identity_pipeline, group_photo_rgb):
+    small = np.asarray(Image.fromarray(group_photo_rgb).resize((320, 222), Image.LANCZOS))  # ~30 px faces
+    anonymizer = FaceAnonymizer(pipeline=identity_pipeline, min_face_size=1000)
+    result = anonymizer.anonymize(small)
+    assert identity_pipeline.calls == []
+    assert result.faces and all(r.method == "blur" and r.changed for r in result.faces)
+    assert all("too small" in r.message and "blurred instead" in r.message for r in result.faces)
+    untouched = FaceAnonymizer(pipeline=identity_pipeline, min_face_size=1000, small_face_method=None)
+    result = untouched.anonymize(small)
+    assert result.num_changed == 0 and np.array_equal(np.asarray(result.image), small)
+
+
+def test_no_face_returns_the_photo_unchanged_with_a_message(anonymizer):
+    blank = np.full((200, 300, 3), 90, np.uint8)
+    result = anonymizer.anonymize(blank)
+    assert result.faces == [] and np.array_equal(np.asarray(result.image), blank)
+    assert "No face was found" in result.message
+
+
+def test_without_weights_the_default_falls_back_to_blur_and_diffusion_explains(monkeypatch, astronaut_rgb):
+    anonymizer = FaceAnonymizer()
+    anonymizer._pipeline_error = "The diffusion weights are not downloaded. Run `faceanon download`."
+    assert not anonymizer.diffusion_available and "faceanon download" in anonymizer.diffusion_unavailable_reason
+    result = anonymizer.anonymize(astronaut_rgb)
+    assert result.faces[0].method == "blur" and "faceanon download" in result.message
+    with pytest.raises(WeightsNotFoundError, match="faceanon download"):
+        anonymizer.anonymize(astronaut_rgb, method="diffusion")
+
+
+def test_alpha_and_colour_profile_are_kept_and_no_metadata_leaks(anonymizer, astronaut_rgb, tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    alpha = np.full((512, 512), 180, np.uint8)
+    path = tmp_path / "in.png"
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    Image.fromarray(np.dstack([astronaut_rgb, alpha])).save(path, icc_profile=icc, exif=exif.tobytes())
+    result = anonymizer.anonymize(path, method="pixelate")
+    assert result.image.mode == "RGBA" and np.array_equal(np.asarray(result.image)[..., 3], alpha)
+    assert result.image.info.get("icc_profile") == icc and "exif" not in result.image.info
+
+
+def test_progress_is_reported_from_zero_to_one(anonymizer, astronaut_rgb):
+    seen = []
+    anonymizer.anonymize(astronaut_rgb, steps=4, progress=lambda fraction, text: seen.append(fraction))
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 6
+
+
+def test_swap_puts_the_source_face_on_every_target_face(anonymizer, identity_pipeline, astronaut_rgb, group_photo_rgb):
+    result = anonymizer.swap(astronaut_rgb, group_photo_rgb, seed=1, faces=[0, 2])
+    call = identity_pipeline.calls[0]
+    assert call["anonymization_degree"] == 0.0 and len(call["conditioning_image"]) == 2
+    source = np.asarray(call["source_image"][0])
+    assert all(np.array_equal(np.asarray(s), source) for s in call["source_image"])
+    assert [r.changed for r in result.faces] == [True, False, True, False, False, False]
+    with pytest.raises(ImageInputError, match="No face was found in the source"):
+        anonymizer.swap(np.full((100, 100, 3), 50, np.uint8), group_photo_rgb)
+
+
+def test_batch_size_splits_calls_but_keeps_per_face_seeds(identity_pipeline, group_photo_rgb):
+    FaceAnonymizer(pipeline=identity_pipeline, batch_size=4).anonymize(group_photo_rgb, seed=5)
+    assert [len(c["conditioning_image"]) for c in identity_pipeline.calls] == [4, 2]
+    seeds = [g.initial_seed() for c in identity_pipeline.calls for g in c["generator"]]
+    assert seeds == [face_seed(5, i) for i in range(6)]
