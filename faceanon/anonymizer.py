@@ -96,7 +96,12 @@ class FaceAnonymizer:
 
     @property
     def diffusion_available(self) -> bool:
-        """Whether method="diffusion" can run (loads the pipeline if it was not loaded yet)."""
+        """Whether method="diffusion" can run with weights already on this machine (never starts a
+        download; loads the pipeline if the weights are there)."""
+        if self._pipeline is None and not self._pipeline_error:
+            present, reason = _weights_present()
+            if not present:
+                self._pipeline_error = reason
         try:
             _ = self.pipeline
         except WeightsNotFoundError:
@@ -265,6 +270,14 @@ class FaceAnonymizer:
         message = ("No face was found in this photo; it is returned unchanged. If there is a face, try a "
                    "lower detection threshold or another detector.")
         return AnonymizationResult(image=photo, faces=[], message=" ".join(filter(None, [message, note])))
+
+
+def _weights_present() -> tuple[bool, str]:
+    try:
+        from faceanon.weights import weights_status
+    except ImportError as error:
+        return False, f"The diffusion engine cannot be imported ({error}). Reinstall faceanon."
+    return weights_status()
 
 
 _DONE_INSTEAD = {"blur": "blurred instead", "pixelate": "pixelated instead", "solid": "filled instead", None: "left unchanged"}
