@@ -1,0 +1,474 @@
+"""FaceAnonPipeline: "Face Anonymization Made Simple" (Kung et al., WACV 2025) on stock diffusers.
+
+One call computes exactly what the published method computes (DESIGN.md sections 2-3), with the
+exactness-preserving savings of section 4:
+
+* reference nets run once per call at timestep 0 and stop after their last used record;
+* the conditioning records are computed once (batch B), not once per row;
+* the null-source records ``s0`` (zero latents, zero embedding) are computed once per loaded model;
+* the UNet computes queries for its own tokens only, and the reference keys/values once per call;
+* no unconditional row when guidance would throw it away (``guidance_scale <= 1``).
+
+All randomness (the VAE posterior samples, the initial noise, the scheduler's noise) comes from the
+caller's generator(s), in that order, so a list of generators gives each item exactly the result
+it gets when run alone.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPImageProcessorPil, CLIPVisionModel
+
+from faceanon.attention import (
+    install_recording_processors,
+    install_reference_processors,
+    run_reference_net,
+    set_references,
+)
+from faceanon.configs import CLIP_PREPROCESSOR_CONFIG
+from faceanon.schedulers import make_scheduler
+
+ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
+
+
+@dataclass
+class FaceAnonPipelineOutput(BaseOutput):
+    """``images``: list of PIL images, a numpy array (B, H, W, 3) or a tensor (B, 3, H, W) in [0, 1]."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+class FaceAnonPipeline(DiffusionPipeline):
+    r"""Anonymize (``anonymization_degree > 0``) or swap (``= 0``) aligned 512x512 face crops.
+
+    Components: ``unet``, ``referencenet`` (reads the source/identity image),
+    ``conditioning_referencenet`` (reads the driving image: pose, expression, background) — three
+    stock :class:`~diffusers.UNet2DConditionModel` of SD 2.1 size — the SD 2.1 ``vae``, a CLIP
+    ViT-L/14 ``image_encoder`` (:class:`~transformers.CLIPVisionModel`), its ``feature_extractor``
+    and a ``scheduler`` (DDPM with SD 2.1's v-prediction config by default).
+    """
+
+    model_cpu_offload_seq = "image_encoder->referencenet->conditioning_referencenet->unet->vae"
+    _optional_components = []
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        referencenet: UNet2DConditionModel,
+        conditioning_referencenet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        image_encoder: CLIPVisionModel,
+        feature_extractor: CLIPImageProcessorPil,
+        scheduler,
+    ):
+        super().__init__()
+        self.register_modules(
+            unet=unet,
+            referencenet=referencenet,
+            conditioning_referencenet=conditioning_referencenet,
+            vae=vae,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            scheduler=scheduler,
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # do_normalize=False: we need the [0, 1] copy for CLIP; the VAE copy is 2x - 1 of it.
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor, do_normalize=False)
+        self.attention_backend = "sdpa"
+        self._install_processors()
+        self._null_records_cache: dict = {}
+
+    # ------------------------------------------------------------------------------------------
+    # Construction helpers
+
+    @classmethod
+    def from_hub(cls, face_model: str | None = None, vae: str | None = None, image_encoder: str | None = None,
+                 torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                 local_files_only: bool | None = None, scheduler: str = "ddpm", verify: bool = True):
+        """Load the real weights from the hub (or local folders) as the weights card pins them.
+
+        Each source is a hub repo id (optionally ``repo@revision``) or a local folder; ``None``
+        takes the environment variable (``FACEANON_FACE_MODEL``, ``FACEANON_VAE``,
+        ``FACEANON_IMAGE_ENCODER``) or the weights card default. Raises
+        :class:`faceanon.errors.WeightsNotFoundError` with a way out when weights are missing.
+        """
+        from faceanon.weights import load_components
+
+        components = load_components(face_model=face_model, vae=vae, image_encoder=image_encoder,
+                                     torch_dtype=torch_dtype, device=device, local_files_only=local_files_only,
+                                     verify=verify)
+        pipe = cls(**components, feature_extractor=default_feature_extractor(),
+                   scheduler=make_scheduler(scheduler))
+        return pipe
+
+    def set_scheduler(self, name: str) -> None:
+        """Switch scheduler by name: "ddpm" (reference), "ddim", "dpmsolver++", "unipc"."""
+        self.scheduler = make_scheduler(name, dict(self.scheduler.config))
+
+    def _install_processors(self) -> None:
+        backend = self.attention_backend
+        self._source_records: dict = {}
+        self._conditioning_records: dict = {}
+        self._recorded_blocks = install_recording_processors(self.referencenet, self._source_records, backend)
+        conditioning_blocks = install_recording_processors(
+            self.conditioning_referencenet, self._conditioning_records, backend
+        )
+        unet_blocks = list(install_reference_processors(self.unet, backend))
+        if not (self._recorded_blocks == conditioning_blocks == unet_blocks):
+            raise ValueError(
+                "unet, referencenet and conditioning_referencenet must share one architecture "
+                f"(transformer blocks: {unet_blocks} vs {self._recorded_blocks} vs {conditioning_blocks})"
+            )
+
+    def set_attention_backend(self, backend: str) -> None:
+        """"sdpa" (PyTorch, default) or "xformers"; keeps the method's processors in place."""
+        if backend not in ("sdpa", "xformers"):
+            raise ValueError(f"Unknown attention backend {backend!r}; use 'sdpa' or 'xformers'.")
+        if backend == "xformers":
+            import xformers.ops  # noqa: F401  (fail here, clearly, when it is not installed)
+        self.attention_backend = backend
+        self._install_processors()
+        # Cross-attention keeps diffusers' stock processors, switched to the same backend.
+        if backend == "xformers":
+            for module in (self.unet, self.referencenet, self.conditioning_referencenet):
+                for attn in module.modules():
+                    if getattr(attn, "attn2", None) is not None:
+                        attn.attn2.set_use_memory_efficient_attention_xformers(True)
+
+    def enable_xformers_memory_efficient_attention(self, attention_op=None) -> None:
+        # diffusers' version replaces every processor, the method's included; this keeps them.
+        self.set_attention_backend("xformers")
+
+    def disable_xformers_memory_efficient_attention(self) -> None:
+        self.set_attention_backend("sdpa")
+        for module in (self.unet, self.referencenet, self.conditioning_referencenet):
+            for attn in module.modules():
+                if getattr(attn, "attn2", None) is not None:
+                    attn.attn2.set_use_memory_efficient_attention_xformers(False)
+
+    # ------------------------------------------------------------------------------------------
+    # Inputs
+
+    def _as_image_list(self, images: ImageInput, name: str) -> list:
+        """Split a PIL image / array / tensor or a list of them into a list of single images."""
+        if isinstance(images, (PIL.Image.Image, np.ndarray, torch.Tensor)):
+            images = [images]
+        if not isinstance(images, (list, tuple)) or len(images) == 0:
+            raise TypeError(
+                f"{name} must be a PIL image, a numpy array, a torch tensor, or a non-empty list of them; "
+                f"got {type(images).__name__}."
+            )
+        out = []
+        for image in images:
+            if isinstance(image, PIL.Image.Image):
+                out.append(image.convert("RGB"))
+            elif isinstance(image, np.ndarray):
+                out.extend(self._split_array(image, name))
+            elif isinstance(image, torch.Tensor):
+                out.extend(self._split_tensor(image, name))
+            else:
+                raise TypeError(f"{name} contains a {type(image).__name__}; expected PIL images, arrays or tensors.")
+        return out
+
+    @staticmethod
+    def _split_array(array: np.ndarray, name: str) -> list:
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[-1] not in (1, 3):
+            raise ValueError(f"{name}: numpy images must be (H, W, 3) or (B, H, W, 3); got shape {array.shape}.")
+        if array.dtype == np.uint8:
+            return [PIL.Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a).convert("RGB") for a in array]
+        array = array.astype(np.float32)
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{name}: float numpy images must be in [0, 1] (or uint8 in [0, 255]).")
+        if array.shape[-1] == 1:
+            array = np.repeat(array, 3, axis=-1)
+        return [torch.from_numpy(a).permute(2, 0, 1) for a in array]
+
+    @staticmethod
+    def _split_tensor(tensor: torch.Tensor, name: str) -> list:
+        if tensor.ndim == 3:
+            tensor = tensor[None]
+        if tensor.ndim != 4 or tensor.shape[1] != 3:
+            raise ValueError(f"{name}: tensors must be (3, H, W) or (B, 3, H, W) in [0, 1]; got shape {tuple(tensor.shape)}.")
+        if tensor.min() < 0 or tensor.max() > 1:
+            raise ValueError(f"{name}: tensors must hold values in [0, 1].")
+        return list(tensor.float().cpu())
+
+    def check_inputs(self, source_image, conditioning_image, anonymization_degree, guidance_scale,
+                     num_inference_steps, height, width, generator, latents):
+        """Validate and normalise the call's arguments; messages say what to change."""
+        conditioning = self._as_image_list(conditioning_image, "conditioning_image")
+        batch = len(conditioning)
+        degrees = anonymization_degree if isinstance(anonymization_degree, (list, tuple)) else [anonymization_degree] * batch
+        if len(degrees) != batch:
+            raise ValueError(f"anonymization_degree has {len(degrees)} values for {batch} images; give one per image.")
+        for d in degrees:
+            if not isinstance(d, (int, float)) or isinstance(d, bool) or not np.isfinite(d) or d < 0:
+                raise ValueError(f"anonymization_degree must be a number >= 0 (1.2-1.3 recommended); got {d!r}.")
+        degrees = [float(d) for d in degrees]
+        if source_image is None:
+            if any(d == 0 for d in degrees):
+                raise ValueError("source_image is required for face swapping (anonymization_degree = 0).")
+            source = [None] * batch
+        else:
+            source = self._as_image_list(source_image, "source_image")
+            if len(source) != batch:
+                raise ValueError(
+                    f"source_image has {len(source)} images but conditioning_image has {batch}; "
+                    "give one source image per conditioning image."
+                )
+        for label, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % self.vae_scale_factor:
+                raise ValueError(f"{label} must be a positive multiple of {self.vae_scale_factor}; got {value!r}.")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}.")
+        if not isinstance(guidance_scale, (int, float)) or not np.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a number; got {guidance_scale!r}.")
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators were given for {batch} images; give one per image.")
+        expected = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is not None and tuple(latents.shape) != expected:
+            raise ValueError(f"latents must have shape {expected}; got {tuple(latents.shape)}.")
+        return source, conditioning, degrees
+
+    def _to_unit_pixels(self, images: list, height: int, width: int) -> torch.Tensor:
+        """Resize (Lanczos for PIL, as VaeImageProcessor does) to (B, 3, H, W) in [0, 1]."""
+        return torch.cat([self.image_processor.preprocess(image, height=height, width=width) for image in images])
+
+    # ------------------------------------------------------------------------------------------
+    # The method's pieces
+
+    def encode_image_embeddings(self, unit_pixels: torch.Tensor) -> torch.Tensor:
+        """e(I): CLIP pooler output (B, 1, D) of [0, 1] images, through CLIPImageProcessor's PIL path."""
+        features = self.feature_extractor(images=unit_pixels, do_rescale=False, return_tensors="pt").pixel_values
+        features = features.to(device=self._execution_device, dtype=self.image_encoder.dtype)
+        return self.image_encoder(features).pooler_output.unsqueeze(1)
+
+    def _vae_posterior(self, unit_pixels: torch.Tensor):
+        pixels = (2 * unit_pixels - 1).to(device=self._execution_device, dtype=self.vae.dtype)
+        return self.vae.encode(pixels).latent_dist
+
+    def _null_source_records(self, height: int, width: int) -> dict[str, torch.Tensor]:
+        """s0: the source net's records for zero latents and a zero embedding (batch 1).
+
+        Independent of the image, so computed once per model, resolution, device and dtype."""
+        net = self.referencenet
+        key = (id(net), height, width, net.device, net.dtype, net.conv_in.weight.data_ptr())
+        if key not in self._null_records_cache:
+            latents = torch.zeros(1, net.config.in_channels, height // self.vae_scale_factor,
+                                  width // self.vae_scale_factor, device=net.device, dtype=net.dtype)
+            embeddings = torch.zeros(1, 1, net.config.cross_attention_dim, device=net.device, dtype=net.dtype)
+            self._null_records_cache = {key: run_reference_net(net, self._source_records, latents, embeddings)}
+        return self._null_records_cache[key]
+
+    def prepare_references(self, source: list, conditioning: list, degrees: list[float], height: int,
+                           width: int, do_guidance: bool, generator):
+        """Reference tokens per UNet block and the cross-attention embeddings, for every row.
+
+        Returns ``(references, embeddings)``: block -> (rows, 2N, C) and (rows, 2, D), rows being
+        [uncond ; cond] with guidance, [cond] without.
+        """
+        device = self._execution_device
+        batch = len(conditioning)
+        degree = torch.tensor(degrees, device=device, dtype=self.unet.dtype)[:, None, None]
+        anonymize = [d > 0 for d in degrees]
+
+        conditioning_pixels = self._to_unit_pixels(conditioning, height, width)
+        swap_index = [i for i, a in enumerate(anonymize) if not a]
+        source_pixels = self._to_unit_pixels([source[i] for i in swap_index], height, width) if swap_index else None
+
+        # CLIP embeddings: e(C) for all, e(S) for swap items, (1 - d) e(C) for anonymized ones.
+        all_pixels = conditioning_pixels if source_pixels is None else torch.cat([conditioning_pixels, source_pixels])
+        all_embeddings = self.encode_image_embeddings(all_pixels).to(self.unet.dtype)
+        conditioning_embeddings = all_embeddings[:batch]
+        source_embeddings = (1 - degree) * conditioning_embeddings
+        if swap_index:
+            source_embeddings[swap_index] = all_embeddings[batch:]
+
+        # VAE posteriors: one encoder pass per distinct image. The reference draws the source
+        # sample first, then the conditioning sample, each from its own posterior sample.
+        posterior = self._vae_posterior(all_pixels)
+        mean, std = posterior.mean, posterior.std
+        source_mean, source_std = mean[:batch].clone(), std[:batch].clone()
+        if swap_index:
+            source_mean[swap_index], source_std[swap_index] = mean[batch:], std[batch:]
+        scaling = self.vae.config.scaling_factor
+        source_latents = scaling * (source_mean + source_std * randn_tensor(source_mean.shape, generator=generator,
+                                                                             device=device, dtype=mean.dtype))
+        conditioning_latents = scaling * (mean[:batch] + std[:batch] * randn_tensor(
+            source_mean.shape, generator=generator, device=device, dtype=mean.dtype))
+
+        conditioning_records = run_reference_net(
+            self.conditioning_referencenet, self._conditioning_records,
+            conditioning_latents.to(self.conditioning_referencenet.dtype), conditioning_embeddings)
+        source_records = run_reference_net(
+            self.referencenet, self._source_records, source_latents.to(self.referencenet.dtype), source_embeddings)
+        null_records = self._null_source_records(height, width) if (do_guidance or any(anonymize)) else None
+
+        references = {}
+        for block in self._recorded_blocks:
+            s_src, s_cond = source_records[block], conditioning_records[block]
+            if any(anonymize):  # records become (1 - d) s' + d s0 (exact no-op for d = 0)
+                s_src = (1 - degree) * s_src + degree * null_records[block]
+            rows = [torch.cat([s_src, s_cond], dim=1)]
+            if do_guidance:
+                rows.insert(0, torch.cat([null_records[block].expand_as(s_src), s_cond], dim=1))
+            references[block] = torch.cat(rows)
+
+        cond_embeddings = torch.cat([source_embeddings, conditioning_embeddings], dim=1)
+        if do_guidance:
+            uncond_embeddings = torch.cat([torch.zeros_like(source_embeddings), conditioning_embeddings], dim=1)
+            cond_embeddings = torch.cat([uncond_embeddings, cond_embeddings])
+        return references, cond_embeddings
+
+    def prepare_latents(self, batch: int, height: int, width: int, generator, latents: torch.Tensor | None):
+        shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.latents_dtype)
+        else:
+            latents = latents.to(device=self._execution_device, dtype=self.latents_dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        """The scheduler works in fp32 even when the UNet runs in fp16/bf16 (fp64 stays fp64)."""
+        return torch.float64 if self.unet.dtype == torch.float64 else torch.float32
+
+    def _step_kwargs(self, generator) -> dict:
+        # Not every scheduler takes a generator (UniPC does not); pass it to those that do.
+        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """VAE decode to [-1, 1]; upcast to fp32 when the VAE config asks for it in fp16."""
+        vae = self.vae
+        needs_upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if needs_upcast:
+            vae.to(torch.float32)
+        try:
+            return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        finally:
+            if needs_upcast:
+                vae.to(torch.float16)
+
+    # ------------------------------------------------------------------------------------------
+    # The call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        source_image: ImageInput | None,
+        conditioning_image: ImageInput,
+        anonymization_degree: float | list[float] = 0.0,
+        guidance_scale: float = 4.0,
+        num_inference_steps: int = 25,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        height: int = 512,
+        width: int = 512,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+    ):
+        r"""Swap (``anonymization_degree=0``: source identity onto the conditioning face) or
+        anonymize (``> 0``: the conditioning face gets a new identity; ``source_image`` is then
+        not used and may be ``None``; 1.2-1.3 recommended, above 1.5 faces degrade).
+
+        Args:
+            source_image, conditioning_image: PIL images, numpy arrays (uint8, or float in [0, 1]),
+                tensors in [0, 1], or lists of them (a batch; one output per pair). Resized to
+                ``height`` x ``width`` (aspect ratio not kept: pass aligned square crops).
+            anonymization_degree: ``d``, one value or one per image.
+            guidance_scale: ``g``; the prediction is ``(1 - g) v_uncond + g v_cond`` when ``g > 1``.
+            generator: one generator, or one per image for per-image seeds.
+            latents: initial noise (B, 4, H/8, W/8), replacing the generator's draw.
+            output_type: "pil", "np", "pt" or "latent".
+            callback_on_step_end: ``fn(pipe, step, timestep, {"latents": ...}) -> dict``, as in diffusers.
+        """
+        source, conditioning, degrees = self.check_inputs(
+            source_image, conditioning_image, anonymization_degree, guidance_scale, num_inference_steps,
+            height, width, generator, latents)
+        batch = len(conditioning)
+        do_guidance = guidance_scale > 1
+        self._guidance_scale = guidance_scale
+        self._num_timesteps = num_inference_steps
+        device = self._execution_device
+
+        references, embeddings = self.prepare_references(
+            source, conditioning, degrees, height, width, do_guidance, generator)
+        latents = self.prepare_latents(batch, height, width, generator, latents)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        step_kwargs = self._step_kwargs(generator)
+
+        set_references(self.unet, references)
+        try:
+            for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+                latents = self._denoise_step(latents, t, embeddings, guidance_scale, do_guidance, step_kwargs)
+                if callback_on_step_end is not None:
+                    update = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                    latents = update.get("latents", latents)
+        finally:
+            set_references(self.unet, None)  # free the cached keys/values
+
+        if output_type == "latent":
+            images = latents
+        else:
+            decoded = self.decode_latents(latents)
+            images = self.image_processor.postprocess(decoded.to(self.latents_dtype), output_type=output_type,
+                                                      do_denormalize=[True] * batch)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return FaceAnonPipelineOutput(images=images)
+
+    def _denoise_step(self, latents, t, embeddings, guidance_scale, do_guidance, step_kwargs):
+        model_input = torch.cat([latents] * 2) if do_guidance else latents
+        model_input = self.scheduler.scale_model_input(model_input, t).to(self.unet.dtype)
+        prediction = self.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0].to(latents.dtype)
+        if do_guidance:
+            uncond, cond = prediction.chunk(2)
+            prediction = (1 - guidance_scale) * uncond + guidance_scale * cond
+        return self.scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
+
+    # ------------------------------------------------------------------------------------------
+    # Conveniences for aligned 512x512 face crops
+
+    def anonymize(self, image: ImageInput, degree: float = 1.25, seed: int | list[int] = 0, **kwargs):
+        """A new identity for an aligned face crop (or a list: one seed each, ``seed + i`` by default)."""
+        single = not isinstance(image, (list, tuple))
+        images = [image] if single else list(image)
+        generators = _generators(seed, len(images))
+        out = self(None, images, anonymization_degree=degree, generator=generators, **kwargs).images
+        return out[0] if single else out
+
+    def swap(self, source: ImageInput, target: ImageInput, seed: int | list[int] = 0, **kwargs):
+        """The identity of ``source`` on the face of ``target`` (pose, expression, background kept)."""
+        single = not isinstance(target, (list, tuple))
+        targets = [target] if single else list(target)
+        sources = [source] * len(targets) if not isinstance(source, (list, tuple)) else list(source)
+        generators = _generators(seed, len(targets))
+        out = self(sources, targets, anonymization_degree=0.0, generator=generators, **kwargs).images
+        return out[0] if single else out
+
+
+def _generators(seed: int | list[int], count: int) -> list[torch.Generator]:
+    seeds = list(seed) if isinstance(seed, (list, tuple)) else [int(seed) + i for i in range(count)]
+    if len(seeds) != count:
+        raise ValueError(f"{len(seeds)} seeds were given for {count} images; give one per image.")
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def default_feature_extractor() -> CLIPImageProcessorPil:
+    """CLIP ViT-L/14 preprocessing, PIL path (the torchvision one resizes differently)."""
+    return CLIPImageProcessorPil(**CLIP_PREPROCESSOR_CONFIG)

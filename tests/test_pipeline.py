@@ -1,0 +1,216 @@
+"""The engine: FaceAnonPipeline against the plain reference formulation, on tiny random checkpoints
+in the hub layout (the real 12 GB weights cannot be downloaded here; the loading code is the same)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+
+from faceanon.attention import ReferenceAttnProcessor, self_attention_sites
+from faceanon.pipeline import FaceAnonPipeline
+from faceanon.reference import ConcatReferenceAttnProcessor, reference_call
+from faceanon.testing import build_tiny_checkpoints
+
+SIZE = 64  # pixels; 8x8 latents with the tiny VAE
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    paths = build_tiny_checkpoints(tmp_path_factory.mktemp("tiny"))
+    pipe = FaceAnonPipeline.from_hub(**paths, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """Two real, different faces (public domain: NASA's astronaut, the US Navy's Grace Hopper)."""
+    import matplotlib
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut()).crop((140, 40, 300, 200))
+    hopper = Image.open(f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg").convert("RGB").crop((120, 60, 400, 340))
+    return astronaut, hopper
+
+
+def run(pipe, source, conditioning, seed=0, **kwargs):
+    kwargs = {"num_inference_steps": STEPS, "height": SIZE, "width": SIZE, "output_type": "np", **kwargs}
+    generator = [torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list) else torch.Generator().manual_seed(seed)
+    return pipe(source, conditioning, generator=generator, **kwargs).images
+
+
+# --- exactness against the oracle ------------------------------------------------------------
+
+
+def test_one_attention_layer_equals_full_concatenated_attention(pipe):
+    site = self_attention_sites(pipe.unet)[0]
+    attn, channels = site.module, site.module.to_q.in_features
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, channels, generator=generator)
+    reference = torch.randn(2, 128, channels, generator=generator)
+
+    fast = ReferenceAttnProcessor(site.block)
+    fast.set_reference(attn, reference)
+    oracle = ConcatReferenceAttnProcessor()
+    oracle.reference = reference
+    with torch.no_grad():
+        difference = (fast(attn, x) - oracle(attn, x)).abs().max().item()
+    assert difference <= 1e-5
+
+
+CASES = [(1.25, 4.0), (0.0, 4.0), (1.25, 1.0), (0.0, 1.0), (0.6, 2.5)]
+CASE_IDS = ["anonymize", "swap", "anonymize-no-guidance", "swap-no-guidance", "partial"]
+
+
+def oracle(pipe, source, target, seed, **kwargs):
+    kwargs = {"num_inference_steps": STEPS, "height": SIZE, "width": SIZE, **kwargs}
+    return reference_call(pipe, source, target, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+@pytest.mark.parametrize("degree, guidance", CASES, ids=CASE_IDS)
+def test_pipeline_equals_reference_formulation_float32(pipe, faces, degree, guidance):
+    # One step: per UNet call the two formulations agree to float32 rounding (~1e-7); over several
+    # steps a random tiny UNet amplifies rounding ~20x per step, which the float64 test covers.
+    source, target = faces
+    kwargs = dict(anonymization_degree=degree, guidance_scale=guidance, num_inference_steps=1)
+    assert np.abs(run(pipe, source, target, seed=3, **kwargs) - oracle(pipe, source, target, 3, **kwargs)).max() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def pipe64(pipe, tmp_path_factory):
+    paths = build_tiny_checkpoints(tmp_path_factory.mktemp("tiny"))
+    pipe64 = FaceAnonPipeline.from_hub(**paths, local_files_only=True, torch_dtype=torch.float64)
+    pipe64.set_progress_bar_config(disable=True)
+    return pipe64
+
+
+@pytest.mark.parametrize("degree, guidance", CASES[:2] + CASES[4:], ids=CASE_IDS[:2] + CASE_IDS[4:])
+def test_pipeline_equals_reference_formulation_over_steps_float64(pipe64, faces, degree, guidance):
+    # Several steps exercise the reference keys/values cached once and reused at every step.
+    source, target = faces
+    kwargs = dict(anonymization_degree=degree, guidance_scale=guidance)
+    assert np.abs(run(pipe64, source, target, seed=4, **kwargs) - oracle(pipe64, source, target, 4, **kwargs)).max() <= 1e-9
+
+
+def test_every_transformer_of_a_block_uses_the_blocks_first_record(pipe, faces):
+    blocks = [s.block for s in self_attention_sites(pipe.unet)]
+    assert max(blocks.count(b) for b in set(blocks)) >= 3  # the tiny net has blocks worth testing
+
+    source, target = faces
+    kwargs = dict(anonymization_degree=0.0, guidance_scale=4.0, num_inference_steps=1)
+    ours = run(pipe, source, target, seed=1, **kwargs)
+    assert np.abs(ours - oracle(pipe, source, target, 1, **kwargs)).max() <= 1e-5
+    assert np.abs(ours - oracle(pipe, source, target, 1, own_record=True, **kwargs)).max() > 1e-3
+
+
+# --- randomness ----------------------------------------------------------------------------
+
+
+def test_same_seed_same_output_and_global_rng_untouched(pipe, faces):
+    image = faces[0]
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    first = run(pipe, None, image, seed=7, anonymization_degree=1.25)
+    second = run(pipe, None, image, seed=7, anonymization_degree=1.25)
+    other = run(pipe, None, image, seed=8, anonymization_degree=1.25)
+    assert torch.equal(state, torch.get_rng_state())
+    assert np.array_equal(first, second)
+    assert np.abs(first - other).max() > 1e-3
+
+
+def test_latents_are_honoured(pipe, faces):
+    shape = (1, 4, SIZE // 8, SIZE // 8)
+    latents_a = torch.randn(shape, generator=torch.Generator().manual_seed(10))
+    latents_b = torch.randn(shape, generator=torch.Generator().manual_seed(11))
+    a1 = run(pipe, None, faces[0], seed=0, anonymization_degree=1.25, latents=latents_a)
+    a2 = run(pipe, None, faces[0], seed=0, anonymization_degree=1.25, latents=latents_a)
+    b = run(pipe, None, faces[0], seed=0, anonymization_degree=1.25, latents=latents_b)
+    assert np.array_equal(a1, a2)
+    assert np.abs(a1 - b).max() > 1e-3
+
+
+# --- properties of the math ------------------------------------------------------------------
+
+
+def test_at_degree_one_guidance_does_not_matter(pipe, faces):
+    outputs = [run(pipe, None, faces[1], seed=5, anonymization_degree=1.0, guidance_scale=g) for g in (1.0, 4.0, 9.0)]
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1e-5
+    assert np.abs(outputs[0] - outputs[2]).max() <= 1e-5
+
+
+def test_swap_and_anonymize_in_one_batch_equal_each_alone(pipe, faces):
+    astronaut, hopper = faces
+    batch = run(pipe, [hopper, astronaut], [astronaut, astronaut], seed=[21, 22], anonymization_degree=[0.0, 1.25])
+    swap_alone = run(pipe, hopper, astronaut, seed=21, anonymization_degree=0.0)
+    anonymize_alone = run(pipe, astronaut, astronaut, seed=22, anonymization_degree=1.25)
+    assert np.abs(batch[0] - swap_alone[0]).max() <= 1e-5
+    assert np.abs(batch[1] - anonymize_alone[0]).max() <= 1e-5
+
+
+def test_convenience_methods_and_callback(pipe, faces):
+    steps = []
+    image = pipe.anonymize(faces[0], degree=1.25, seed=0, num_inference_steps=2, height=SIZE, width=SIZE,
+                           callback_on_step_end=lambda p, i, t, kw: steps.append(i) or kw)
+    assert isinstance(image, Image.Image) and image.size == (SIZE, SIZE)
+    assert steps == [0, 1]
+    swapped = pipe.swap(faces[1], [faces[0], faces[0]], seed=[1, 2], num_inference_steps=2, height=SIZE, width=SIZE)
+    assert len(swapped) == 2 and all(isinstance(s, Image.Image) for s in swapped)
+
+
+def test_inputs_as_arrays_and_tensors_match_pil(pipe, faces):
+    pil = faces[0].resize((SIZE, SIZE))
+    array = np.asarray(pil)
+    tensor = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+    from_pil = run(pipe, None, pil, anonymization_degree=1.25)
+    assert np.array_equal(from_pil, run(pipe, None, array, anonymization_degree=1.25))
+    assert np.abs(from_pil - run(pipe, None, tensor, anonymization_degree=1.25)).max() <= 1e-5
+
+
+def test_scheduler_is_swappable_the_diffusers_way(pipe, faces):
+    original = pipe.scheduler
+    try:
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        ddim = run(pipe, None, faces[0], anonymization_degree=1.25)
+        for name in ("ddim", "dpmsolver++", "unipc", "ddpm"):
+            pipe.set_scheduler(name)
+            assert np.isfinite(run(pipe, None, faces[0], anonymization_degree=1.25)).all()
+        assert np.isfinite(ddim).all()
+        with pytest.raises(ValueError, match="Unknown scheduler"):
+            pipe.set_scheduler("euler-of-the-future")
+    finally:
+        pipe.scheduler = original
+
+
+# --- bad inputs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(conditioning_image="face.png"), TypeError, "PIL image"),
+        (dict(height=60), ValueError, "multiple of 8"),
+        (dict(anonymization_degree=-0.5), ValueError, ">= 0"),
+        (dict(source_image="twins", conditioning_image="x"), TypeError, "PIL image"),
+        (dict(num_inference_steps=0), ValueError, "positive integer"),
+        (dict(anonymization_degree=0.0, source_image=None), ValueError, "source_image is required"),
+        (dict(anonymization_degree=[1.0, 1.0, 1.0]), ValueError, "one per image"),
+    ],
+)
+def test_bad_inputs_get_messages_people_understand(pipe, faces, kwargs, error, message):
+    call = dict(source_image=faces[0], conditioning_image=faces[1], anonymization_degree=1.25,
+                num_inference_steps=1, height=SIZE, width=SIZE)
+    call.update(kwargs)
+    with pytest.raises(error, match=message):
+        pipe(**call)
+
+
+def test_mismatched_batches_and_generators(pipe, faces):
+    with pytest.raises(ValueError, match="one source image per conditioning image"):
+        pipe([faces[0]] * 2, [faces[1]] * 3, anonymization_degree=0.0, num_inference_steps=1, height=SIZE, width=SIZE)
+    with pytest.raises(ValueError, match="one per image"):
+        pipe(None, [faces[1]] * 2, anonymization_degree=1.0, num_inference_steps=1, height=SIZE, width=SIZE,
+             generator=[torch.Generator()])
