@@ -135,23 +135,28 @@ class SelfAttnProcessor:
 class ReferenceAttnProcessor:
     """The main UNet's self-attention with the reference records as extra keys and values.
 
-    ``set_reference`` projects the block's reference tokens R (rows, 2N, C) to keys and values
-    once per pipeline call; each denoising step then only projects the UNet's own tokens.
-    Without a reference it is ordinary self-attention.
+    ``set_reference`` hands over the block's reference tokens R (rows, 2N, C); the first call
+    projects them to keys and values (inside the UNet's forward, so that model offloading has put
+    the weights on the right device) and every later denoising step reuses them. Without a
+    reference it is ordinary self-attention.
     """
 
     def __init__(self, block: str, backend: str = "sdpa"):
         self.block = block
         self.backend = backend
+        self.set_reference(None)
+
+    def set_reference(self, reference: torch.Tensor | None) -> None:
+        self.reference = reference
         self.reference_key: torch.Tensor | None = None
         self.reference_value: torch.Tensor | None = None
 
-    def set_reference(self, attn: Attention, reference: torch.Tensor | None) -> None:
-        if reference is None:
-            self.reference_key = self.reference_value = None
-            return
-        self.reference_key = attn.to_k(reference)
-        self.reference_value = attn.to_v(reference)
+    def _reference_key_value(self, attn: Attention) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.reference_key is None:
+            weight = attn.to_k.weight
+            reference = self.reference.to(device=weight.device, dtype=weight.dtype)
+            self.reference_key, self.reference_value = attn.to_k(reference), attn.to_v(reference)
+        return self.reference_key, self.reference_value
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
@@ -159,14 +164,14 @@ class ReferenceAttnProcessor:
         query = attn.to_q(hidden_states)
         key = attn.to_k(hidden_states)
         value = attn.to_v(hidden_states)
-        if self.reference_key is not None:
-            if self.reference_key.shape[0] != hidden_states.shape[0]:
+        if self.reference is not None:
+            if self.reference.shape[0] != hidden_states.shape[0]:
                 raise RuntimeError(
-                    f"reference rows ({self.reference_key.shape[0]}) do not match the UNet batch "
-                    f"({hidden_states.shape[0]})"
+                    f"reference rows ({self.reference.shape[0]}) do not match the UNet batch ({hidden_states.shape[0]})"
                 )
-            key = torch.cat([key, self.reference_key], dim=1)
-            value = torch.cat([value, self.reference_value], dim=1)
+            reference_key, reference_value = self._reference_key_value(attn)
+            key = torch.cat([key, reference_key], dim=1)
+            value = torch.cat([value, reference_value], dim=1)
         return multihead_attention(attn, query, key, value, self.backend)
 
 
@@ -204,12 +209,12 @@ def iter_reference_processors(unet: torch.nn.Module) -> Iterator[tuple[Attention
 
 
 def set_references(unet: torch.nn.Module, references: dict[str, torch.Tensor] | None) -> None:
-    """Project each block's reference tokens to keys/values in every transformer of the block.
+    """Give every transformer of each block that block's reference tokens (None clears them).
 
     All transformers of a block get the block's *first* record: the model was trained that way.
     """
-    for attn, processor in iter_reference_processors(unet):
-        processor.set_reference(attn, None if references is None else references[processor.block])
+    for _, processor in iter_reference_processors(unet):
+        processor.set_reference(None if references is None else references[processor.block])
 
 
 def run_reference_net(reference_net: torch.nn.Module, records: dict, latents: torch.Tensor,

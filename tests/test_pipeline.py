@@ -54,7 +54,7 @@ def test_one_attention_layer_equals_full_concatenated_attention(pipe):
     reference = torch.randn(2, 128, channels, generator=generator)
 
     fast = ReferenceAttnProcessor(site.block)
-    fast.set_reference(attn, reference)
+    fast.set_reference(reference)
     oracle = ConcatReferenceAttnProcessor()
     oracle.reference = reference
     with torch.no_grad():
