@@ -1,0 +1,31 @@
+"""Gradio components with faceanon's behaviour on top of the stock ones."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image, UnidentifiedImageError
+
+from faceanon.webapp.limits import not_an_image_error
+
+
+def PhotoInput(**kwargs) -> gr.Image:  # noqa: N802  (reads like the component it builds)
+    """`gr.Image` (as a file path) that answers a non-image upload with a plain message.
+
+    The stock component lets PIL's "cannot identify image file '/tmp/...'" through, which tells a
+    person nothing and leaks a server path. (A subclass would make Gradio write a .pyi stub beside
+    this file, so the instance's preprocess is wrapped instead.)
+    """
+    kwargs.setdefault("type", "filepath")
+    kwargs.setdefault("image_mode", None)  # keep the upload as is; faceanon converts it
+    kwargs.setdefault("sources", ["upload", "webcam", "clipboard"])
+    component = gr.Image(**kwargs)
+    stock_preprocess = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return stock_preprocess(payload)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            raise not_an_image_error(getattr(payload, "orig_name", None) or "") from None
+
+    component.preprocess = preprocess
+    return component

@@ -1,0 +1,91 @@
+"""`python app.py` / `faceanon serve`: build the app, load the models, and serve it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import spaces  # noqa: F401  (must come before torch touches CUDA on a ZeroGPU Space)
+
+
+def on_zero_gpu() -> bool:
+    from spaces.config import Config
+
+    return bool(Config.zero_gpu)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="faceanon serve", description="Serve the faceanon web app.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument("--device", default=None, help="torch device for diffusion (default: cuda if any, else cpu)")
+    parser.add_argument("--download-weights", action="store_true",
+                        help="download missing diffusion weights from the hub in the background "
+                             "(default: use local files only; see `faceanon download`)")
+    parser.add_argument("--max-file-size", default=None, help="largest upload, e.g. 20mb")
+    parser.add_argument("--max-megapixels", type=int, default=None, help="largest photo in megapixels")
+    parser.add_argument("--gpu-jobs", type=int, default=None, help="diffusion jobs at once (one per GPU)")
+    parser.add_argument("--quiet", action="store_true", help="less console output")
+    return parser.parse_args(argv)
+
+
+def _limits(args):
+    from dataclasses import replace
+
+    from faceanon.webapp.limits import Limits
+
+    limits = Limits.from_env()
+    overrides = {"max_file_size": args.max_file_size, "max_megapixels": args.max_megapixels,
+                 "gpu_jobs": args.gpu_jobs}
+    return replace(limits, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def create_app(args: argparse.Namespace):
+    """(demo, host, limits): the Blocks app with its models loading (synchronously on ZeroGPU)."""
+    from faceanon.webapp.service import ModelHost
+    from faceanon.webapp.ui import CSS, build_demo
+
+    limits = _limits(args)
+    zero_gpu = on_zero_gpu()
+    host = ModelHost(device=args.device, local_files_only=not args.download_weights)
+    # ZeroGPU only moves models that exist before launch onto the GPU; elsewhere never block start-up.
+    host.start(background=not zero_gpu)
+    demo = build_demo(host, limits, gpu_present=zero_gpu or _cuda_available())
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    return demo, host, limits, CSS
+
+
+def _cuda_available() -> bool:
+    # Checking needs torch (~2 s); only worth it when a GPU driver is there at all.
+    if not os.path.exists("/proc/driver/nvidia"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo, _host, limits, css = create_app(args)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=limits.max_file_size,
+        show_error=True,  # faceanon's errors are written for people
+        footer_links=["api", "gradio"],
+        css=css,
+        theme=_theme(),
+        quiet=args.quiet,
+    )
+
+
+def _theme():
+    import gradio as gr
+
+    return gr.themes.Soft(primary_hue="indigo")

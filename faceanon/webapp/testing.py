@@ -1,0 +1,100 @@
+"""Helpers for testing the app for real: a server in a subprocess, and a headless system Chromium.
+
+    with running_app(env) as url: Client(url).predict(...)
+    with chromium() as browser: page = browser.new_page(); page.goto(url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("FACEANON_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout: float = 120,
+                workdir: str | Path | None = None, unset: tuple[str, ...] = ()):
+    """Runs `python app.py` on a free 127.0.0.1 port; yields its URL; stops it afterwards.
+
+    The server's working directory (Gradio's example cache) and temp folder are a fresh temporary
+    folder unless `workdir` is given. Its console output is in `<workdir>/server.log`. Variables
+    named in `unset` are removed from the server's environment.
+    """
+    with contextlib.ExitStack() as stack:
+        workdir = Path(workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="faceanon-app-")))
+        port = free_port()
+        full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                    "GRADIO_TEMP_DIR": str(workdir / "gradio-tmp"), "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+                    **(env or {})}
+        for name in unset:  # e.g. FACEANON_* of the caller's environment
+            full_env.pop(name, None)
+        log = open(workdir / "server.log", "w")  # noqa: SIM115  (closed by the exit stack)
+        stack.callback(log.close)
+        process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        stack.callback(_stop, process)
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_up(url, process, timeout, workdir / "server.log")
+        yield url
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the app did not answer within {timeout} s:\n{log_path.read_text()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def chromium(headless: bool = True):
+    """Debian's Chromium driven by Playwright (never a downloaded browser), with a fresh profile."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="faceanon-chromium-") as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=headless, args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
