@@ -1,0 +1,57 @@
+"""Fill the trust fields of an AnonymizationResult's per-face reports.
+
+    result = fa.anonymize(photo)
+    check_result(photo, result)      # sets identity_similarity, same_person, attributes per face
+    still_recognizable(result)       # faces whose anonymized version is still the same person
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faceanon.results import AnonymizationResult, FaceReport
+
+
+def _rgb(image) -> np.ndarray:
+    from faceanon.imageio import load_image, split_alpha
+
+    return split_alpha(load_image(image))[0]
+
+
+def check_result(original, result: AnonymizationResult, identity: bool = True, attributes: bool = True,
+                 identity_model=None, attribute_model=None) -> AnonymizationResult:
+    """Measure every reported face of `result` against `original` (path, PIL or RGB array), in place.
+
+    Every face is measured, changed or not: an untouched face is honestly "same person"."""
+    if not result.faces:
+        return result
+    before, after = _rgb(original), _rgb(result.image)
+    faces = [report.face for report in result.faces]
+    if identity:
+        from faceanon.trust.identity import check_identity, get_identity_model
+
+        model = identity_model or get_identity_model()
+        for report, similarity in zip(result.faces, check_identity(before, after, faces, model), strict=True):
+            report.identity_similarity = round(similarity, 4)
+            report.same_person = model.same_person(similarity)
+    if attributes:
+        from faceanon.trust.attributes import check_attributes
+
+        for report, entry in zip(result.faces, check_attributes(before, after, faces, attribute_model), strict=True):
+            report.attributes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items()}
+    return result
+
+
+def still_recognizable(result: AnonymizationResult) -> list[FaceReport]:
+    """Changed faces that the identity check still calls the same person (run check_result first)."""
+    return [report for report in result.faces if report.changed and report.same_person]
+
+
+def identity_verdict(report: FaceReport) -> str:
+    """A short line for people: "different person (similarity 0.08)", or "" when not measured."""
+    if report.identity_similarity is None:
+        return ""
+    from faceanon.trust.identity import DIFFERENT_PERSON, SAME_PERSON
+
+    verdict = SAME_PERSON if report.same_person else DIFFERENT_PERSON
+    return f"{verdict} (similarity {report.identity_similarity:.2f})"
