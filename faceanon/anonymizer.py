@@ -18,11 +18,12 @@ anonymization_degree=..., ...)` returning `.images`), which lets tests and other
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-from faceanon.errors import ImageInputError, WeightsNotFoundError
+from faceanon.errors import FaceAnonError, ImageInputError, WeightsNotFoundError
 from faceanon.faces.alignment import AlignedFace, align_face
 from faceanon.faces.blending import face_mask, paste_face
 from faceanon.faces.detection import Detector, create_detector
@@ -34,11 +35,23 @@ METHODS = ("diffusion", *REDACTION_METHODS)
 Progress = Callable[[float, str], None]
 
 
-def face_seed(seed: int, index: int) -> int:
+def face_seed(seed: int, index: int, attempt: int = 0) -> int:
     """The seed of face `index` for the user's `seed`: the first 63 bits of
-    sha256("faceanon:{seed}:{index}"). Stable across versions and platforms."""
-    digest = hashlib.sha256(f"faceanon:{int(seed)}:{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+    sha256("faceanon:{seed}:{index}") (":{attempt}" appended for retries). Stable everywhere."""
+    key = f"faceanon:{int(seed)}:{int(index)}" + (f":{int(attempt)}" if attempt else "")
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
+
+
+@dataclass
+class _Run:
+    """The generation settings of one anonymize/swap call."""
+
+    degree: float
+    seed: int
+    steps: int
+    guidance: float
+    scheduler: str | None
+    progress: Progress
 
 
 class FaceAnonymizer:
@@ -54,19 +67,31 @@ class FaceAnonymizer:
         detection_threshold: detector confidence needed to report a face.
         color_match: match the new face's colours to the photo's around it.
         batch_size: faces per pipeline call (None: all faces of a photo in one call).
+        resolution: the size the model generates at (512, what the published weights were trained
+            on; smaller only for tests with tiny checkpoints). Faces are always aligned at 512.
+        watermark: put faceanon's invisible watermark (faceanon.trust) into every generated face
+            crop before it is pasted (pixels outside the face masks stay untouched).
+        identity_check: fill each changed face's identity_similarity / same_person (faceanon.trust).
+        on_same_person: what to do with generated faces the identity check still calls the same
+            person: None (report only), "retry" (once: new seed, d + 0.1), or a redaction method.
     """
 
     def __init__(self, detector: str | Detector = "yunet", pipeline=None, device=None, torch_dtype=None,
                  min_face_size: float = 24, detection_threshold: float | None = None,
                  small_face_method: str | None = "blur", color_match: bool = False,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, resolution: int = 512, watermark: bool = True,
+                 identity_check: bool = True, on_same_person: str | None = None):
         if small_face_method not in (None, *REDACTION_METHODS):
             raise ValueError(f"small_face_method must be one of {REDACTION_METHODS} or None.")
+        if on_same_person not in (None, "retry", *REDACTION_METHODS):
+            raise ValueError(f"on_same_person must be None, 'retry' or one of {REDACTION_METHODS}.")
         self.detector = create_detector(detector, threshold=detection_threshold, min_face_size=4)
         self.min_face_size = float(min_face_size)
         self.small_face_method = small_face_method
         self.color_match = color_match
         self.batch_size = batch_size
+        self.resolution = int(resolution)
+        self.watermark, self.identity_check, self.on_same_person = watermark, identity_check, on_same_person
         self.device, self.torch_dtype = device, torch_dtype
         self._pipeline = pipeline
         self._pipeline_error: str | None = None
@@ -138,19 +163,23 @@ class FaceAnonymizer:
         reports = {face.index: FaceReport(face=face, message="not selected") for face in detected}
         if not detected:
             return self._no_faces(photo, method_note)
-        output = rgb.copy()
         aligned = {face.index: align_face(rgb, face.landmarks) for face in selected}
         large = [f for f in selected if f.size >= self.min_face_size or method != "diffusion"]
         small = [f for f in selected if f not in large]
-        self._handle_small_faces(output, small, aligned, reports, strength)
+        output = self._with_small_faces_redacted(rgb, small, aligned, reports, strength)
         if method == "diffusion" and large:
-            crops = self._generate([aligned[f.index].crop for f in large], None, degree, seed, [f.index for f in large],
-                                   steps, guidance, scheduler, report)
-            self._paste(output, large, crops, aligned, reports, "diffusion", seed=seed, degree=degree)
+            run = _Run(degree, seed, steps, guidance, scheduler, report)
+            plan = {f.index: (face_seed(seed, f.index), degree) for f in large}
+            crops = self._generate_faces(large, aligned, plan, run)
+            self._paste(output, large, crops, aligned, reports, plan)
+            self._check_identities(rgb, output, large, reports)
+            output = self._handle_still_recognizable(rgb, output, small, large, crops, aligned, reports, plan, run,
+                                                     strength)
         else:
             for face in large:
                 redact_face(output, aligned[face.index], method, strength)
                 reports[face.index] = FaceReport(face=face, changed=True, method=method)
+            self._check_identities(rgb, output, large, reports)
         report(1.0, "Done")
         ordered = [reports[f.index] for f in detected]
         message = _summary(ordered, method_note)
@@ -186,9 +215,11 @@ class FaceAnonymizer:
         output = rgb.copy()
         aligned = {face.index: align_face(rgb, face.landmarks) for face in large}
         if large:
-            crops = self._generate([source_crop] * len(large), [aligned[f.index].crop for f in large], 0.0, seed,
-                                   [f.index for f in large], steps, guidance, scheduler, report)
-            self._paste(output, large, crops, aligned, reports, "diffusion", seed=seed, degree=0.0)
+            run = _Run(0.0, seed, steps, guidance, scheduler, report)
+            plan = {f.index: (face_seed(seed, f.index), 0.0) for f in large}
+            crops = self._generate_faces(large, aligned, plan, run, sources=[source_crop] * len(large))
+            self._paste(output, large, crops, aligned, reports, plan)
+            self._check_identities(rgb, output, large, reports)
         report(1.0, "Done")
         ordered = [reports[f.index] for f in detected]
         return AnonymizationResult(image=merge_alpha(output, alpha, photo.info.get("icc_profile")),
@@ -225,45 +256,110 @@ class FaceAnonymizer:
                              f"there is no face {', '.join(map(str, missing))}.")
         return detected, [detected[i] for i in chosen]
 
-    def _handle_small_faces(self, output, small, aligned, reports, strength) -> None:
+    def _with_small_faces_redacted(self, rgb, small, aligned, reports, strength) -> np.ndarray:
+        """A copy of the photo with the faces too small for diffusion handled."""
+        output = rgb.copy()
         for face in small:
             method = self.small_face_method
             if method:
                 redact_face(output, aligned[face.index], method, strength)
             reports[face.index] = FaceReport(face=face, changed=bool(method), method=method,
                                              message=_too_small(face, self.min_face_size, method))
+        return output
 
-    def _generate(self, sources: Sequence[np.ndarray], conditions: Sequence[np.ndarray] | None, degree: float,
-                  seed: int, indices: Sequence[int], steps: int, guidance: float, scheduler: str | None,
-                  report: Progress) -> list[np.ndarray]:
-        """Run the pipeline on aligned crops in one batched call (or `batch_size` chunks)."""
+    def _generate_faces(self, faces, aligned, plan, run: _Run, sources=None) -> dict[int, np.ndarray]:
+        """New crops for `faces` (anonymize: source = conditioning = the face's crop)."""
+        conditions = [aligned[f.index].crop for f in faces]
+        seeds = [plan[f.index][0] for f in faces]
+        degrees = [plan[f.index][1] for f in faces]
+        crops = self._generate(sources or conditions, conditions, degrees, seeds, run)
+        return {face.index: crop for face, crop in zip(faces, crops, strict=True)}
+
+    def _generate(self, sources, conditions, degrees: list[float], seeds: list[int], run: _Run) -> list[np.ndarray]:
+        """Run the pipeline on aligned crops in one batched call (or `batch_size` chunks), one
+        generator per face; watermark the new crops when the trust tools are installed."""
         import torch
         from PIL import Image
 
         pipe = self.pipeline
-        if scheduler and hasattr(pipe, "set_scheduler"):
-            pipe.set_scheduler(scheduler)
+        if run.scheduler and hasattr(pipe, "set_scheduler"):
+            pipe.set_scheduler(run.scheduler)
         sources = [Image.fromarray(c) for c in sources]
-        conditions = sources if conditions is None else [Image.fromarray(c) for c in conditions]
-        chunk = self.batch_size or len(sources)
+        conditions = [Image.fromarray(c) for c in conditions]
+        count, chunk = len(conditions), self.batch_size or len(conditions)
         results: list[np.ndarray] = []
-        for start in range(0, len(sources), chunk):
-            stop = min(start + chunk, len(sources))
-            on_step = _step_reporter(report, start / len(sources), (stop - start) / len(sources), steps)
-            output = pipe(source_image=sources[start:stop], conditioning_image=conditions[start:stop],
-                          anonymization_degree=degree, guidance_scale=guidance, num_inference_steps=steps,
-                          generator=[torch.Generator().manual_seed(face_seed(seed, i)) for i in indices[start:stop]],
-                          callback_on_step_end=on_step)
-            results.extend(np.asarray(im.convert("RGB")) for im in output.images)
+        for start in range(0, count, chunk):
+            part = slice(start, min(start + chunk, count))
+            part_degrees = degrees[part]
+            output = pipe(source_image=sources[part], conditioning_image=conditions[part],
+                          anonymization_degree=part_degrees[0] if len(set(part_degrees)) == 1 else part_degrees,
+                          guidance_scale=run.guidance, num_inference_steps=run.steps,
+                          height=self.resolution, width=self.resolution,
+                          generator=[torch.Generator().manual_seed(s) for s in seeds[part]],
+                          callback_on_step_end=_step_reporter(run.progress, start / count,
+                                                              len(part_degrees) / count, run.steps))
+            results.extend(self._watermarked(np.asarray(image.convert("RGB"))) for image in output.images)
         return results
 
-    def _paste(self, output, faces, crops, aligned: dict[int, AlignedFace], reports, method, seed, degree) -> None:
-        for face, crop in zip(faces, crops, strict=True):
+    def _watermarked(self, crop: np.ndarray) -> np.ndarray:
+        if not self.watermark:
+            return crop
+        try:
+            from PIL import Image
+
+            from faceanon.trust.watermark import add_watermark
+        except ImportError:
+            return crop
+        return np.asarray(add_watermark(Image.fromarray(crop)))
+
+    def _paste(self, output, faces, crops: dict[int, np.ndarray], aligned: dict[int, AlignedFace], reports,
+               plan: dict[int, tuple[int, float]]) -> None:
+        for face in faces:
             crop_aligned = aligned[face.index]
-            paste_face(output, crop, crop_aligned, face_mask(crop_aligned.landmarks, crop_aligned.size),
+            paste_face(output, crops[face.index], crop_aligned, face_mask(crop_aligned.landmarks, crop_aligned.size),
                        color_match=self.color_match)
-            reports[face.index] = FaceReport(face=face, changed=True, method=method,
-                                             seed=face_seed(seed, face.index), degree=degree)
+            seed, degree = plan[face.index]
+            reports[face.index] = FaceReport(face=face, changed=True, method="diffusion", seed=seed, degree=degree)
+
+    def _check_identities(self, original, output, faces, reports) -> None:
+        """Fill identity_similarity / same_person (when faceanon.trust and its model are present)."""
+        if not self.identity_check or not faces:
+            return
+        try:
+            from faceanon.trust.identity import check_identity, get_identity_model
+
+            model = get_identity_model()
+        except (ImportError, FaceAnonError):
+            return
+        for face, similarity in zip(faces, check_identity(original, output, faces, model), strict=True):
+            reports[face.index].identity_similarity = round(float(similarity), 4)
+            reports[face.index].same_person = bool(model.same_person(similarity))
+
+    def _handle_still_recognizable(self, rgb, output, small, large, crops, aligned, reports, plan, run: _Run,
+                                   strength) -> np.ndarray:
+        """on_same_person: "retry" regenerates faces the identity check still matches, once, with a
+        new seed (attempt 1) and d + 0.1 (at most 1.5); a redaction method hides them instead."""
+        still = [f for f in large if reports[f.index].same_person]
+        if not still or not self.on_same_person:
+            return output
+        if self.on_same_person == "retry":
+            retry_degree = max(run.degree, min(run.degree + 0.1, 1.5))
+            plan.update({f.index: (face_seed(run.seed, f.index, attempt=1), retry_degree) for f in still})
+            crops.update(self._generate_faces(still, aligned, plan, run))
+            output = self._with_small_faces_redacted(rgb, small, aligned, reports, strength)
+            self._paste(output, large, crops, aligned, reports, plan)
+            self._check_identities(rgb, output, large, reports)
+            for face in still:
+                if reports[face.index].same_person:
+                    reports[face.index].message = "still recognizable after a retry with a new seed and a higher degree"
+            return output
+        for face in still:
+            redact_face(output, aligned[face.index], self.on_same_person, strength)
+            reports[face.index] = FaceReport(face=face, changed=True, method=self.on_same_person, message=(
+                f"the new face still matched the person (similarity {reports[face.index].identity_similarity:.2f}); "
+                f"{_DONE_INSTEAD[self.on_same_person]}"))
+        self._check_identities(rgb, output, still, reports)
+        return output
 
     @staticmethod
     def _no_faces(photo, note: str) -> AnonymizationResult:

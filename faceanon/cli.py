@@ -31,11 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra and getattr(args, "command", None) != "serve":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    if not getattr(args, "run", None):
+    run = getattr(args, "run", None) or getattr(args, "func", None)
+    if not run:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.run(args) or 0)
+        return int(run(args) or 0)
     except FaceAnonError as error:
         _error(str(error))
         return 1
@@ -90,6 +91,11 @@ def _add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True)
     group.add_argument("--batch-size", type=int, default=None, metavar="N",
                        help="faces per model call (default: all faces of a photo at once)")
     group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
+    group.add_argument("--on-same-person", choices=("retry", "blur", "pixelate", "solid"), default=None,
+                       help="when the identity check still recognizes a new face: regenerate it once with a new "
+                            "seed and a higher degree, or redact it (default: only report it)")
+    group.add_argument("--no-watermark", action="store_true",
+                       help="do not put the invisible watermark into generated faces")
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +129,9 @@ def _make_anonymizer(args):
                           min_face_size=args.min_face, detection_threshold=args.detection_threshold,
                           small_face_method=None if args.small_faces == "none" else args.small_faces,
                           color_match=getattr(args, "color_match", False),
-                          batch_size=getattr(args, "batch_size", None))
+                          batch_size=getattr(args, "batch_size", None),
+                          watermark=not getattr(args, "no_watermark", False),
+                          on_same_person=getattr(args, "on_same_person", None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +384,17 @@ def run_serve(args) -> int:
     return int(serve(args.extra) or 0)
 
 
-SUBCOMMANDS = [add_anonymize, add_swap, add_download, add_serve]
+def add_trust_commands(subparsers) -> None:
+    """`evaluate` and `verify`, defined by faceanon.trust.cli (they set `func`)."""
+    try:
+        from faceanon.trust.cli import add_evaluate_command, add_verify_command
+    except ImportError:
+        return
+    add_evaluate_command(subparsers)
+    add_verify_command(subparsers)
+
+
+SUBCOMMANDS = [add_anonymize, add_swap, add_download, add_serve, add_trust_commands]
 
 
 if __name__ == "__main__":  # pragma: no cover
