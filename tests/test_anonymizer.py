@@ -202,3 +202,20 @@ def test_generated_faces_carry_the_watermark_and_nothing_outside_changes(identit
     assert found
     union = union_of_masks(astronaut_rgb, [face])
     assert np.array_equal(output[~union], astronaut_rgb[~union])
+
+
+@pytest.mark.parametrize("variant", ["exif_rotated", "greyscale", "cmyk"])
+def test_rotated_greyscale_and_cmyk_photos_come_out_upright_in_rgb(grace_hopper_rgb, tmp_path, variant):
+    photo = Image.fromarray(grace_hopper_rgb)
+    path = tmp_path / "in.jpg"
+    if variant == "exif_rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6  # stored sideways, shown upright
+        photo.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
+    else:
+        photo.convert("L" if variant == "greyscale" else "CMYK").save(path, quality=95)
+    result = FaceAnonymizer(pipeline=None, identity_check=False).anonymize(path, method="blur")
+    assert result.image.mode == "RGB" and result.image.size == photo.size
+    assert result.num_changed == 1
+    face = result.faces[0].face
+    assert face.landmarks[0, 0] < face.landmarks[1, 0] and face.landmarks[3, 1] > face.landmarks[0, 1]  # upright
