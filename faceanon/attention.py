@@ -175,6 +175,8 @@ class ReferenceAttnProcessor:
         return multihead_attention(attn, query, key, value, self.backend)
 
 
+METHOD_PROCESSORS = (SelfAttnProcessor, ReferenceAttnProcessor)
+
 # ---------------------------------------------------------------------------------------------
 # Installing processors
 

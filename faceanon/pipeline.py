@@ -30,6 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessorPil, CLIPVisionModel
 
 from faceanon.attention import (
+    METHOD_PROCESSORS,
     install_recording_processors,
     install_reference_processors,
     run_reference_net,
@@ -132,30 +133,28 @@ class FaceAnonPipeline(DiffusionPipeline):
             )
 
     def set_attention_backend(self, backend: str) -> None:
-        """"sdpa" (PyTorch, default) or "xformers"; keeps the method's processors in place."""
+        """"sdpa" (PyTorch, default) or "xformers", for every attention layer of the pipeline; the
+        method's own processors stay in place and switch their kernel."""
+        from diffusers.models.attention_processor import Attention, AttnProcessor2_0, XFormersAttnProcessor
+
         if backend not in ("sdpa", "xformers"):
             raise ValueError(f"Unknown attention backend {backend!r}; use 'sdpa' or 'xformers'.")
         if backend == "xformers":
-            import xformers.ops  # noqa: F401  (fail here, clearly, when it is not installed)
+            import xformers.ops  # noqa: F401  (fails here, clearly, when xformers is not installed)
         self.attention_backend = backend
         self._install_processors()
-        # Cross-attention keeps diffusers' stock processors, switched to the same backend.
-        if backend == "xformers":
-            for module in (self.unet, self.referencenet, self.conditioning_referencenet):
-                for attn in module.modules():
-                    if getattr(attn, "attn2", None) is not None:
-                        attn.attn2.set_use_memory_efficient_attention_xformers(True)
+        stock = XFormersAttnProcessor if backend == "xformers" else AttnProcessor2_0
+        for net in (self.unet, self.referencenet, self.conditioning_referencenet, self.vae):
+            for module in net.modules():
+                if isinstance(module, Attention) and not isinstance(module.processor, METHOD_PROCESSORS):
+                    module.set_processor(stock())
 
     def enable_xformers_memory_efficient_attention(self, attention_op=None) -> None:
-        # diffusers' version replaces every processor, the method's included; this keeps them.
+        # diffusers' own version replaces every processor, the method's included.
         self.set_attention_backend("xformers")
 
     def disable_xformers_memory_efficient_attention(self) -> None:
         self.set_attention_backend("sdpa")
-        for module in (self.unet, self.referencenet, self.conditioning_referencenet):
-            for attn in module.modules():
-                if getattr(attn, "attn2", None) is not None:
-                    attn.attn2.set_use_memory_efficient_attention_xformers(False)
 
     # ------------------------------------------------------------------------------------------
     # Inputs

@@ -3,6 +3,8 @@ in the hub layout (the real 12 GB weights cannot be downloaded here; the loading
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -183,6 +185,48 @@ def test_scheduler_is_swappable_the_diffusers_way(pipe, faces):
             pipe.set_scheduler("euler-of-the-future")
     finally:
         pipe.scheduler = original
+
+
+def fake_xformers(calls: list):
+    """xformers exists for CUDA only; this stand-in computes memory_efficient_attention with SDPA
+    so that the routing through the xformers path can be checked on a CPU."""
+    import types
+
+    import torch.nn.functional as F
+
+    def memory_efficient_attention(query, key, value, attn_bias=None, p=0.0, scale=None, op=None):
+        calls.append(tuple(query.shape))
+        squeeze = query.ndim == 3  # diffusers' stock processor passes (B*heads, tokens, head_dim)
+        q, k, v = (t.unsqueeze(2) if squeeze else t for t in (query, key, value))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=attn_bias, scale=scale).transpose(1, 2)
+        return out.squeeze(2) if squeeze else out
+
+    module = types.ModuleType("xformers")
+    module.ops = types.ModuleType("xformers.ops")
+    module.ops.memory_efficient_attention = memory_efficient_attention
+    return module
+
+
+def test_enabling_xformers_keeps_the_methods_processors(pipe, faces, monkeypatch):
+    from faceanon.attention import ReferenceAttnProcessor
+
+    calls = []
+    module = fake_xformers(calls)
+    monkeypatch.setitem(sys.modules, "xformers", module)
+    monkeypatch.setitem(sys.modules, "xformers.ops", module.ops)
+    # diffusers binds xformers at import time when it is installed (it never is on a CPU machine).
+    monkeypatch.setattr("diffusers.models.attention_processor.xformers", module, raising=False)
+    before = run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1)
+    pipe.enable_xformers_memory_efficient_attention()
+    try:
+        processors = [s.module.processor for s in self_attention_sites(pipe.unet)]
+        assert all(isinstance(p, ReferenceAttnProcessor) and p.backend == "xformers" for p in processors)
+        after = run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1)
+    finally:
+        pipe.disable_xformers_memory_efficient_attention()
+    assert calls, "no attention went through xformers"
+    assert np.abs(before - after).max() <= 1e-5
 
 
 # --- bad inputs ------------------------------------------------------------------------------
