@@ -82,3 +82,13 @@ def test_page_tells_people_why_diffusion_is_off(started):
         page.mouse.wheel(0, -5000)
         page.wait_for_timeout(1000)  # let the error toast finish fading in
         page.screenshot(path=str(ARTIFACTS / "app_no_weights.png"))
+
+
+def test_evaluate_measures_the_baselines(client):
+    identity, detection, attributes, table = client.predict(
+        handle_file(EXAMPLES / "astronaut.jpg"), degrees="1.2", seeds=1, steps=1, baselines=True,
+        api_name="/evaluate")
+    for plot in (identity, detection, attributes):
+        assert Image.open(plot).size[0] > 200
+    methods = {row[0] for row in table["data"]}
+    assert methods == {"original", "blur", "pixelate", "solid"}  # no weights: baselines only

@@ -252,6 +252,75 @@ def _finish(original: Image.Image, result, seed_used: int):
     return result.image, summary_markdown(result, seed_used), result.to_dict() | {"seed": seed_used}, seed_used
 
 
+def evaluate(
+    image: str | None,
+    degrees: str = "0.3, 0.6, 0.9, 1.2, 1.4, 1.5",
+    seeds: float = 2,
+    steps: float = 25,
+    baselines: bool = True,
+    progress=gr.Progress(),  # noqa: B008
+):
+    """Measures how well a photo's faces are anonymized, as the paper's supplementary Figs. 1-3 do.
+
+    Args:
+        image: the photo (JPEG, PNG or WebP).
+        degrees: anonymization degrees d to try, comma-separated.
+        seeds: seeds per degree.
+        steps: denoising steps per run.
+        baselines: also measure blur, pixelate and solid.
+
+    Returns:
+        the identity, detection and attribute plots, and one table row per face and run.
+    """
+
+    photo = load_photo(image)
+    try:
+        values = [float(v) for v in str(degrees).replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise gr.Error(f"Degrees must be numbers separated by commas, such as 0.6, 1.2; got {degrees!r}.",
+                       title="Bad setting") from None
+    diffusion = host().diffusion_ready
+    if not values and not baselines:
+        raise gr.Error("Choose at least one degree or the baselines.", title="Nothing to evaluate")
+    if not diffusion:
+        gr.Warning("The diffusion model is not loaded: only the blur, pixelate and solid baselines are measured.")
+    options = dict(degrees=values if diffusion else (), seeds=max(1, int(seeds)), steps=L.check_steps(steps, _LIMITS),
+                   baselines=("blur", "pixelate", "solid") if baselines or not diffusion else (),
+                   progress=_progress_callback(progress))
+    rows, figures = _call(lambda: _run_evaluation(photo, diffusion, options))
+    table = [[r.get(c) for c in EVALUATION_COLUMNS] for r in rows]
+    return (*figures, table)
+
+
+EVALUATION_COLUMNS = ["method", "degree", "seed", "face", "identity_similarity", "same_person",
+                      "detected_yunet", "detected_scrfd", "pose_distance", "expression_distance"]
+
+
+def _evaluation_seconds(photo, diffusion, options) -> int:
+    runs = len(options["degrees"]) * options["seeds"]
+    return int(min(300, 20 + runs * (3 + 0.15 * options["steps"])))
+
+
+@spaces.GPU(duration=_evaluation_seconds)
+def _run_evaluation(photo, diffusion, options):
+    from faceanon.trust import evaluate_photo
+
+    with host().using(diffusion=diffusion) as anonymizer:
+        return evaluate_photo(_RedactionOnly(anonymizer) if not diffusion else anonymizer, photo, **options)
+
+
+class _RedactionOnly:
+    """The redaction anonymizer as seen by the evaluation: it must not try to load the weights."""
+
+    diffusion_available = False
+
+    def __init__(self, anonymizer):
+        self._anonymizer = anonymizer
+
+    def __getattr__(self, name):
+        return getattr(self._anonymizer, name)
+
+
 # -- pictures ------------------------------------------------------------------------------------
 def draw_faces(photo: Image.Image, faces) -> Image.Image:
     """A copy of the photo with a numbered box on each face."""

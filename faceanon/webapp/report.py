@@ -12,38 +12,18 @@ _COUNTS = re.compile(r"^\d+ face\(s\) found, \d+ changed\.")
 
 
 def add_identity_checks(original: Image.Image, result) -> None:
-    """Fills each changed face's identity similarity, when the trust checks are installed and the
-    anonymizer did not fill them already. Never fails the request: the image is still the answer."""
-    todo = [r for r in result.faces if r.changed and r.identity_similarity is None]
-    if not todo:
+    """Fills each face's identity similarity and pose/expression deltas (faceanon.trust), unless the
+    anonymizer did already. Never fails the request: the image is still the answer."""
+    if not result.faces or all(r.identity_similarity is not None for r in result.faces):
         return
     try:
-        import numpy as np
-
-        from faceanon.trust import IdentityModel, check_identity
+        from faceanon.trust import check_result
     except ImportError:
         return
     try:
-        model = _identity_model(IdentityModel)
-        scores = check_identity(np.asarray(original.convert("RGB")), np.asarray(result.image.convert("RGB")),
-                                [r.face for r in todo], model=model)
-        for report, score in zip(todo, scores, strict=True):
-            if score is None:
-                continue
-            report.identity_similarity = float(score)
-            report.same_person = bool(score >= model.threshold)
-    except Exception:  # a failing check is reported as "not checked", not as a failed request
+        check_result(original, result)
+    except Exception:  # a failing check is shown as "not checked", not as a failed request
         log.exception("identity check failed")
-
-
-_MODEL = None
-
-
-def _identity_model(factory):
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = factory()
-    return _MODEL
 
 
 def _verdict(report) -> str:
@@ -52,6 +32,14 @@ def _verdict(report) -> str:
     if report.same_person:
         return f"**same person** ({report.identity_similarity:.2f})"
     return f"different person ({report.identity_similarity:.2f})"
+
+
+def _attributes(report) -> str:
+    pose, expression = (report.attributes or {}).get("pose_distance"), (report.attributes or {}).get("expression_distance")
+    if pose is None or pose != pose:  # missing or NaN: the landmark model found no face
+        return "—"
+    text = f"pose {pose:.1f}°"
+    return text + (f", expression {expression:.2f}" if expression == expression and expression is not None else "")
 
 
 def summary_markdown(result, seed: int) -> str:
@@ -66,10 +54,10 @@ def summary_markdown(result, seed: int) -> str:
     if note:
         lines.append(note)
     if found:
-        lines += ["", "| Face | Done | Identity check | Note |", "|---|---|---|---|"]
+        lines += ["", "| Face | Done | Identity check | Pose / expression change | Note |", "|---|---|---|---|---|"]
         for r in result.faces:
             done = r.method or "left as is"
             if r.method == "diffusion" and r.degree is not None:
                 done += f" (d = {r.degree:g})"
-            lines.append(f"| #{r.face.index} | {done} | {_verdict(r) if r.changed else '—'} | {r.message or ''} |")
+            lines.append(f"| #{r.face.index} | {done} | {_verdict(r)} | {_attributes(r)} | {r.message or ''} |")
     return "\n".join(lines)

@@ -53,6 +53,8 @@ def build_demo(host: ModelHost, limits: Limits, gpu_present: bool = False) -> gr
                 _anonymize_tab(gpu_present)
             with gr.Tab("Swap", id="swap"):
                 _swap_tab()
+            with gr.Tab("Evaluate", id="evaluate"):
+                _evaluate_tab()
         _status_updates(demo, host, status)
     return demo
 
@@ -198,3 +200,33 @@ def _swap_tab() -> None:
         examples=[[example_path("astronaut.jpg"), example_path("grace_hopper.jpg")]],
         inputs=[source, target], label="Example (needs the diffusion model)",
     )
+
+
+EVALUATE_INTRO = """
+Measure how anonymous the result is for **your** photo, as the paper's supplementary material does:
+identity similarity to the original face (ArcFace; below the line means a different person), whether
+two independent face detectors still find a face, and how much pose and expression changed — for each
+degree d and seed, with blur, pixelate and solid as baselines.
+"""
+
+
+def _evaluate_tab() -> None:
+    gr.Markdown(EVALUATE_INTRO)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            image = PhotoInput(label="Photo", height=300, elem_id="eval-input")
+            degrees = gr.Textbox(value="0.3, 0.6, 0.9, 1.2, 1.4, 1.5", label="Degrees d",
+                                 info="Comma-separated (the supplementary's values by default).")
+            with gr.Row():
+                seeds = gr.Number(value=2, precision=0, minimum=1, maximum=10, label="Seeds per degree")
+                steps = gr.Slider(1, H._LIMITS.max_steps, value=25, step=1, label="Steps")
+            baselines = gr.Checkbox(value=True, label="Include blur / pixelate / solid baselines")
+            run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
+        with gr.Column(scale=2):
+            with gr.Row():
+                plots = [gr.Image(label=name, format="png", interactive=False, height=260)
+                         for name in ("Identity vs d", "Detection vs d", "Pose / expression vs d")]
+            table = gr.Dataframe(headers=H.EVALUATION_COLUMNS, label="Per face and run", interactive=False,
+                                 wrap=True, max_height=320)
+    run.click(H.evaluate, [image, degrees, seeds, steps, baselines], [*plots, table], api_name="evaluate",
+              api_description=_doc(H.evaluate), concurrency_id="model", concurrency_limit=H._LIMITS.gpu_jobs)
