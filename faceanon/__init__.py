@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "FaceAnonPipeline": "faceanon.pipeline",
     "FaceAnonymizer": "faceanon.anonymizer",
-    "WeightsNotFoundError": "faceanon.weights",
+    "WeightsNotFoundError": "faceanon.errors",
     "AnonymizationResult": "faceanon.results",
     "DetectedFace": "faceanon.results",
     "FaceReport": "faceanon.results",
@@ -21,10 +21,10 @@ _LAZY = {
 __all__ = [*_LAZY, "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from faceanon.anonymizer import FaceAnonymizer
-    from faceanon.pipeline import FaceAnonPipeline
-    from faceanon.results import AnonymizationResult, DetectedFace, FaceReport
-    from faceanon.weights import WeightsNotFoundError
+    from faceanon.anonymizer import FaceAnonymizer  # noqa: F401
+    from faceanon.errors import WeightsNotFoundError  # noqa: F401
+    from faceanon.pipeline import FaceAnonPipeline  # noqa: F401
+    from faceanon.results import AnonymizationResult, DetectedFace, FaceReport  # noqa: F401
 
 
 def __getattr__(name: str):
