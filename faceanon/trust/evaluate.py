@@ -348,6 +348,12 @@ def _plot_column(ax, rows, column, label, scale=1.0, color="tab:red", marker="o"
         ax.axhline(mean * scale, color=color_b, linestyle=style, linewidth=1, label=method)
     if not degrees and not per_method:
         ax.text(0.5, 0.5, "no measurements", ha="center", va="center", transform=ax.transAxes)
+    _degree_axis(ax, degrees)
+
+
+def _degree_axis(ax, degrees) -> None:
+    """The supplementary's x range (0.3 .. 1.5) even when only baselines were measured."""
+    ax.set_xlim(0.2, max([1.5, *degrees]) + 0.1)
 
 
 def _identity_figure(rows, threshold):
@@ -374,8 +380,10 @@ def _detection_figure(rows):
         positions = np.arange(len(methods)) + (offset - 0.5) * 0.38
         bars.bar(positions, [per_method.get(m, 0) * 100 for m in methods], width=0.36, color=color,
                  label="YuNet" if name == "yunet" else "SCRFD")
-    if not summarize(rows, "detected_yunet")[0]:
+    degrees = summarize(rows, "detected_yunet")[0]
+    if not degrees:
         ax.text(0.5, 0.5, "no diffusion runs", ha="center", va="center", transform=ax.transAxes)
+    _degree_axis(ax, degrees)
     bars.set_xticks(range(len(methods)), methods)
     for axis in (ax, bars):
         axis.set_ylim(0, 105)

@@ -9,11 +9,12 @@ Two offline recognizers, both fed the standard 112x112 ArcFace crop aligned from
 
 The verdict is "same person" when the cosine similarity is at or above the model's threshold.
 ArcFace 0.30 is a little below DeepFace's ArcFace setting (cosine distance 0.68, i.e. similarity 0.32):
-erring low calls more faces "same person", the safe side for an anonymizer. It leaves margins on our
-measurements: a face against itself after JPEG q=75 or a
-half-size resize >= 0.97, different people on the test photos <= 0.20 (DESIGN.md saw <= 0.33).
-SFace 0.363 is the threshold published with the model by OpenCV (its `FaceRecognizerSF` sample);
-different people reach 0.30 on the same photos, so it confuses people more easily.
+erring low calls more faces "same person", the safe side for an anonymizer. Measured margins (ArcFace / SFace):
+the same person in two different photos (Obama x3, Biden x2) 0.66-0.94 / 0.73-0.93; a face
+against itself after JPEG q=75 or a half-size resize >= 0.97 / >= 0.98; pairs of 10 different
+people (astronaut, Grace Hopper, insightface t1.jpg, US government photos) <= 0.20 / <= 0.30;
+13 faces under faceanon's blur / pixelate / solid redaction <= 0.23 / 0.24 / 0.14 (ArcFace). SFace 0.363 is the threshold OpenCV publishes
+with the model (its `FaceRecognizerSF` sample); it separates people less well.
 
 ArcFace is the default because an identity check must not call a still-recognizable face
 "different": it separates identities better. Its weights are for non-commercial use only; set
