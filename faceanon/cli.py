@@ -354,15 +354,23 @@ def add_download(subparsers) -> None:
                     "Hugging Face cache and check their checksums. Sources can be overridden with "
                     "FACEANON_FACE_MODEL, FACEANON_VAE and FACEANON_IMAGE_ENCODER.")
     parser.add_argument("--offline", action="store_true", help="only check what is already downloaded")
+    parser.add_argument("--print-hashes", action="store_true",
+                        help="print each file's size and sha256 (to pin them in weights_card/manifest.json)")
     parser.set_defaults(run=run_download)
 
 
 def run_download(args) -> int:
-    from faceanon.weights import download_weights
+    from faceanon.weights import download_weights, load_manifest, sha256_of
 
     folders = download_weights(local_files_only=args.offline)
+    manifest = load_manifest()
     for component, folder in folders.items():
         print(f"{component}: {folder}")
+        if args.print_hashes:
+            for name in manifest[component]["files"]:
+                path = folder / name
+                if path.is_file():
+                    print(f"  {name}: size_bytes={path.stat().st_size} sha256={sha256_of(path)}")
     print("All weights are present and verified.")
     return 0
 

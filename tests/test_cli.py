@@ -86,6 +86,18 @@ def test_download_without_weights_says_how_to_get_them(monkeypatch, tmp_path, ca
     assert "FACEANON_FACE_MODEL" in capsys.readouterr().err
 
 
+def test_download_finds_local_weights_and_prints_their_hashes(monkeypatch, tmp_path, capsys):
+    from faceanon.testing import tiny_pipeline_env
+    from faceanon.weights import sha256_of
+
+    for name, value in tiny_pipeline_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    assert main(["download", "--offline", "--print-hashes"]) == 0
+    out = capsys.readouterr().out
+    vae_file = tmp_path / "stable-diffusion-2-1" / "vae" / "diffusion_pytorch_model.safetensors"
+    assert f"sha256={sha256_of(vae_file)}" in out and "verified" in out
+
+
 def test_help_lists_every_command():
     done = subprocess.run([sys.executable, "-m", "faceanon.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
