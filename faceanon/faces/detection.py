@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import threading
 from abc import ABC, abstractmethod
 from functools import lru_cache
 from pathlib import Path
@@ -75,10 +76,13 @@ class Detector(ABC):
     def __init__(self, threshold: float = 0.6, min_face_size: float = 0.0):
         self.threshold = float(threshold)
         self.min_face_size = float(min_face_size)
+        # OpenCV's detectors keep per-call state (input size): one call at a time per instance.
+        self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
         rgb = _as_rgb_uint8(image)
-        boxes, scores, landmarks = self._detect(np.ascontiguousarray(rgb[:, :, ::-1]))
+        with self._lock:
+            boxes, scores, landmarks = self._detect(np.ascontiguousarray(rgb[:, :, ::-1]))
         faces = []
         for box, score, points in zip(boxes, scores, landmarks, strict=True):
             size = max(box[2] - box[0], box[3] - box[1])
