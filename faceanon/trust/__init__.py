@@ -31,7 +31,7 @@ _LAZY = {
     "read_provenance": "faceanon.trust.watermark",
     "evaluate": "faceanon.trust.evaluate",
     "evaluate_photo": "faceanon.trust.evaluate",
-    "TrustModelUnavailableError": "faceanon.trust.bundled",
+    "ModelFileUnavailableError": "faceanon.bundled",
 }
 
 __all__ = list(_LAZY)

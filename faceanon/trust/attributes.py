@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from faceanon.bundled import LANDMARKER_FILE, ModelFileUnavailableError
 from faceanon.results import DetectedFace
-from faceanon.trust.bundled import LANDMARKER_FILE, TrustModelUnavailableError
 
 CROP_CONTEXT = 1.8  # crop side / face size: BlazeFace inside the landmarker wants some context
 CROP_PIXELS = 320
@@ -97,7 +97,7 @@ class AttributeModel:
         try:
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as error:
-            raise TrustModelUnavailableError(
+            raise ModelFileUnavailableError(
                 f"The attribute check needs mediapipe (`pip install --no-deps mediapipe==1.2.2`): {error}") from error
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(LANDMARKER_FILE.path())),

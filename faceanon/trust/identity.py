@@ -31,9 +31,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from faceanon.bundled import ARCFACE_FILE, SFACE_FILE, BundledFile, ModelFileUnavailableError
 from faceanon.errors import ImageInputError
 from faceanon.results import DetectedFace
-from faceanon.trust.bundled import ARCFACE_FILE, SFACE_FILE, BundledFile, TrustModelUnavailableError
 
 SAME_PERSON = "same person"
 DIFFERENT_PERSON = "different person"
@@ -137,7 +137,7 @@ def _load_arcface():
     try:
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as error:
-        raise TrustModelUnavailableError(f"The ArcFace identity model could not be loaded: {error}") from error
+        raise ModelFileUnavailableError(f"The ArcFace identity model could not be loaded: {error}") from error
     input_name = session.get_inputs()[0].name
 
     def run(crop: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ def _load_sface():
         engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
         net = cv2.dnn.readNetFromONNX(path, engine=engine) if engine is not None else cv2.dnn.readNetFromONNX(path)
     except cv2.error as error:
-        raise TrustModelUnavailableError(f"The SFace identity model could not be loaded: {error}") from error
+        raise ModelFileUnavailableError(f"The SFace identity model could not be loaded: {error}") from error
 
     def run(crop: np.ndarray) -> np.ndarray:
         net.setInput(crop.astype(np.float32).transpose(2, 0, 1)[None].copy())  # RGB, 0..255
