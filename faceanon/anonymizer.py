@@ -69,8 +69,9 @@ class FaceAnonymizer:
         batch_size: faces per pipeline call (None: all faces of a photo in one call).
         resolution: the size the model generates at (512, what the published weights were trained
             on; smaller only for tests with tiny checkpoints). Faces are always aligned at 512.
-        watermark: put faceanon's invisible watermark (faceanon.trust) into every generated face
-            crop before it is pasted (pixels outside the face masks stay untouched).
+        watermark: put faceanon's invisible per-face watermark (faceanon.trust.watermark) into the
+            core of every generated face crop before it is pasted (pixels outside the face masks
+            stay untouched); `faceanon verify` / read_watermark find it in the photo.
         identity_check: fill each changed face's identity_similarity / same_person (faceanon.trust).
         on_same_person: what to do with generated faces the identity check still calls the same
             person: None (report only), "retry" (once: new seed, d + 0.1), or a redaction method.
@@ -305,12 +306,12 @@ class FaceAnonymizer:
         if not self.watermark:
             return crop
         try:
-            from PIL import Image
-
-            from faceanon.trust.watermark import add_watermark
+            from faceanon.trust.watermark import add_face_watermark
         except ImportError:
             return crop
-        return np.asarray(add_watermark(Image.fromarray(crop)))
+        # The per-face mark lies in the core of the blend mask (FACE_REGION of the aligned crop),
+        # so the paste-back keeps it whole and nothing outside the mask changes.
+        return add_face_watermark(crop)
 
     def _paste(self, output, faces, crops: dict[int, np.ndarray], aligned: dict[int, AlignedFace], reports,
                plan: dict[int, tuple[int, float]]) -> None:

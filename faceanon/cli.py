@@ -95,7 +95,8 @@ def _add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True)
                        help="when the identity check still recognizes a new face: regenerate it once with a new "
                             "seed and a higher degree, or redact it (default: only report it)")
     group.add_argument("--no-watermark", action="store_true",
-                       help="do not put the invisible watermark into generated faces")
+                       help="do not mark the outputs as generated: no invisible watermark in generated faces, "
+                            "no provenance note in PNG files")
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -257,12 +258,23 @@ def _process(job: Job, args, anonymize) -> dict:
     try:
         result = anonymize(job.source)
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        save_image(result.image, job.target, quality=args.quality)
+        save_image(result.image, job.target, quality=args.quality, pnginfo=_provenance(args, result))
     except FaceAnonError as error:
         return {**entry, "status": "error", "error": str(error)}
     except Exception as error:  # one bad photo must not stop a folder of good ones
         return {**entry, "status": "error", "error": f"unexpected {type(error).__name__}: {error}"}
     return {**entry, "status": "done", **result.to_dict()}
+
+
+def _provenance(args, result):
+    """The PNG text note saying what faceanon did (PNG outputs only; --no-watermark drops it)."""
+    if getattr(args, "no_watermark", False):
+        return None
+    try:
+        from faceanon.trust.watermark import provenance_for
+    except ImportError:
+        return None
+    return provenance_for(result)
 
 
 def _problem(path: Path, error: str) -> dict:

@@ -6,7 +6,8 @@ float) converted, alpha kept, and every metadata field dropped except an sRGB-co
 profile. Decompression bombs and absurd sizes are refused with an ImageInputError.
 
 `save_image` writes pixels and (optionally) the ICC profile, never EXIF, GPS, XMP or IPTC: an
-anonymized photo that still says where and when it was taken is a privacy leak.
+anonymized photo that still says where and when it was taken is a privacy leak. PNG outputs may
+carry the caller's `pnginfo` text chunks (faceanon writes one: the provenance note).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from faceanon.errors import ImageInputError
 
@@ -196,23 +197,29 @@ def format_for_path(path: str | Path) -> str:
     return _EXTENSION_FORMATS[suffix]
 
 
-def encode_image(image: Image.Image, format: str = "PNG", quality: int = 95, keep_icc: bool = True) -> bytes:
+def encode_image(image: Image.Image, format: str = "PNG", quality: int = 95, keep_icc: bool = True,
+                 pnginfo: PngImagePlugin.PngInfo | None = None) -> bytes:
     """Encode pixels (and the ICC profile) only. Alpha is flattened onto white for formats
-    without alpha."""
+    without alpha. `pnginfo` (e.g. faceanon.trust.watermark.provenance_pnginfo()) is the only
+    metadata written besides the ICC profile, and only into PNG files; other formats ignore it."""
     format = format.upper().replace("JPG", "JPEG")
     image = _pixels_only(image, keep_alpha=_ALPHA_FORMATS.get(format, False))
     options = {"icc_profile": image.info["icc_profile"]} if keep_icc and "icc_profile" in image.info else {}
     if format in ("JPEG", "WEBP"):
         options["quality"] = quality
+    if format == "PNG" and pnginfo is not None:
+        options["pnginfo"] = pnginfo
     buffer = io.BytesIO()
     image.save(buffer, format=format, **options)
     return buffer.getvalue()
 
 
-def save_image(image: Image.Image, path: str | Path, quality: int = 95, keep_icc: bool = True) -> Path:
-    """Write `image` to `path` (format from the extension) without any metadata but ICC."""
+def save_image(image: Image.Image, path: str | Path, quality: int = 95, keep_icc: bool = True,
+               pnginfo: PngImagePlugin.PngInfo | None = None) -> Path:
+    """Write `image` to `path` (format from the extension) without any metadata but ICC and,
+    for PNG files, the text chunks of `pnginfo`."""
     path = Path(path)
-    data = encode_image(image, format_for_path(path), quality=quality, keep_icc=keep_icc)
+    data = encode_image(image, format_for_path(path), quality=quality, keep_icc=keep_icc, pnginfo=pnginfo)
     path.write_bytes(data)
     return path
 

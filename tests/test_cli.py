@@ -103,3 +103,45 @@ def test_help_lists_every_command():
     assert done.returncode == 0
     for command in ("anonymize", "swap", "download", "serve"):
         assert command in done.stdout
+
+
+class _DonorPipeline:
+    """Stands in for the diffusion model: every face becomes astronaut's (a real, different face)."""
+
+    def __call__(self, source_image, conditioning_image, **kwargs):
+        from types import SimpleNamespace
+
+        from skimage import data
+
+        from faceanon.faces import align_face
+        from faceanon.faces.detection import create_detector
+
+        rgb = data.astronaut()
+        crop = align_face(rgb, create_detector("yunet").detect(rgb)[0].landmarks).crop
+        return SimpleNamespace(images=[Image.fromarray(crop) for _ in conditioning_image])
+
+
+def test_outputs_carry_the_provenance_marks_and_no_input_metadata(photo_folder, tmp_path, monkeypatch, capsys):
+    from faceanon.anonymizer import FaceAnonymizer
+    from faceanon.trust.watermark import PNG_TEXT, PNG_TEXT_REDACTED, read_watermark
+
+    monkeypatch.setattr(FaceAnonymizer, "_load_pipeline", lambda self: _DonorPipeline())
+    grace = photo_folder / "grace.jpg"
+    outputs = {}
+    for name, extra in (("gen.png", ["--method", "diffusion"]), ("gen.jpg", ["--method", "diffusion"]),
+                        ("plain.png", ["--method", "diffusion", "--no-watermark"]), ("blur.png", ["--method", "blur"])):
+        outputs[name] = tmp_path / name
+        assert main(["anonymize", str(grace), "-o", str(outputs[name]), "-q", *extra]) == 0
+    for path in outputs.values():
+        raw = path.read_bytes()
+        assert b"PhoneMaker" not in raw and not Image.open(path).getexif()
+    assert Image.open(outputs["gen.png"]).text == {"Comment": PNG_TEXT}
+    assert Image.open(outputs["blur.png"]).text == {"Comment": PNG_TEXT_REDACTED}
+    assert not Image.open(outputs["plain.png"]).text and b"faceanon" not in outputs["gen.jpg"].read_bytes()
+    assert read_watermark(Image.open(outputs["gen.png"])).found
+    assert read_watermark(Image.open(outputs["gen.jpg"])).found
+    assert not read_watermark(Image.open(outputs["plain.png"])).found
+    capsys.readouterr()
+    assert main(["verify", str(outputs["gen.jpg"]), str(outputs["plain.png"])]) == 1
+    out = capsys.readouterr().out
+    assert "gen.jpg: carries faceanon's watermark: face 0 (score" in out and "plain.png: no faceanon watermark" in out

@@ -137,3 +137,19 @@ def test_alpha_is_flattened_for_jpeg_and_kept_for_png(astronaut_rgb):
     assert Image.open(io.BytesIO(encode_image(rgba, "PNG"))).mode == "RGBA"
     with pytest.raises(ImageInputError, match=".png"):
         save_image(rgba, "out.xyz")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_provenance_note_goes_into_png_only_and_no_input_metadata_travels(astronaut_rgb, tmp_path, suffix):
+    from faceanon.trust.watermark import PNG_TEXT, PNG_TEXT_KEY, provenance_pnginfo
+
+    source = tmp_path / "in.jpg"
+    Image.fromarray(astronaut_rgb).save(source, exif=_exif_with_gps().tobytes(), comment=b"taken at home")
+    out = save_image(load_image(source), tmp_path / f"out{suffix}", pnginfo=provenance_pnginfo())
+    reread, raw = Image.open(out), out.read_bytes()
+    assert b"PhoneMaker" not in raw and b"taken at home" not in raw and not reread.getexif().get_ifd(GPS_IFD)
+    if suffix == ".png":
+        assert reread.text == {PNG_TEXT_KEY: PNG_TEXT}  # the one text chunk, nothing else
+    else:
+        assert PNG_TEXT.encode() not in raw and "comment" not in reread.info
+    assert encode_image(load_image(source), "PNG") == encode_image(load_image(source), "PNG", pnginfo=None)

@@ -71,3 +71,123 @@ def test_png_carries_only_the_provenance_text(grace_hopper_path, tmp_path):
     assert set(saved.text) == {"Comment"}
     assert not {"exif", "icc_profile", "jfif", "dpi", "xmp"} & set(saved.info)
     assert read_provenance(Image.fromarray(np.zeros((4, 4, 3), np.uint8))) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# The per-face mark, end to end: FaceAnonymizer marks each generated face, read_watermark finds the
+# faces of the (re-compressed, resized) output again and reads each one.
+
+
+class DonorPipeline:
+    """A realistic stand-in generator: every face becomes a *different real person* (the aligned crop
+    of another package photo's face). Tiny random checkpoints generate noise that a detector does not
+    find again; this shows the mark on faces that a detector does find, with the landmark jitter of a
+    new face in the old pose."""
+
+    def __init__(self, donors):
+        self.donors = donors
+
+    def __call__(self, source_image, conditioning_image, **kwargs):
+        from types import SimpleNamespace
+
+        size = (kwargs.get("width", 512), kwargs.get("height", 512))
+        return SimpleNamespace(images=[Image.fromarray(self.donors[i % len(self.donors)]).resize(size)
+                                       for i in range(len(conditioning_image))])
+
+
+@pytest.fixture(scope="module")
+def donor_crops(astronaut_rgb, grace_hopper_rgb):
+    from faceanon.faces import align_face
+    from faceanon.faces.detection import create_detector
+
+    detector = create_detector("yunet")
+    return {name: align_face(rgb, detector.detect(rgb)[0].landmarks).crop
+            for name, rgb in (("astronaut", astronaut_rgb), ("hopper", grace_hopper_rgb))}
+
+
+@pytest.fixture(scope="module")
+def anonymized(astronaut_rgb, grace_hopper_rgb, group_photo_rgb, donor_crops):
+    from faceanon.anonymizer import FaceAnonymizer
+
+    def run(rgb, donors):
+        anonymizer = FaceAnonymizer(pipeline=DonorPipeline(donors), identity_check=False)
+        result = anonymizer.anonymize(rgb, method="diffusion")
+        return rgb, result
+
+    return {"astronaut": run(astronaut_rgb, [donor_crops["hopper"]]),
+            "hopper": run(grace_hopper_rgb, [donor_crops["astronaut"]]),
+            "group": run(group_photo_rgb, [donor_crops["hopper"], donor_crops["astronaut"]])}
+
+
+def test_generated_faces_are_found_again_after_jpeg_and_half_resize(anonymized):
+    from faceanon.trust.watermark import FACE_THRESHOLD, read_watermark
+
+    for name, (original, result) in anonymized.items():
+        assert not read_watermark(Image.fromarray(original)).found, name  # the untouched original
+        for attack, attacked in (("none", result.image), ("jpeg75", jpeg(result.image)),
+                                 ("half", half(result.image))):
+            reading = read_watermark(attacked)
+            assert reading.found and not reading.image_found, (name, attack, reading.describe())
+            scores = [f.score for f in reading.faces]
+            if name == "group":  # measured: 6 of 6 faces above the threshold (>= 0.58), the best >= 0.85
+                assert len(reading.faces) == 6 and sum(s >= FACE_THRESHOLD for s in scores) >= 5, (attack, scores)
+            assert max(scores) >= FACE_THRESHOLD + 0.04, (name, attack, scores)  # measured >= 0.56
+
+
+def test_face_mark_is_inside_the_masks_and_nearly_invisible(anonymized):
+    from faceanon.faces import align_face, face_mask
+    from faceanon.faces.blending import warp_mask_to_photo
+
+    for name, (original, result) in anonymized.items():
+        output = np.asarray(result.image)
+        union = np.zeros(original.shape[:2], bool)
+        for report in result.faces:
+            aligned = align_face(original, report.face.landmarks)
+            union |= warp_mask_to_photo(face_mask(aligned.landmarks), aligned, original.shape).full(original.shape) > 0
+        assert np.array_equal(output[~union], original[~union]), name
+
+
+def test_face_mark_costs_little(group_photo_rgb):
+    from faceanon.faces import align_face
+    from faceanon.faces.detection import create_detector
+    from faceanon.trust.watermark import add_face_watermark
+
+    crop = align_face(group_photo_rgb, create_detector("yunet").detect(group_photo_rgb)[0].landmarks).crop
+    marked = add_face_watermark(crop)
+    changed = (marked != crop).any(axis=2)
+    assert 0.1 < changed.mean() < 0.3  # only the square from the eyes to the chin
+    difference = marked.astype(float) - crop
+    assert np.abs(difference).max() <= 16 and 10 * np.log10(255**2 / np.mean(difference**2)) > 38
+
+
+def test_unmarked_faces_score_far_below_the_threshold(photos):
+    from skimage import data
+
+    from faceanon.trust.watermark import FACE_THRESHOLD, read_watermark
+
+    scores = []
+    for photo in photos:
+        for attacked in (photo, jpeg(photo), half(photo)):
+            reading = read_watermark(attacked)
+            assert not reading.found
+            scores += [f.score for f in reading.faces]
+    assert len(scores) == 3 * 8 and max(scores) < FACE_THRESHOLD - 0.15, max(scores)  # measured <= 0.29
+    assert not read_watermark(Image.fromarray(data.coffee())).found
+
+
+def test_verify_reports_the_face_and_the_text_note(anonymized, tmp_path, capsys):
+    from faceanon.imageio import save_image
+    from faceanon.trust.cli import run_verify
+    from faceanon.trust.watermark import provenance_for
+
+    original, result = anonymized["hopper"]
+    png = save_image(result.image, tmp_path / "hopper.png", pnginfo=provenance_for(result))
+    small = tmp_path / "small.jpg"
+    half(result.image).save(small, quality=75)
+    plain = tmp_path / "plain.png"
+    Image.fromarray(original).save(plain)
+    assert run_verify(type("Args", (), {"paths": [png, small, plain]})) == 1
+    out = capsys.readouterr().out
+    assert f"{png}: carries faceanon's watermark: face " in out and "text note: present (Faces in this image" in out
+    assert f"{small}: carries faceanon's watermark: face " in out
+    assert f"{plain}: no faceanon watermark found" in out and "text note: absent" in out

@@ -249,7 +249,25 @@ def _finish(original: Image.Image, result, seed_used: int):
     from faceanon.webapp.report import add_identity_checks, summary_markdown
 
     add_identity_checks(original, result)
-    return result.image, summary_markdown(result, seed_used), result.to_dict() | {"seed": seed_used}, seed_used
+    return _result_png(result), summary_markdown(result, seed_used), result.to_dict() | {"seed": seed_used}, seed_used
+
+
+def _result_png(result) -> str:
+    """The result written as a PNG in Gradio's cache (the file the user downloads): pixels, ICC
+    profile and faceanon's provenance note only, never the input's metadata."""
+    from gradio.processing_utils import save_bytes_to_cache
+    from gradio.utils import get_upload_folder
+
+    from faceanon.imageio import encode_image
+
+    try:
+        from faceanon.trust.watermark import provenance_for
+    except ImportError:
+        pnginfo = None
+    else:
+        pnginfo = provenance_for(result)
+    data = encode_image(result.image, "PNG", pnginfo=pnginfo)
+    return save_bytes_to_cache(data, "anonymized.png", cache_dir=get_upload_folder())
 
 
 def evaluate(
