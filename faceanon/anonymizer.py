@@ -299,26 +299,29 @@ class FaceAnonymizer:
                           generator=[torch.Generator().manual_seed(s) for s in seeds[part]],
                           callback_on_step_end=_step_reporter(run.progress, start / count,
                                                               len(part_degrees) / count, run.steps))
-            results.extend(self._watermarked(np.asarray(image.convert("RGB"))) for image in output.images)
+            results.extend(np.asarray(image.convert("RGB")) for image in output.images)
         return results
 
-    def _watermarked(self, crop: np.ndarray) -> np.ndarray:
+    def _watermarked(self, crop: np.ndarray, photo: np.ndarray, aligned: AlignedFace, mask: np.ndarray) -> np.ndarray:
         if not self.watermark:
             return crop
         try:
-            from faceanon.trust.watermark import add_face_watermark
+            from faceanon.trust.watermark import add_face_watermark, generated_face_landmarks
         except ImportError:
             return crop
-        # The per-face mark lies in the core of the blend mask (FACE_REGION of the aligned crop),
-        # so the paste-back keeps it whole and nothing outside the mask changes.
-        return add_face_watermark(crop)
+        # The mark goes where a reader will look: in the frame of the landmarks a detector finds for
+        # the new face pasted into this photo (the crop's own frame when none is found). It lies in
+        # the core of the blend mask, and nothing outside the mask changes.
+        landmarks = generated_face_landmarks(photo, crop, aligned, mask, color_match=self.color_match)
+        return add_face_watermark(crop, landmarks)
 
     def _paste(self, output, faces, crops: dict[int, np.ndarray], aligned: dict[int, AlignedFace], reports,
                plan: dict[int, tuple[int, float]]) -> None:
         for face in faces:
             crop_aligned = aligned[face.index]
-            paste_face(output, crops[face.index], crop_aligned, face_mask(crop_aligned.landmarks, crop_aligned.size),
-                       color_match=self.color_match)
+            mask = face_mask(crop_aligned.landmarks, crop_aligned.size)
+            crop = self._watermarked(crops[face.index], output, crop_aligned, mask)
+            paste_face(output, crop, crop_aligned, mask, color_match=self.color_match)
             seed, degree = plan[face.index]
             reports[face.index] = FaceReport(face=face, changed=True, method="diffusion", seed=seed, degree=degree)
 

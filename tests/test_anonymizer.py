@@ -252,6 +252,6 @@ def test_tiny_diffusion_faces_carry_the_face_mark_inside_the_masks_only(tiny_ano
     aligned = align_face(group_photo_rgb, face.landmarks)
     paste_face(plain, generated[0], aligned, face_mask(aligned.landmarks, aligned.size))
     mark_only = np.clip(output.astype(int) - plain + 128, 0, 255).astype(np.uint8)
-    assert np.abs(mark_only.astype(int) - 128).max() <= 16
+    assert np.abs(mark_only.astype(int) - 128).max() <= 6
     assert face_watermark_score(mark_only, face.landmarks) >= FACE_THRESHOLD + 0.3
     assert face_watermark_score(np.full_like(mark_only, 128), face.landmarks) < FACE_THRESHOLD

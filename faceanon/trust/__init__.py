@@ -3,7 +3,8 @@
 * identity: `IdentityModel`, `check_identity` (ArcFace by default, SFace as the Apache-2.0 option)
 * attributes: `AttributeModel`, `check_attributes` (MediaPipe pose and blendshapes)
 * checks: `check_result` fills FaceReport.identity_similarity / same_person / attributes
-* watermark: `add_watermark`, `detect_watermark`, `provenance_pnginfo`, `read_provenance`
+* watermark: `add_watermark`, `detect_watermark`, `read_watermark`, `add_face_watermark`,
+  `face_watermark_score`, `FACE_THRESHOLD`, `provenance_pnginfo`, `provenance_for`, `read_provenance`
 * evaluate: `evaluate` (folder -> CSV + plots), `evaluate_photo` (one photo -> rows + figures)
 
 Submodules load their models (onnxruntime, mediapipe) on first use; importing this is cheap.
@@ -27,6 +28,13 @@ _LAZY = {
     "identity_verdict": "faceanon.trust.checks",
     "add_watermark": "faceanon.trust.watermark",
     "detect_watermark": "faceanon.trust.watermark",
+    "read_watermark": "faceanon.trust.watermark",
+    "add_face_watermark": "faceanon.trust.watermark",
+    "generated_face_landmarks": "faceanon.trust.watermark",
+    "face_watermark_score": "faceanon.trust.watermark",
+    "FACE_THRESHOLD": "faceanon.trust.watermark",
+    "WatermarkReading": "faceanon.trust.watermark",
+    "provenance_for": "faceanon.trust.watermark",
     "provenance_pnginfo": "faceanon.trust.watermark",
     "read_provenance": "faceanon.trust.watermark",
     "evaluate": "faceanon.trust.evaluate",
