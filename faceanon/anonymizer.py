@@ -176,6 +176,7 @@ class FaceAnonymizer:
             self._check_identities(rgb, output, large, reports)
             output = self._handle_still_recognizable(rgb, output, small, large, crops, aligned, reports, plan, run,
                                                      strength)
+            self._check_attributes(rgb, output, large, reports)
         else:
             for face in large:
                 redact_face(output, aligned[face.index], method, strength)
@@ -221,6 +222,7 @@ class FaceAnonymizer:
             crops = self._generate_faces(large, aligned, plan, run, sources=[source_crop] * len(large))
             self._paste(output, large, crops, aligned, reports, plan)
             self._check_identities(rgb, output, large, reports)
+            self._check_attributes(rgb, output, large, reports)
         report(1.0, "Done")
         ordered = [reports[f.index] for f in detected]
         return AnonymizationResult(image=merge_alpha(output, alpha, photo.info.get("icc_profile")),
@@ -339,6 +341,19 @@ class FaceAnonymizer:
             reports[face.index].identity_similarity = round(float(similarity), 4)
             reports[face.index].same_person = bool(model.same_person(similarity))
 
+    def _check_attributes(self, original, output, faces, reports) -> None:
+        """Pose / expression change of each generated face (utility kept), beside the identity check."""
+        if not self.identity_check or not faces:
+            return
+        try:
+            from faceanon.trust.attributes import check_attributes
+
+            entries = check_attributes(original, output, faces)
+        except (ImportError, FaceAnonError):
+            return
+        for face, entry in zip(faces, entries, strict=True):
+            reports[face.index].attributes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items()}
+
     def _handle_still_recognizable(self, rgb, output, small, large, crops, aligned, reports, plan, run: _Run,
                                    strength) -> np.ndarray:
         """on_same_person: "retry" regenerates faces the identity check still matches, once, with a
@@ -392,7 +407,21 @@ def _summary(reports: Iterable[FaceReport], note: str) -> str:
     reports = list(reports)
     changed = sum(r.changed for r in reports)
     text = f"{len(reports)} face(s) found, {changed} changed."
-    return " ".join(filter(None, [text, note]))
+    return " ".join(filter(None, [text, _identity_summary(reports), note]))
+
+
+def _identity_summary(reports: list[FaceReport]) -> str:
+    """The identity verdicts of changed faces in one sentence, the worst first."""
+    checked = [r for r in reports if r.changed and r.identity_similarity is not None]
+    if not checked:
+        return ""
+    recognizable = [r for r in checked if r.same_person]
+    highest = max(r.identity_similarity for r in checked)
+    if recognizable:
+        faces = ", ".join(f"#{r.face.index}" for r in recognizable)
+        return (f"Identity check: face(s) {faces} still look like the same person (highest similarity {highest:.2f}); "
+                "use a higher degree, another seed, or redact them.")
+    return f"Identity check: every changed face is a different person (highest similarity {highest:.2f})."
 
 
 def _step_reporter(report: Progress, done_before: float, share: float, steps: int):

@@ -175,6 +175,10 @@ def test_identity_check_flags_an_unchanged_face_and_redacts_it_on_request(identi
     reporting = FaceAnonymizer(pipeline=identity_pipeline, watermark=False).anonymize(group_photo_rgb, faces=[0, 1])
     assert [r.same_person for r in reporting.faces[:3]] == [True, True, None]
     assert reporting.faces[0].identity_similarity > 0.9  # the identity "generator" changed nothing
+    assert "#0, #1 still look like the same person" in reporting.message
+    # Beside identity, the attribute check: an unchanged face keeps its pose and expression.
+    pose = reporting.faces[0].attributes
+    assert pose and abs(pose["yaw_delta"]) < 2 and pose["expression_distance"] < 0.2
     strict = FaceAnonymizer(pipeline=identity_pipeline, watermark=False, on_same_person="pixelate")
     result = strict.anonymize(group_photo_rgb, faces=[0, 1])
     assert [r.method for r in result.faces[:2]] == ["pixelate", "pixelate"]
