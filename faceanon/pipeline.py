@@ -264,7 +264,9 @@ class FaceAnonPipeline(DiffusionPipeline):
 
         Independent of the image, so computed once per model, resolution, device and dtype."""
         net = self.referencenet
-        key = (id(net), height, width, net.device, net.dtype, net.conv_in.weight.data_ptr())
+        # Parameter versions change with any in-place update (load_state_dict, LoRA fusing...).
+        weights_version = tuple((p.data_ptr(), p._version) for p in net.parameters())
+        key = (id(net), height, width, net.device, net.dtype, hash(weights_version))
         if key not in self._null_records_cache:
             latents = torch.zeros(1, net.config.in_channels, height // self.vae_scale_factor,
                                   width // self.vae_scale_factor, device=net.device, dtype=net.dtype)

@@ -124,6 +124,21 @@ def test_same_seed_same_output_and_global_rng_untouched(pipe, faces):
     assert np.abs(first - other).max() > 1e-3
 
 
+def test_null_source_records_follow_weight_updates(pipe):
+    before = {k: v.clone() for k, v in pipe._null_source_records(SIZE, SIZE).items()}
+    state = {k: v.clone() for k, v in pipe.referencenet.state_dict().items()}
+    try:
+        with torch.no_grad():
+            for parameter in pipe.referencenet.parameters():
+                parameter.mul_(1.01)  # in place: same tensors, new values
+        after = pipe._null_source_records(SIZE, SIZE)
+        assert all(not torch.equal(before[k], after[k]) for k in before)
+    finally:
+        pipe.referencenet.load_state_dict(state)
+    restored = pipe._null_source_records(SIZE, SIZE)
+    assert all(torch.equal(before[k], restored[k]) for k in before)
+
+
 def test_latents_are_honoured(pipe, faces):
     shape = (1, 4, SIZE // 8, SIZE // 8)
     latents_a = torch.randn(shape, generator=torch.Generator().manual_seed(10))
