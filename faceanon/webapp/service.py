@@ -22,15 +22,6 @@ HOW_TO_GET_WEIGHTS = (
 )
 
 
-def pick_device(requested: str | None = None):
-    """(device, dtype): the GPU in fp16 when there is one, else the CPU in fp32."""
-    import torch
-
-    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    return device, dtype
-
-
 class ModelHost:
     """Holds the FaceAnonymizer and says whether diffusion can run, and if not, why."""
 
@@ -71,8 +62,9 @@ class ModelHost:
         try:
             from faceanon.anonymizer import FaceAnonymizer
             from faceanon.pipeline import FaceAnonPipeline
+            from faceanon.weights import default_device_and_dtype
 
-            device, dtype = pick_device(self.requested_device)
+            device, dtype = default_device_and_dtype(self.requested_device)  # GPU fp16, else CPU fp32
             pipe = FaceAnonPipeline.from_hub(
                 torch_dtype=dtype, device=device, local_files_only=self.local_files_only
             )
