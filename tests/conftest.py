@@ -1,4 +1,4 @@
-"""Shared fixtures: real photos that ship inside installed packages (no network, no ../shared)."""
+"""Shared fixtures: real photos that ship inside installed packages (no network, nothing outside the repo)."""
 
 from __future__ import annotations
 
