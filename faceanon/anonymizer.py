@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -279,30 +280,35 @@ class FaceAnonymizer:
         return {face.index: crop for face, crop in zip(faces, crops, strict=True)}
 
     def _generate(self, sources, conditions, degrees: list[float], seeds: list[int], run: _Run) -> list[np.ndarray]:
-        """Run the pipeline on aligned crops in one batched call (or `batch_size` chunks), one
-        generator per face; watermark the new crops when the trust tools are installed."""
-        import torch
+        """Run the pipeline on aligned crops in one batched call (or chunks of `batch_size`, or of
+        what fits in free GPU memory), one generator per face."""
         from PIL import Image
 
         pipe = self.pipeline
-        if run.scheduler and hasattr(pipe, "set_scheduler"):
-            pipe.set_scheduler(run.scheduler)
         sources = [Image.fromarray(c) for c in sources]
         conditions = [Image.fromarray(c) for c in conditions]
-        count, chunk = len(conditions), self.batch_size or len(conditions)
+        count = len(conditions)
+        suggested = getattr(pipe, "suggested_batch_size", lambda *_: None)(self.resolution, self.resolution)
+        chunk = self.batch_size or suggested or count
         results: list[np.ndarray] = []
-        for start in range(0, count, chunk):
-            part = slice(start, min(start + chunk, count))
-            part_degrees = degrees[part]
-            output = pipe(source_image=sources[part], conditioning_image=conditions[part],
-                          anonymization_degree=part_degrees[0] if len(set(part_degrees)) == 1 else part_degrees,
-                          guidance_scale=run.guidance, num_inference_steps=run.steps,
-                          height=self.resolution, width=self.resolution,
-                          generator=[torch.Generator().manual_seed(s) for s in seeds[part]],
-                          callback_on_step_end=_step_reporter(run.progress, start / count,
-                                                              len(part_degrees) / count, run.steps))
-            results.extend(np.asarray(image.convert("RGB")) for image in output.images)
+        with _scheduler(pipe, run.scheduler):
+            for start in range(0, count, chunk):
+                part = slice(start, min(start + chunk, count))
+                results.extend(self._generate_chunk(pipe, sources[part], conditions[part], degrees[part],
+                                                    seeds[part], run, progress_span=(start / count, (part.stop - start) / count)))
         return results
+
+    def _generate_chunk(self, pipe, sources, conditions, degrees, seeds, run: _Run,
+                        progress_span: tuple[float, float]) -> list[np.ndarray]:
+        import torch
+
+        output = pipe(source_image=sources, conditioning_image=conditions,
+                      anonymization_degree=degrees[0] if len(set(degrees)) == 1 else degrees,
+                      guidance_scale=run.guidance, num_inference_steps=run.steps,
+                      height=self.resolution, width=self.resolution,
+                      generator=[torch.Generator().manual_seed(s) for s in seeds],
+                      callback_on_step_end=_step_reporter(run.progress, *progress_span, run.steps))
+        return [np.asarray(image.convert("RGB")) for image in output.images]
 
     def _watermarked(self, crop: np.ndarray, photo: np.ndarray, aligned: AlignedFace, mask: np.ndarray) -> np.ndarray:
         if not self.watermark:
@@ -422,6 +428,21 @@ def _identity_summary(reports: list[FaceReport]) -> str:
         return (f"Identity check: face(s) {faces} still look like the same person (highest similarity {highest:.2f}); "
                 "use a higher degree, another seed, or redact them.")
     return f"Identity check: every changed face is a different person (highest similarity {highest:.2f})."
+
+
+@contextmanager
+def _scheduler(pipe, name: str | None):
+    """Use scheduler `name` for one call, then put the pipeline's own back: the pipeline is shared
+    (the web app serves every user with one), so a choice must not outlive its request."""
+    if not name or not hasattr(pipe, "set_scheduler"):
+        yield
+        return
+    original = pipe.scheduler
+    pipe.set_scheduler(name)
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
 
 
 def _step_reporter(report: Progress, done_before: float, share: float, steps: int):

@@ -40,6 +40,7 @@ from faceanon.configs import CLIP_PREPROCESSOR_CONFIG
 from faceanon.schedulers import make_scheduler
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
+ACTIVATION_BYTES_PER_FACE_512_FP32 = 1.5 * 2**30
 
 
 @dataclass
@@ -365,6 +366,17 @@ class FaceAnonPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------
     # Speed options (GPU); all keep the method's processors in place
+
+    def suggested_batch_size(self, height: int = 512, width: int = 512) -> int | None:
+        """How many faces one call can take in the GPU memory that is free now (None on a CPU:
+        any number). The per-face figure is an estimate from the benchmark's CPU measurement at
+        512x512 in fp32 (~1.4 GiB of activations per face), halved for 16-bit weights."""
+        device = self._execution_device
+        if device.type != "cuda":
+            return None
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        per_face = ACTIVATION_BYTES_PER_FACE_512_FP32 * (height * width) / 512**2 * self.unet.dtype.itemsize / 4
+        return max(1, int(0.8 * free_bytes // per_face))
 
     def enable_channels_last(self) -> None:
         """channels_last memory format for the three UNets (faster convolutions on recent GPUs)."""

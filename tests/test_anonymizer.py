@@ -259,3 +259,37 @@ def test_tiny_diffusion_faces_carry_the_face_mark_inside_the_masks_only(tiny_ano
     assert np.abs(mark_only.astype(int) - 128).max() <= 6
     assert face_watermark_score(mark_only, face.landmarks) >= FACE_THRESHOLD + 0.3
     assert face_watermark_score(np.full_like(mark_only, 128), face.landmarks) < FACE_THRESHOLD
+
+
+def test_a_scheduler_choice_lasts_one_call(identity_pipeline, astronaut_rgb):
+    # The web app shares one pipeline between users: a scheduler picked for one request must not
+    # become the next request's default.
+    identity_pipeline.scheduler = "the pipeline's own"
+    seen = []
+    anonymizer = FaceAnonymizer(pipeline=_Recording(identity_pipeline, seen), watermark=False, identity_check=False)
+    anonymizer.anonymize(astronaut_rgb, scheduler="unipc")
+    anonymizer.anonymize(astronaut_rgb)
+    assert seen == ["unipc", "the pipeline's own"]
+    assert identity_pipeline.scheduler == "the pipeline's own"
+
+
+class _Recording:
+    """Forwards to a pipeline stand-in, noting the scheduler in use at each call."""
+
+    def __init__(self, pipe, seen):
+        self.pipe, self.seen = pipe, seen
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    @scheduler.setter
+    def scheduler(self, value):
+        self.pipe.scheduler = value
+
+    def set_scheduler(self, name):
+        self.pipe.scheduler = name
+
+    def __call__(self, *args, **kwargs):
+        self.seen.append(self.pipe.scheduler)
+        return self.pipe(*args, **kwargs)
