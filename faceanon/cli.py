@@ -89,7 +89,7 @@ def _add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True)
     group.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                        help="weights precision (default: float16 on GPU, float32 on CPU)")
     group.add_argument("--batch-size", type=int, default=None, metavar="N",
-                       help="faces per model call (default: all faces of a photo at once)")
+                       help="faces per model call (default: all faces of a photo at once, or as many as fit in free GPU memory)")
     group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
     group.add_argument("--on-same-person", choices=("retry", "blur", "pixelate", "solid"), default=None,
                        help="when the identity check still recognizes a new face: regenerate it once with a new "
