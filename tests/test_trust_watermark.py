@@ -124,17 +124,14 @@ def test_generated_faces_are_found_again_after_jpeg_and_half_resize(anonymized):
 
     for name, (original, result) in anonymized.items():
         assert not read_watermark(Image.fromarray(original)).found, name  # the untouched original
-        if name == "astronaut":  # Hopper's JPEG-blocky face hides the mark: 0.196-0.206, not found
-            assert read_watermark(jpeg(result.image)).faces[0].score > 0.15
-            continue
         for attack, attacked in (("none", result.image), ("jpeg75", jpeg(result.image)),
                                  ("half", half(result.image))):
             reading = read_watermark(attacked)
             assert reading.found and not reading.image_found, (name, attack, reading.describe())
             scores = [f.score for f in reading.faces]
-            if name == "group":  # measured: all 6 faces >= 0.25
+            if name == "group":  # measured: all 6 faces >= 0.233
                 assert len(reading.faces) == 6 and all(s >= FACE_THRESHOLD for s in scores), (attack, scores)
-            assert max(scores) >= FACE_THRESHOLD + 0.02, (name, attack, scores)  # measured >= 0.25
+            assert max(scores) >= FACE_THRESHOLD, (name, attack, scores)  # measured >= 0.219 (astronaut, JPEG)
 
 
 def test_face_mark_is_inside_the_masks_and_nearly_invisible(anonymized):
@@ -153,15 +150,16 @@ def test_face_mark_is_inside_the_masks_and_nearly_invisible(anonymized):
 def test_face_mark_costs_little(group_photo_rgb):
     from faceanon.faces import align_face
     from faceanon.faces.detection import create_detector
-    from faceanon.trust.watermark import add_face_watermark
+    from faceanon.trust.watermark import FACE_REGION, add_face_watermark
 
     crop = align_face(group_photo_rgb, create_detector("yunet").detect(group_photo_rgb)[0].landmarks).crop
     marked = add_face_watermark(crop)
     changed = (marked != crop).any(axis=2)
     assert 0.1 < changed.mean() < 0.3  # only the square from the eyes to the chin
     difference = marked.astype(float) - crop
-    region = difference[194:386, 160:352]  # FACE_REGION
-    assert np.abs(difference).max() <= 5 and 10 * np.log10(255**2 / np.mean(region**2)) >= 41.5  # measured 42.0
+    centre_x, centre_y, side = (int(v) for v in FACE_REGION)
+    region = difference[centre_y - side // 2:centre_y + side // 2, centre_x - side // 2:centre_x + side // 2]
+    assert np.abs(difference).max() <= 5 and 10 * np.log10(255**2 / np.mean(region**2)) >= 41.5  # measured 41.6
 
 
 def test_unmarked_faces_score_far_below_the_threshold(photos):
