@@ -14,14 +14,16 @@ _COUNTS = re.compile(r"^\d+ face\(s\) found, \d+ changed\.")
 def add_identity_checks(original: Image.Image, result) -> None:
     """Fills each face's identity similarity and pose/expression deltas (faceanon.trust), unless the
     anonymizer did already. Never fails the request: the image is still the answer."""
-    if not result.faces or all(r.identity_similarity is not None for r in result.faces):
+    unmeasured = [r for r in result.faces if r.identity_similarity is None]
+    if not unmeasured:
         return
     try:
+        from faceanon.results import AnonymizationResult
         from faceanon.trust import check_result
     except ImportError:
         return
-    try:
-        check_result(original, result)
+    try:  # only the faces the anonymizer did not measure (e.g. those left untouched)
+        check_result(original, AnonymizationResult(image=result.image, faces=unmeasured))
     except Exception:  # a failing check is shown as "not checked", not as a failed request
         log.exception("identity check failed")
 
