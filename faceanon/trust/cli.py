@@ -67,7 +67,7 @@ def run_evaluate(args) -> int:
         print("error: --seeds and --steps must be at least 1", file=sys.stderr)
         return 2
     evaluator = Evaluator(identity_model=get_identity_model(args.identity_model))
-    result = evaluate(args.folder, args.out, anonymizer=FaceAnonymizer(detector=args.detector),
+    result = evaluate(args.folder, args.out, anonymizer=FaceAnonymizer(detector=args.detector, identity_check=False),
                       degrees=args.degrees, seeds=args.seeds, baselines=args.baselines,
                       diffusion=False if args.no_diffusion else None, steps=args.steps, guidance=args.guidance,
                       evaluator=evaluator)
