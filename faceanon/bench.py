@@ -71,6 +71,7 @@ class BenchConfig:
     repeats: int | None = None  # CPU 1, CUDA 3
     skip_reference: bool = False
     reference_own_record: bool = False  # for checking the check: the formulations then disagree
+    options: str | None = None  # faceanon alone, option by option (faceanon.bench_options)
     json: str | None = None
 
     def resolve(self) -> BenchConfig:
@@ -180,6 +181,16 @@ def count_component_flops(pipe):
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+def set_tf32(convolutions: bool, matmuls: bool) -> None:
+    """TF32 for cuDNN convolutions / cuBLAS matmuls in fp32 (PyTorch's defaults: on / off).
+
+    The benchmark turns both off on CUDA, so that its fp32 is IEEE fp32 and the agreement check
+    (1e-4) measures the formulations, not TF32's 10-bit mantissa: with TF32 convolutions a batch-2
+    and a batch-1 reference-net pass round differently by ~1e-4."""
+    torch.backends.cudnn.allow_tf32 = convolutions
+    torch.backends.cuda.matmul.allow_tf32 = matmuls
 
 
 def _malloc_trim() -> None:
@@ -400,6 +411,26 @@ def run_phase(runner: Runner, dtype_name: str, results: dict) -> dict:
     return phase
 
 
+def run_reference_with_pytorch_defaults(runner: Runner, results: dict) -> None:
+    """The reference formulation in fp32 as the paper's code runs on CUDA: PyTorch's defaults, i.e.
+    TF32 convolutions. Timed too, so that the half-precision speed-up is not quoted against a
+    slower, strict-fp32 reference only."""
+    config = runner.config
+    set_tf32(convolutions=True, matmuls=False)
+    try:
+        measurement = Measurement("reference", "fp32 (TF32 convolutions)")
+        runner.call("reference", 1)  # warm-up: cuDNN picks its TF32 algorithms
+        for _ in range(config.repeats):
+            images, _ = runner.timed("reference", measurement)
+    finally:
+        set_tf32(convolutions=False, matmuls=False)
+    strict = results["phases"][0]["outputs"]["reference"][0]
+    results["reference_fp32_pytorch_defaults"] = {
+        "seconds_per_face": measurement.seconds_per_face,
+        "max_abs_diff_images_vs_ieee_fp32": _max_abs(images, strict),
+    }
+
+
 def run_batch(runner: Runner, results: dict) -> None:
     """A photo with ``faces`` faces through faceanon: one batched call vs one call per face."""
     config, pipe = runner.config, runner.pipe
@@ -466,13 +497,20 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
     results = {"config": asdict(config), "environment": environment(config), "build_seconds": build_seconds,
                "parameters": parameters, "phases": []}
     runner = Runner(pipe, config, face_images(1)[0])
+    if config.options is not None:
+        return _run_options(pipe, config, results, runner.face, out)
 
     dtypes = [config.dtype]
     if config.device.startswith("cuda") and config.dtype != "fp32":
         dtypes = ["fp32", config.dtype]  # the "faster than the reference in fp32" comparison
+    if config.device.startswith("cuda"):
+        set_tf32(convolutions=False, matmuls=False)
+        results["environment"]["fp32_on_cuda"] = "IEEE fp32 (TF32 off for cuDNN convolutions and cuBLAS matmuls)"
     for dtype_name in dtypes:
         _log(f"phase {dtype_name} ...")
         run_phase(runner, dtype_name, results)
+        if dtype_name == "fp32" and len(dtypes) == 2 and not config.skip_reference:
+            run_reference_with_pytorch_defaults(runner, results)  # before the weights are rounded to 16 bits
     if len(results["phases"]) == 2:  # half precision against fp32, faceanon, same seed
         fp32, half = (p["outputs"]["faceanon"] for p in results["phases"])
         results["half_vs_fp32"] = {"dtype": config.dtype, "max_abs_diff_images": _max_abs(fp32[0], half[0]),
@@ -487,6 +525,21 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
         run_batch(runner, results)
         out(format_batch(results["batch"]))
         _write_json(config, results)
+    return _jsonable(results)
+
+
+def _run_options(pipe, config: BenchConfig, results: dict, face, out: Callable[[str], None]) -> dict:
+    from faceanon.bench_options import parse_options, run_options
+
+    env = results["environment"]
+    out(f"machine: {env.get('gpu') or env.get('cpu', '?')}; torch {env['torch']}, diffusers {env['diffusers']}, "
+        f"transformers {env['transformers']}; components: {sum(results['parameters'].values()) / 1e6:,.0f} M "
+        f"parameters (random weights), built in {results['build_seconds']:.0f} s")
+    if pipe.unet.dtype != DTYPES[config.dtype]:
+        pipe.to(dtype=DTYPES[config.dtype])
+    results.update(run_options(pipe, config, face, parse_options(config.options), out))
+    results["ok"] = not results["failures"]
+    _write_json(config, results)
     return _jsonable(results)
 
 
@@ -529,6 +582,7 @@ def format_table(results: dict) -> str:
         f"machine: {env.get('gpu') or env.get('cpu', '?')}; {env['cpu_count']} CPUs, torch threads "
         f"{env['torch_threads']}; torch {env['torch']}, diffusers {env['diffusers']}, transformers {env['transformers']}",
         f"load average (1/5/15 min) at start {env.get('load_average_at_start')}, at end {env.get('load_average_at_end')}",
+        *([f"fp32 on CUDA: {env['fp32_on_cuda']}"] if "fp32_on_cuda" in env else []),
         f"components: random weights, {sum(results['parameters'].values()) / 1e6:,.0f} M parameters, "
         f"built in {results['build_seconds']:.0f} s",
         "",
@@ -576,6 +630,12 @@ def format_table(results: dict) -> str:
         half = results["phases"][1]["measurements"]["faceanon"]
         lines.append(f"faceanon {half.dtype} vs reference fp32: {ref32.seconds_per_face / half.seconds_per_face:.2f}x "
                      f"faster per face ({half.seconds_per_face:.2f} s vs {ref32.seconds_per_face:.2f} s)")
+        defaults = results.get("reference_fp32_pytorch_defaults")
+        if defaults:
+            lines.append(f"faceanon {half.dtype} vs reference fp32 with PyTorch's CUDA defaults (TF32 convolutions): "
+                         f"{defaults['seconds_per_face'] / half.seconds_per_face:.2f}x faster per face "
+                         f"({half.seconds_per_face:.2f} s vs {defaults['seconds_per_face']:.2f} s; TF32 moves the "
+                         f"reference's images by {defaults['max_abs_diff_images_vs_ieee_fp32']:.3g})")
 
     for phase in results["phases"]:
         a = phase.get("agreement")
@@ -640,6 +700,10 @@ def parse_args(argv=None) -> BenchConfig:
     parser.add_argument("--reference-own-record", action="store_true",
                         help="test the agreement check: the reference pairs each transformer with its own record "
                              "(the plausible mistake), so the formulations disagree and the check must fail")
+    parser.add_argument("--options", nargs="?", const="all", metavar="LIST",
+                        help="instead of the side-by-side run, time faceanon alone option by option: "
+                             "baseline, batch (memory per face), offload, channels_last, xformers, compile "
+                             "(comma-separated; default all)")
     parser.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
     args = parser.parse_args(argv)
     return BenchConfig(**vars(args))

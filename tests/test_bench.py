@@ -50,3 +50,45 @@ def test_agreement_check_reports_a_failure_when_the_formulations_disagree(capsys
     table = capsys.readouterr().out
     assert "agreement fp32 (FAIL" in table
     assert "disagree even for one UNet call" in table
+
+
+def test_options_run_reports_each_option_and_skips_what_needs_a_gpu(tmp_path, capsys):
+    out = tmp_path / "options.json"
+    code = bench.main([*TINY, "--options", "batch,offload,channels_last,fp32_memory", "--json", str(out)])
+    table = capsys.readouterr().out
+    assert code == 0, table
+    for text in ("baseline", "batch fp32 8 faces", "MiB per face", "suggested_batch_size assumes",
+                 "offload        needs CUDA: skipped", "channels_last", "fp32_memory    needs CUDA: skipped"):
+        assert text in table, text
+    figures = json.loads(out.read_text())
+    options = figures["options"]
+    assert options["baseline"]["seconds_per_face"] > 0
+    assert options["channels_last"]["max_abs_diff_vs_baseline"] <= 1e-4  # same method, other memory layout
+    assert [row["faces"] for row in options["batch"]["sweeps"]["fp32"]["rows"]] == [1, 2, 4, 8]
+    assert figures["failures"] == {}
+
+
+def test_unknown_options_are_refused():
+    import pytest
+
+    from faceanon.bench_options import parse_options
+
+    assert parse_options("batch")[:2] == ["baseline", "batch"]  # every option is compared with the baseline
+    with pytest.raises(ValueError, match="unknown option"):
+        parse_options("batch,warp-speed")
+
+
+def test_reference_with_pytorch_defaults_is_timed_before_weights_go_16_bit(capsys):
+    """The CUDA-only comparison (reference fp32 with TF32 convolutions) runs here too: on a CPU,
+    TF32 does not exist, so the reference's output must be the strict fp32 one exactly."""
+    config = bench.BenchConfig(size="tiny", device="cpu", height=32, width=32, steps=2, repeats=1, faces=0).resolve()
+    runner = bench.Runner(bench.build_pipeline("tiny", "cpu", "ddpm"), config, bench.face_images(1)[0])
+    results = {"config": bench.asdict(config), "environment": bench.environment(config), "build_seconds": 1.0,
+               "parameters": {"unet": 1}, "phases": []}
+    bench.run_phase(runner, "fp32", results)
+    bench.run_reference_with_pytorch_defaults(runner, results)
+    bench.run_phase(runner, "bf16", results)
+    defaults = results["reference_fp32_pytorch_defaults"]
+    assert defaults["seconds_per_face"] > 0
+    assert defaults["max_abs_diff_images_vs_ieee_fp32"] == 0
+    assert "with PyTorch's CUDA defaults (TF32 convolutions)" in bench.format_table(results)
