@@ -82,7 +82,7 @@ class FaceAnonymizer:
                  min_face_size: float = 24, detection_threshold: float | None = None,
                  small_face_method: str | None = "blur", color_match: bool = False,
                  batch_size: int | None = None, resolution: int = 512, watermark: bool = True,
-                 identity_check: bool = True, on_same_person: str | None = None):
+                 identity_check: bool = True, on_same_person: str | None = None, speed=None):
         if small_face_method not in (None, *REDACTION_METHODS):
             raise ValueError(f"small_face_method must be one of {REDACTION_METHODS} or None.")
         if on_same_person not in (None, "retry", *REDACTION_METHODS):
@@ -94,7 +94,7 @@ class FaceAnonymizer:
         self.batch_size = batch_size
         self.resolution = int(resolution)
         self.watermark, self.identity_check, self.on_same_person = watermark, identity_check, on_same_person
-        self.device, self.torch_dtype = device, torch_dtype
+        self.device, self.torch_dtype, self.speed = device, torch_dtype, speed
         self._pipeline = pipeline
         self._pipeline_error: str | None = None
 
@@ -111,9 +111,10 @@ class FaceAnonymizer:
         if self._pipeline_error:
             raise WeightsNotFoundError(self._pipeline_error)
         try:
-            from faceanon.pipeline import FaceAnonPipeline
+            from faceanon.speed import load_pipeline
 
-            return FaceAnonPipeline.from_hub(torch_dtype=self.torch_dtype, device=self.device)
+            pipe, _, _ = load_pipeline(self.device, self.torch_dtype, self.speed)
+            return pipe
         except WeightsNotFoundError as error:
             self._pipeline_error = str(error)
             raise

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from faceanon import __version__
 from faceanon.errors import FaceAnonError
+from faceanon.speed import add_speed_arguments, speed_options_from_args
 
 METHOD_CHOICES = ("diffusion", "blur", "pixelate", "solid")
 DETECTOR_CHOICES = ("yunet", "scrfd", "insightface")
@@ -88,6 +89,7 @@ def _add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True)
     group.add_argument("--device", default=None, help="torch device, e.g. cuda, cpu (default: best available)")
     group.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default=None,
                        help="weights precision (default: float16 on GPU, float32 on CPU)")
+    add_speed_arguments(parser)
     group.add_argument("--batch-size", type=int, default=None, metavar="N",
                        help="faces per model call (default: all faces of a photo at once, or as many as fit in free GPU memory)")
     group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
@@ -120,6 +122,10 @@ def _face_list(text: str) -> list[int]:
 
 def _make_anonymizer(args):
     from faceanon.anonymizer import FaceAnonymizer
+    from faceanon.weights import default_device_and_dtype
+
+    speed = speed_options_from_args(args)
+    speed.check_device(default_device_and_dtype(getattr(args, "device", None))[0])  # once, not once per photo
 
     dtype = None
     if getattr(args, "dtype", None):
@@ -127,6 +133,7 @@ def _make_anonymizer(args):
 
         dtype = getattr(torch, args.dtype)
     return FaceAnonymizer(detector=args.detector, device=getattr(args, "device", None), torch_dtype=dtype,
+                          speed=speed,
                           min_face_size=args.min_face, detection_threshold=args.detection_threshold,
                           small_face_method=None if args.small_faces == "none" else args.small_faces,
                           color_match=getattr(args, "color_match", False),
@@ -183,14 +190,14 @@ def run_anonymize(args) -> int:
     jobs, problems = plan_jobs(args.paths, args.output)
     report = BatchReport(files=problems)
     for entry in problems:
-        _say(args, f"{entry['input']}: error: {entry['error']}")
+        _say(args, f"{entry['input']}: error: {entry['error']}", always=True)
     anonymizer = _make_anonymizer(args) if jobs else None
     options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
                    faces=args.faces, scheduler=args.scheduler, strength=args.strength)
     for job in _progress(jobs, args):
         entry = _process(job, args, lambda source, job=job: anonymizer.anonymize(source, **options))
         report.files.append(entry)
-        _say(args, _describe(entry))
+        _say(args, _describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
     return _finish(args, report)
 
 
@@ -351,7 +358,7 @@ def run_swap(args) -> int:
                    faces=args.faces, scheduler=args.scheduler)
     entry = _process(Job(args.target, args.output), args,
                      lambda target: anonymizer.swap(args.source, target, **options))
-    _say(args, _describe(entry))
+    _say(args, _describe(entry), always=entry["status"] == "error")
     return _finish(args, BatchReport(files=[entry]))
 
 

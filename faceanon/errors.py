@@ -16,3 +16,7 @@ class WeightsNotFoundError(FaceAnonError, FileNotFoundError):
 
 class FaceTooSmallError(FaceAnonError, ValueError):
     """A face is too small for the diffusion model to produce a meaningful new identity."""
+
+
+class UnsupportedOptionError(FaceAnonError, ValueError):
+    """An option this machine cannot honour (GPU offload on a CPU, xformers not installed...)."""

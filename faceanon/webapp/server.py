@@ -8,6 +8,8 @@ import os
 
 import spaces  # noqa: F401  (must come before torch touches CUDA on a ZeroGPU Space)
 
+from faceanon.speed import add_speed_arguments, speed_options_from_args
+
 
 def on_zero_gpu() -> bool:
     from spaces.config import Config
@@ -29,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-megapixels", type=int, default=None, help="largest photo in megapixels")
     parser.add_argument("--gpu-jobs", type=int, default=None, help="diffusion jobs at once (one per GPU)")
     parser.add_argument("--quiet", action="store_true", help="less console output")
+    add_speed_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -50,7 +53,8 @@ def create_app(args: argparse.Namespace):
 
     limits = _limits(args)
     zero_gpu = on_zero_gpu()
-    host = ModelHost(device=args.device, local_files_only=not args.download_weights)
+    host = ModelHost(device=args.device, local_files_only=not args.download_weights,
+                     speed=speed_options_from_args(args))
     # ZeroGPU only moves models that exist before launch onto the GPU; elsewhere never block start-up.
     host.start(background=not zero_gpu)
     demo = build_demo(host, limits, gpu_present=zero_gpu or _cuda_available())

@@ -27,8 +27,10 @@ class ModelHost:
 
     LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
 
-    def __init__(self, device: str | None = None, local_files_only: bool = True, detector: str = "yunet"):
+    def __init__(self, device: str | None = None, local_files_only: bool = True, detector: str = "yunet",
+                 speed=None):
         self.requested_device = device
+        self.speed = speed  # faceanon.speed.SpeedOptions, or None for the defaults
         self.local_files_only = local_files_only
         self.detector = detector
         self.state = self.LOADING
@@ -61,13 +63,10 @@ class ModelHost:
         started = time.perf_counter()
         try:
             from faceanon.anonymizer import FaceAnonymizer
-            from faceanon.pipeline import FaceAnonPipeline
-            from faceanon.weights import default_device_and_dtype
+            from faceanon.speed import load_pipeline
 
-            device, dtype = default_device_and_dtype(self.requested_device)  # GPU fp16, else CPU fp32
-            pipe = FaceAnonPipeline.from_hub(
-                torch_dtype=dtype, device=device, local_files_only=self.local_files_only
-            )
+            pipe, device, dtype = load_pipeline(  # GPU fp16, else CPU fp32
+                self.requested_device, speed=self.speed, local_files_only=self.local_files_only)
             anonymizer = FaceAnonymizer(detector=self.detector, pipeline=pipe, device=device, torch_dtype=dtype)
         except (FaceAnonError, OSError, ImportError) as error:
             self._set(self.UNAVAILABLE, _reason_for_people(error))
