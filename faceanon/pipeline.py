@@ -253,14 +253,17 @@ class FaceAnonPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------------------------------
     # The method's pieces
 
-    def encode_image_embeddings(self, unit_pixels: torch.Tensor) -> torch.Tensor:
+    # diffusers' `_execution_device` and `module.dtype` walk every module (~14 ms and ~1.4 ms at
+    # SD 2.1 size): a call looks them up once and passes them on.
+
+    def encode_image_embeddings(self, unit_pixels: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
         """e(I): CLIP pooler output (B, 1, D) of [0, 1] images, through CLIPImageProcessor's PIL path."""
         features = self.feature_extractor(images=unit_pixels, do_rescale=False, return_tensors="pt").pixel_values
-        features = features.to(device=self._execution_device, dtype=self.image_encoder.dtype)
+        features = features.to(device=device or self._execution_device, dtype=self.image_encoder.dtype)
         return self.image_encoder(features).pooler_output.unsqueeze(1)
 
-    def _vae_posterior(self, unit_pixels: torch.Tensor):
-        pixels = (2 * unit_pixels - 1).to(device=self._execution_device, dtype=self.vae.dtype)
+    def _vae_posterior(self, unit_pixels: torch.Tensor, device: torch.device | None = None):
+        pixels = (2 * unit_pixels - 1).to(device=device or self._execution_device, dtype=self.vae.dtype)
         return self.vae.encode(pixels).latent_dist
 
     def _null_source_records(self, height: int, width: int) -> dict[str, torch.Tensor]:
@@ -279,15 +282,16 @@ class FaceAnonPipeline(DiffusionPipeline):
         return self._null_records_cache[key]
 
     def prepare_references(self, source: list, conditioning: list, degrees: list[float], height: int,
-                           width: int, do_guidance: bool, generator):
+                           width: int, do_guidance: bool, generator, device: torch.device | None = None):
         """Reference tokens per UNet block and the cross-attention embeddings, for every row.
 
         Returns ``(references, embeddings)``: block -> (rows, 2N, C) and (rows, 2, D), rows being
         [uncond ; cond] with guidance, [cond] without.
         """
-        device = self._execution_device
+        device = device or self._execution_device
+        unet_dtype = self.unet.dtype
         batch = len(conditioning)
-        degree = torch.tensor(degrees, device=device, dtype=self.unet.dtype)[:, None, None]
+        degree = torch.tensor(degrees, device=device, dtype=unet_dtype)[:, None, None]
         anonymize = [d > 0 for d in degrees]
 
         conditioning_pixels = self._to_unit_pixels(conditioning, height, width)
@@ -296,7 +300,7 @@ class FaceAnonPipeline(DiffusionPipeline):
 
         # CLIP embeddings: e(C) for all, e(S) for swap items, (1 - d) e(C) for anonymized ones.
         all_pixels = conditioning_pixels if source_pixels is None else torch.cat([conditioning_pixels, source_pixels])
-        all_embeddings = self.encode_image_embeddings(all_pixels).to(self.unet.dtype)
+        all_embeddings = self.encode_image_embeddings(all_pixels, device).to(unet_dtype)
         conditioning_embeddings = all_embeddings[:batch]
         source_embeddings = (1 - degree) * conditioning_embeddings
         if swap_index:
@@ -304,7 +308,7 @@ class FaceAnonPipeline(DiffusionPipeline):
 
         # VAE posteriors: one encoder pass per distinct image. The reference draws the source
         # sample first, then the conditioning sample, each from its own posterior sample.
-        posterior = self._vae_posterior(all_pixels)
+        posterior = self._vae_posterior(all_pixels, device)
         mean, std = posterior.mean, posterior.std
         source_mean, source_std = mean[:batch].clone(), std[:batch].clone()
         if swap_index:
@@ -338,12 +342,14 @@ class FaceAnonPipeline(DiffusionPipeline):
             cond_embeddings = torch.cat([uncond_embeddings, cond_embeddings])
         return references, cond_embeddings
 
-    def prepare_latents(self, batch: int, height: int, width: int, generator, latents: torch.Tensor | None):
+    def prepare_latents(self, batch: int, height: int, width: int, generator, latents: torch.Tensor | None,
+                        device: torch.device | None = None):
         shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        device = device or self._execution_device
         if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.latents_dtype)
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=self.latents_dtype)
         else:
-            latents = latents.to(device=self._execution_device, dtype=self.latents_dtype)
+            latents = latents.to(device=device, dtype=self.latents_dtype)
         return latents * self.scheduler.init_noise_sigma
 
     @property
@@ -435,16 +441,18 @@ class FaceAnonPipeline(DiffusionPipeline):
         self._num_timesteps = num_inference_steps
         device = self._execution_device
 
+        unet_dtype = self.unet.dtype
         references, embeddings = self.prepare_references(
-            source, conditioning, degrees, height, width, do_guidance, generator)
-        latents = self.prepare_latents(batch, height, width, generator, latents)
+            source, conditioning, degrees, height, width, do_guidance, generator, device)
+        latents = self.prepare_latents(batch, height, width, generator, latents, device)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = self._step_kwargs(generator)
 
         set_references(self.unet, references)
         try:
             for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-                latents = self._denoise_step(latents, t, embeddings, guidance_scale, do_guidance, step_kwargs)
+                latents = self._denoise_step(latents, t, embeddings, guidance_scale, do_guidance, step_kwargs,
+                                             unet_dtype)
                 if callback_on_step_end is not None:
                     update = callback_on_step_end(self, i, t, {"latents": latents}) or {}
                     latents = update.get("latents", latents)
@@ -462,9 +470,9 @@ class FaceAnonPipeline(DiffusionPipeline):
             return (images,)
         return FaceAnonPipelineOutput(images=images)
 
-    def _denoise_step(self, latents, t, embeddings, guidance_scale, do_guidance, step_kwargs):
+    def _denoise_step(self, latents, t, embeddings, guidance_scale, do_guidance, step_kwargs, unet_dtype):
         model_input = torch.cat([latents] * 2) if do_guidance else latents
-        model_input = self.scheduler.scale_model_input(model_input, t).to(self.unet.dtype)
+        model_input = self.scheduler.scale_model_input(model_input, t).to(unet_dtype)
         prediction = self.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0].to(latents.dtype)
         if do_guidance:
             uncond, cond = prediction.chunk(2)
