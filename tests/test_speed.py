@@ -124,3 +124,16 @@ def test_batch_cap_follows_free_gpu_memory_and_the_measured_cost_per_face(tmp_pa
     assert pipe.suggested_batch_size(1024, 1024) == 3
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**28, 16 * 2**30))
     assert pipe.suggested_batch_size() == 1  # never 0: one face always goes
+
+
+def test_web_app_takes_the_same_flags_and_says_why_an_option_cannot_run():
+    from faceanon.speed import speed_options_from_args
+    from faceanon.webapp.server import parse_args
+    from faceanon.webapp.service import ModelHost
+
+    args = parse_args(["--compile", "reduce-overhead", "--offload", "--device", "cpu"])
+    speed = speed_options_from_args(args)
+    assert speed == SpeedOptions(compile="reduce-overhead", offload="model")
+    host = ModelHost(device="cpu", speed=speed).start(background=False)
+    assert host.state == ModelHost.UNAVAILABLE
+    assert "needs a CUDA device" in host.reason
