@@ -143,39 +143,50 @@ def flop_counter() -> FlopCounterMode:
 
 
 @contextlib.contextmanager
-def count_component_flops(pipe):
-    """Count FLOPs per call of each component (and in total) while the block runs.
-
-    Yields ``(calls, total)``: ``calls`` is filled with ``(component, flops)`` in call order;
-    ``total`` is the FlopCounterMode around everything (``total.get_total_flops()``)."""
-    calls: list[tuple[str, int]] = []
+def around_component_calls(pipe, around: Callable[[str, Callable[[], object]], object]):
+    """Route every call of each component (the three UNets, CLIP, VAE encode / decode) through
+    ``around(label, call)`` while the block runs; ``around`` must return ``call()``'s result."""
     patched = []
 
     def wrap(owner, attribute: str, label: str):
         original = getattr(owner, attribute)
 
-        def counted(*args, **kwargs):
-            mode = flop_counter()
-            try:
-                with mode:
-                    return original(*args, **kwargs)
-            finally:  # the optimised reference nets stop early by raising
-                calls.append((label, mode.get_total_flops()))
+        def wrapped(*args, **kwargs):
+            return around(label, lambda: original(*args, **kwargs))
 
-        object.__setattr__(owner, attribute, counted)
+        object.__setattr__(owner, attribute, wrapped)
         patched.append((owner, attribute))
 
     for name in ("unet", "referencenet", "conditioning_referencenet", "image_encoder"):
         wrap(getattr(pipe, name), "forward", name)
     wrap(pipe.vae, "encode", "vae.encode")
     wrap(pipe.vae, "decode", "vae.decode")
-    total = flop_counter()
     try:
-        with total:
-            yield calls, total
+        yield
     finally:
         for owner, attribute in patched:
             object.__delattr__(owner, attribute)
+
+
+@contextlib.contextmanager
+def count_component_flops(pipe):
+    """Count FLOPs per call of each component (and in total) while the block runs.
+
+    Yields ``(calls, total)``: ``calls`` is filled with ``(component, flops)`` in call order;
+    ``total`` is the FlopCounterMode around everything (``total.get_total_flops()``)."""
+    calls: list[tuple[str, int]] = []
+
+    def counted(label, call):
+        mode = flop_counter()
+        try:
+            with mode:
+                return call()
+        finally:  # the optimised reference nets stop early by raising
+            calls.append((label, mode.get_total_flops()))
+
+    total = flop_counter()
+    with around_component_calls(pipe, counted), total:
+        yield calls, total
 
 
 def _sync(device: str) -> None:

@@ -219,35 +219,22 @@ class OptionsRunner:
 @contextlib.contextmanager
 def _component_peaks(pipe, device):
     """{component: max bytes allocated above the start of its call} while the block runs (CUDA)."""
+    from faceanon.bench import around_component_calls
+
     peaks: dict[str, int] = {}
-    patched = []
 
-    def wrap(owner, attribute, label):
-        original = getattr(owner, attribute)
-
-        def measured(*args, **kwargs):
+    def measured(label, call):
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            return call()
+        finally:  # the reference nets stop early by raising
             torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            try:
-                return original(*args, **kwargs)
-            finally:  # the reference nets stop early by raising
-                torch.cuda.synchronize(device)
-                above = torch.cuda.max_memory_allocated(device) - before
-                peaks[label] = max(peaks.get(label, 0), above)
+            peaks[label] = max(peaks.get(label, 0), torch.cuda.max_memory_allocated(device) - before)
 
-        object.__setattr__(owner, attribute, measured)
-        patched.append((owner, attribute))
-
-    for name in ("unet", "referencenet", "conditioning_referencenet", "image_encoder"):
-        wrap(getattr(pipe, name), "forward", name)
-    wrap(pipe.vae, "encode", "vae.encode")
-    wrap(pipe.vae, "decode", "vae.decode")
-    try:
+    with around_component_calls(pipe, measured):
         yield peaks
-    finally:
-        for owner, attribute in patched:
-            object.__delattr__(owner, attribute)
 
 
 def _set_dtype(pipe, dtype: torch.dtype) -> None:
