@@ -12,8 +12,8 @@ formulation"; this answers "what do the GPU options buy, and how much memory doe
 * ``channels_last``, ``xformers`` (when installed), ``compile`` (``torch.compile`` of the UNet,
   mode "default"; its first call, the compilation, is reported separately), ``cudagraphs``
   (mode "reduce-overhead": CUDA graphs). A compiled UNet is also checked on a second face against
-  eager, so that a graph holding on to the first call's references would show. One compile
-  option per process: the UNet is compiled in place;
+  eager, so that a graph holding on to the first call's references would show. The UNet is
+  compiled in place, so these two come last (``all`` runs both, each from a fresh dynamo cache);
 * ``fp32_memory``: peak memory of each component in fp32 with and without TF32 (CUDA).
 
 Each option reports the max |difference| of its output from the baseline's on the same seed, and
@@ -155,11 +155,13 @@ class OptionsRunner:
             pipe.to(self.device)
 
     def compile(self):
+        torch._dynamo.reset()  # a fresh compilation, whatever ran before
         self.pipe.compile_unet(mode=None)
         self.measure("compile", "torch.compile(unet), mode default; first call = compilation")
         self._check_second_face("compile")
 
     def cudagraphs(self):
+        torch._dynamo.reset()
         self.pipe.compile_unet(mode="reduce-overhead")
         self.measure("cudagraphs", "torch.compile(unet), mode reduce-overhead; first call = compilation")
         self._check_second_face("cudagraphs")
