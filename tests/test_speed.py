@@ -137,3 +137,19 @@ def test_web_app_takes_the_same_flags_and_says_why_an_option_cannot_run():
     host = ModelHost(device="cpu", speed=speed).start(background=False)
     assert host.state == ModelHost.UNAVAILABLE
     assert "needs a CUDA device" in host.reason
+
+
+def test_fp16_vae_overflow_is_decoded_again_in_fp32(tmp_path):
+    """SD 2.1's VAE can overflow in fp16; then that decode is redone in fp32. A real overflow: the
+    decoder's first convolution scaled so that fp16 (max 65504) cannot hold its output."""
+    pipe = tiny_pipeline(tmp_path, torch_dtype=torch.float16)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_in.weight.mul_(1e5)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = pipe.vae.decode(latents.half() / pipe.vae.config.scaling_factor).sample
+    assert not torch.isfinite(raw).all()  # fp16 really overflows
+
+    image = pipe.decode_latents(latents)
+    assert torch.isfinite(image).all()
+    assert pipe.vae.dtype == torch.float16  # back to fp16 for the next call
