@@ -60,9 +60,12 @@ class OptionsRunner:
     def _call(self, faces: int = 1, steps: int | None = None):
         from faceanon.bench import face_images
 
-        c = self.config
         images = [self.face] if faces == 1 else face_images(faces)
-        generators = [torch.Generator("cpu").manual_seed(c.seed + i) for i in range(faces)]
+        return self._run(images, [self.config.seed + i for i in range(faces)], steps)
+
+    def _run(self, images: list, seeds: list[int], steps: int | None = None):
+        c = self.config
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         return self.pipe(None, images, generator=generators, anonymization_degree=c.degree,
                          guidance_scale=c.guidance, num_inference_steps=steps or c.steps,
                          height=c.height, width=c.width, output_type="np").images
@@ -108,10 +111,7 @@ class OptionsRunner:
     def _second_face(self):
         from faceanon.bench import face_images
 
-        c = self.config
-        return self.pipe(None, face_images(2)[1], generator=torch.Generator("cpu").manual_seed(c.seed + 1),
-                         anonymization_degree=c.degree, guidance_scale=c.guidance, num_inference_steps=c.steps,
-                         height=c.height, width=c.width, output_type="np").images
+        return self._run([face_images(2)[1]], [self.config.seed + 1])
 
     def _check_second_face(self, name: str) -> None:
         from faceanon.bench import _max_abs
