@@ -27,7 +27,7 @@ def main() -> int:
 
     os.environ.update(tiny_pipeline_env(tempfile.mkdtemp(prefix="faceanon-tiny-")))
     from faceanon.anonymizer import FaceAnonymizer
-    from faceanon.imageio import load_image
+    from faceanon.media.photo import load_image
     from faceanon.speed import SpeedOptions, load_pipeline
 
     photos = [ROOT / "examples" / name for name in ("two_portraits.jpg", "astronaut.jpg")]

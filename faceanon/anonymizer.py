@@ -2,7 +2,7 @@
 
     fa = FaceAnonymizer()                        # YuNet detector; diffusion weights load lazily
     result = fa.anonymize("group.jpg", degree=1.25, seed=0)
-    result.image.save(...)                        # or faceanon.imageio.save_image (no metadata)
+    result.image.save(...)                        # or faceanon.media.photo.save_image (no metadata)
     for report in result.faces: print(report.face.index, report.changed, report.message)
 
 Diffusion: all selected faces are aligned to 512x512 FFHQ crops and go through the pipeline in
@@ -29,7 +29,7 @@ from faceanon.faces.alignment import AlignedFace, align_face
 from faceanon.faces.blending import face_mask, paste_face
 from faceanon.faces.detection import Detector, create_detector
 from faceanon.faces.redaction import REDACTION_METHODS, redact_face
-from faceanon.imageio import load_image, merge_alpha, split_alpha
+from faceanon.media.photo import load_image, merge_alpha, split_alpha
 from faceanon.results import AnonymizationResult, DetectedFace, FaceReport
 
 METHODS = ("diffusion", *REDACTION_METHODS)

@@ -18,9 +18,8 @@ import numpy as np
 
 from faceanon.bundled import SCRFD_FILE, YUNET_FILE
 from faceanon.errors import FaceAnonError, ImageInputError
+from faceanon.registry import DETECTORS as DETECTOR_NAMES
 from faceanon.results import DetectedFace
-
-DETECTOR_NAMES = ("yunet", "scrfd", "insightface")
 
 
 class DetectorUnavailableError(FaceAnonError, RuntimeError):
@@ -67,7 +66,7 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ImageInputError(
             f"Face detection needs an RGB image with 8 bits per channel, got an array of shape "
-            f"{image.shape} and type {image.dtype}. Load photos with faceanon.imageio.load_image."
+            f"{image.shape} and type {image.dtype}. Load photos with faceanon.media.photo.load_image."
         )
     return image[:, :, :3]
 

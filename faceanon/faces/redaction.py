@@ -12,8 +12,7 @@ import numpy as np
 
 from faceanon.faces.alignment import AlignedFace
 from faceanon.faces.blending import PhotoMask, blend, face_mask, warp_mask_to_photo
-
-REDACTION_METHODS = ("blur", "pixelate", "solid")
+from faceanon.registry import REDACTION_METHODS
 
 
 def redact_face(image: np.ndarray, aligned: AlignedFace, method: str = "blur", strength: float = 1.0,

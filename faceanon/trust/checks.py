@@ -13,7 +13,7 @@ from faceanon.results import AnonymizationResult, FaceReport
 
 
 def _rgb(image) -> np.ndarray:
-    from faceanon.imageio import load_image, split_alpha
+    from faceanon.media.photo import load_image, split_alpha
 
     return split_alpha(load_image(image))[0]
 

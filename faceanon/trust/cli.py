@@ -97,7 +97,7 @@ def run_verify(args) -> int:
     from PIL import Image
 
     from faceanon.errors import FaceAnonError
-    from faceanon.imageio import load_image
+    from faceanon.media.photo import load_image
     from faceanon.trust.watermark import read_provenance, read_watermark
 
     status = 0

@@ -120,7 +120,7 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 def evaluate_image(anonymizer, image, name: str, runs: Iterable[Run], evaluator: Evaluator, steps: int = 25,
                    guidance: float = 4.0) -> Iterator[tuple[Run, list[dict]]]:
     """Anonymize one photo for each run and yield (run, rows). Faces are found once, on the original."""
-    from faceanon.imageio import load_image, split_alpha
+    from faceanon.media.photo import load_image, split_alpha
 
     original, _ = split_alpha(load_image(image))
     faces = anonymizer.detect(original)
@@ -146,7 +146,7 @@ def _anonymized(anonymizer, original, faces, run: Run, steps, guidance) -> tuple
 
 def photos_in(folder: str | Path) -> list[Path]:
     from faceanon.errors import ImageInputError
-    from faceanon.imageio import IMAGE_EXTENSIONS
+    from faceanon.media.photo import IMAGE_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():

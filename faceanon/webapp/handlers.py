@@ -41,7 +41,7 @@ def host() -> ModelHost:
 # -- inputs --------------------------------------------------------------------------------------
 def load_photo(path: str | None, what: str = "photo") -> Image.Image:
     """Reads an upload as an RGB image (EXIF-rotated, metadata dropped), within the limits."""
-    from faceanon.imageio import load_image
+    from faceanon.media.photo import load_image
 
     L.check_image_file(path, _LIMITS, what)
     try:
@@ -258,7 +258,7 @@ def _result_png(result) -> str:
     from gradio.processing_utils import save_bytes_to_cache
     from gradio.utils import get_upload_folder
 
-    from faceanon.imageio import encode_image
+    from faceanon.media.photo import encode_image
 
     try:
         from faceanon.trust.watermark import provenance_for

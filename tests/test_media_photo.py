@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from faceanon.errors import ImageInputError
-from faceanon.imageio import encode_image, load_image, save_image, split_alpha
+from faceanon.media.photo import encode_image, load_image, save_image, split_alpha
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112

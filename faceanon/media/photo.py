@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from faceanon.errors import ImageInputError
+from faceanon.media.atomic import write_bytes_atomic
 
 MAX_PIXELS = 64_000_000  # e.g. 9800 x 6500: a large camera's full resolution
 MAX_SIDE = 20_000
@@ -217,11 +218,10 @@ def encode_image(image: Image.Image, format: str = "PNG", quality: int = 95, kee
 def save_image(image: Image.Image, path: str | Path, quality: int = 95, keep_icc: bool = True,
                pnginfo: PngImagePlugin.PngInfo | None = None) -> Path:
     """Write `image` to `path` (format from the extension) without any metadata but ICC and,
-    for PNG files, the text chunks of `pnginfo`."""
+    for PNG files, the text chunks of `pnginfo`. Atomic: a complete file or none (media.atomic)."""
     path = Path(path)
     data = encode_image(image, format_for_path(path), quality=quality, keep_icc=keep_icc, pnginfo=pnginfo)
-    path.write_bytes(data)
-    return path
+    return write_bytes_atomic(path, data)
 
 
 def _pixels_only(image: Image.Image, keep_alpha: bool) -> Image.Image:

@@ -1,0 +1,73 @@
+"""The `faceanon` command line.
+
+    faceanon anonymize PATH... -o OUT [--degree 1.25 --seed 0 --steps 25 --method diffusion ...]
+    faceanon swap SOURCE TARGET -o OUT
+    faceanon download
+    faceanon serve [app options]
+    faceanon evaluate / verify (faceanon.trust.cli)
+
+Each subcommand is a module of this package with one `add_<name>(subparsers)` function that
+declares its options and sets `run=<function(args) -> exit code>`; register it in SUBCOMMANDS.
+Shared flags live in cli/common.py, their defaults in faceanon.registry. Exit codes: 0 success,
+1 some input failed (the others were still processed), 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from faceanon import __version__
+from faceanon.cli.anonymize import add_anonymize
+from faceanon.cli.common import error
+from faceanon.cli.download import add_download
+from faceanon.cli.serve import add_serve
+from faceanon.cli.swap import add_swap
+from faceanon.errors import FaceAnonError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    run = getattr(args, "run", None) or getattr(args, "func", None)
+    if not run:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(run(args) or 0)
+    except FaceAnonError as problem:
+        error(str(problem))
+        return 1
+    except KeyboardInterrupt:
+        error("interrupted.")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="faceanon", description="Give every face in a photo a new identity (Face Anonymization Made Simple).")
+    parser.add_argument("--version", action="version", version=f"faceanon {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def add_trust_commands(subparsers) -> None:
+    """`evaluate` and `verify`, defined by faceanon.trust.cli (they set `func`)."""
+    try:
+        from faceanon.trust.cli import add_evaluate_command, add_verify_command
+    except ImportError:
+        return
+    add_evaluate_command(subparsers)
+    add_verify_command(subparsers)
+
+
+SUBCOMMANDS = [add_anonymize, add_swap, add_download, add_serve, add_trust_commands]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from faceanon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""`faceanon anonymize PATH... -o OUT`: photos and folders of photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faceanon.cli.common import (
+    BatchReport,
+    add_diffusion_options,
+    add_face_options,
+    add_output_options,
+    describe,
+    finish,
+    make_anonymizer,
+    progress,
+    say,
+)
+from faceanon.cli.jobs import plan_jobs, process
+from faceanon.registry import DEFAULTS, METHODS
+
+
+def add_anonymize(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "anonymize", help="anonymize the faces of photos (files or folders)",
+        description="Replace every face (or the chosen ones) of each photo with a face of a person who does not "
+                    "exist, or redact it. Folders are processed recursively; outputs keep the relative paths. "
+                    "Outputs carry no metadata of the input (EXIF, GPS, XMP).")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders of photos")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="output folder (or an output file name when PATH is a single photo)")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="diffusion (new identity; default when the weights are available, otherwise blur), "
+                             "blur, pixelate or solid")
+    parser.add_argument("--strength", type=float, default=DEFAULTS.strength, help="how strongly blur/pixelate/solid hide, (0, 1]")
+    add_diffusion_options(parser)
+    add_face_options(parser)
+    add_output_options(parser)
+    parser.set_defaults(run=run_anonymize)
+
+
+
+def run_anonymize(args) -> int:
+    jobs, problems = plan_jobs(args.paths, args.output)
+    report = BatchReport(files=problems)
+    for entry in problems:
+        say(args, f"{entry['input']}: error: {entry['error']}", always=True)
+    anonymizer = make_anonymizer(args) if jobs else None
+    options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
+                   faces=args.faces, scheduler=args.scheduler, strength=args.strength)
+    for job in progress(jobs, args):
+        entry = process(job, args, lambda source, job=job: anonymizer.anonymize(source, **options))
+        report.files.append(entry)
+        say(args, describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
+    return finish(args, report)
+

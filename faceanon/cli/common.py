@@ -1,0 +1,161 @@
+"""Options and helpers shared by the subcommands: one definition of each flag, defaults from
+faceanon.registry, and the per-file reporting every batch command prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faceanon.media.atomic import write_text_atomic
+from faceanon.registry import DEFAULTS, DETECTORS, DTYPES, REDACTION_METHODS, SCHEDULERS
+from faceanon.speed import add_speed_arguments, speed_options_from_args
+
+
+def add_face_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("faces")
+    group.add_argument("--faces", type=face_list, default=None, metavar="I,J,...",
+                       help="only these faces (numbered left to right from 0); default: all")
+    group.add_argument("--detector", choices=DETECTORS, default=DEFAULTS.detector,
+                       help=f"face detector (default: {DEFAULTS.detector})")
+    group.add_argument("--detection-threshold", type=float, default=DEFAULTS.detection_threshold, metavar="P",
+                       help="detector confidence needed to count a face (default: the detector's)")
+    group.add_argument("--min-face", type=float, default=DEFAULTS.min_face_size, metavar="PX",
+                       help="faces smaller than this (pixels) are too small for a new identity and are "
+                            f"redacted with --small-faces instead (default: {DEFAULTS.min_face_size:g})")
+    group.add_argument("--small-faces", choices=(*REDACTION_METHODS, "none"), default=DEFAULTS.small_face_method,
+                       help=f"what to do with faces below --min-face (default: {DEFAULTS.small_face_method})")
+
+
+def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) -> None:
+    group = parser.add_argument_group("generation")
+    if degree:
+        group.add_argument("--degree", "-d", type=float, default=DEFAULTS.degree,
+                           help="anonymization degree d: 0 keeps the face, 1.2-1.3 recommended, above 1.5 "
+                                f"faces degrade (default: {DEFAULTS.degree})")
+    group.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                       help=f"picks the new faces; same seed, same result (default: {DEFAULTS.seed})")
+    group.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"denoising steps (default: {DEFAULTS.steps})")
+    group.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
+                       help=f"guidance scale (default: {DEFAULTS.guidance})")
+    group.add_argument("--scheduler", choices=SCHEDULERS, default=None,
+                       help=f"sampler (default: {DEFAULTS.scheduler}, as in the paper)")
+    group.add_argument("--device", default=None, help="torch device, e.g. cuda, cpu (default: best available)")
+    group.add_argument("--dtype", choices=DTYPES, default=None,
+                       help="weights precision (default: float16 on GPU, float32 on CPU)")
+    add_speed_arguments(parser)
+    group.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="faces per model call (default: all faces of a photo at once, or as many as fit in free GPU memory)")
+    group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
+    group.add_argument("--on-same-person", choices=("retry", *REDACTION_METHODS), default=None,
+                       help="when the identity check still recognizes a new face: regenerate it once with a new "
+                            "seed and a higher degree, or redact it (default: only report it)")
+    group.add_argument("--no-watermark", action="store_true",
+                       help="do not mark the outputs as generated: no invisible watermark in generated faces, "
+                            "no provenance note in PNG files")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    group.add_argument("--quality", type=int, default=DEFAULTS.quality, help=f"JPEG/WebP quality (default: {DEFAULTS.quality})")
+    group.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    group.add_argument("--report", type=Path, default=None, metavar="FILE", help="also write the JSON report here")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-file lines")
+
+
+def face_list(text: str) -> list[int]:
+    try:
+        faces = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of face numbers such as 0,2,3") from None
+    if not faces or min(faces) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of face numbers such as 0,2,3")
+    return faces
+
+
+def make_anonymizer(args):
+    from faceanon.anonymizer import FaceAnonymizer
+    from faceanon.weights import default_device_and_dtype
+
+    speed = speed_options_from_args(args)
+    speed.check_device(default_device_and_dtype(getattr(args, "device", None))[0])  # once, not once per photo
+
+    dtype = None
+    if getattr(args, "dtype", None):
+        import torch
+
+        dtype = getattr(torch, args.dtype)
+    return FaceAnonymizer(detector=args.detector, device=getattr(args, "device", None), torch_dtype=dtype,
+                          speed=speed,
+                          min_face_size=args.min_face, detection_threshold=args.detection_threshold,
+                          small_face_method=None if args.small_faces == "none" else args.small_faces,
+                          color_match=getattr(args, "color_match", False),
+                          batch_size=getattr(args, "batch_size", None),
+                          watermark=not getattr(args, "no_watermark", False),
+                          on_same_person=getattr(args, "on_same_person", None))
+
+
+
+@dataclass
+class BatchReport:
+    files: list[dict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(entry["status"] == "error" for entry in self.files)
+
+    def to_dict(self) -> dict:
+        counts = {status: sum(e["status"] == status for e in self.files) for status in ("done", "skipped", "error")}
+        return {"files": self.files, **counts,
+                "faces_found": sum(e.get("num_faces", 0) for e in self.files),
+                "faces_changed": sum(e.get("num_changed", 0) for e in self.files)}
+
+
+
+def problem(path: Path, error: str) -> dict:
+    return {"input": str(path), "output": None, "status": "error", "error": error}
+
+
+def describe(entry: dict) -> str:
+    if entry["status"] == "done":
+        return f"{entry['input']}: {entry['message']} -> {entry['output']}"
+    if entry["status"] == "skipped":
+        return f"{entry['input']}: skipped, {entry['reason']}"
+    return f"{entry['input']}: error: {entry['error']}"
+
+
+def finish(args, report: BatchReport) -> int:
+    summary = report.to_dict()
+    if args.report:
+        write_text_atomic(args.report, json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    total = len(report.files)
+    say(args, f"{summary['done']} of {total} file(s) done, {summary['skipped']} skipped, {summary['error']} failed; "
+               f"{summary['faces_found']} face(s) found, {summary['faces_changed']} changed.", always=True)
+    if report.failed:
+        error(f"{report.failed} file(s) could not be processed; see the messages above.")
+    return 1 if report.failed else 0
+
+
+def progress(jobs: list, args):
+    if args.quiet or args.json or len(jobs) < 2:
+        return jobs
+    from tqdm import tqdm
+
+    return tqdm(jobs, desc="photos", unit="photo", file=sys.stderr, leave=False)
+
+
+def say(args, text: str, always: bool = False) -> None:
+    """Human-readable lines: stdout normally, stderr when stdout carries the JSON report."""
+    if args.quiet and not always:
+        return
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def error(text: str) -> None:
+    print(f"faceanon: error: {text}", file=sys.stderr, flush=True)
+
