@@ -1,12 +1,21 @@
-"""FaceAnonymizer: every chosen face of a photo replaced (or redacted) in one pass.
+"""FaceAnonymizer: the one place the method runs on faces. Frames in, frames and reports out.
 
     fa = FaceAnonymizer()                        # YuNet detector; diffusion weights load lazily
-    result = fa.anonymize("group.jpg", degree=1.25, seed=0)
+    result = fa.anonymize("group.jpg", degree=1.25, seed=0)      # a photo
     result.image.save(...)                        # or faceanon.media.photo.save_image (no metadata)
     for report in result.faces: print(report.face.index, report.changed, report.message)
 
-Diffusion: all selected faces are aligned to 512x512 FFHQ crops and go through the pipeline in
-ONE batched call; each face gets its own torch generator seeded with `face_seed(seed, index)`
+The seam every media kind uses (photos here, video tracks and dataset batches above):
+
+    faces = fa.detect_frame(rgb)                                   # HxWx3 uint8 -> DetectedFace list
+    plans = fa.plan_faces(faces, method="diffusion", degree=1.25, seed=0)   # what to do, per face
+    frame = fa.prepare_frame(rgb, plans)                           # aligned crops + generation requests
+    crops = fa.generate(frame.requests + ..., Generation(...))      # ONE batched call, any frames
+    result = fa.finish_frame(frame, crops[:len(frame.requests)])   # paste / redact, checks -> FrameResult
+    result = fa.anonymize_frame(rgb, plans, Generation(...))       # the three steps for one frame
+
+Diffusion: the selected faces are aligned to 512x512 FFHQ crops and go through the pipeline in
+batched calls; each face gets its own torch generator seeded with `face_seed(seed, index)`
 (index = the face's detection index, so choosing a subset of faces does not change the others,
 and rerunning with the same seed reproduces the photo exactly). The new crops are pasted back
 through a feathered face mask; pixels outside the masks are the input's, bit for bit.
@@ -20,7 +29,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -28,11 +38,11 @@ from faceanon.errors import FaceAnonError, ImageInputError, WeightsNotFoundError
 from faceanon.faces.alignment import AlignedFace, align_face
 from faceanon.faces.blending import face_mask, paste_face
 from faceanon.faces.detection import Detector, create_detector
-from faceanon.faces.redaction import REDACTION_METHODS, redact_face
+from faceanon.faces.redaction import redact_face
 from faceanon.media.photo import load_image, merge_alpha, split_alpha
+from faceanon.registry import DEFAULTS, DIFFUSION, METHODS, REDACTION_METHODS
 from faceanon.results import AnonymizationResult, DetectedFace, FaceReport
 
-METHODS = ("diffusion", *REDACTION_METHODS)
 Progress = Callable[[float, str], None]
 
 
@@ -43,23 +53,72 @@ def face_seed(seed: int, index: int, attempt: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
-@dataclass
-class _Run:
-    """The generation settings of one anonymize/swap call."""
+# ---------------------------------------------------------------------------------------------
+# The seam's types
 
+
+@dataclass
+class FacePlan:
+    """What to do with one face of one frame."""
+
+    face: DetectedFace
+    method: str | None  # "diffusion", a redaction method, or None: leave the face as it is
+    seed: int | None = None  # diffusion: the face's generator seed
+    degree: float = 0.0  # diffusion: the anonymization degree (0 with `source`: a swap)
+    source: np.ndarray | None = None  # swap: the aligned crop whose identity goes onto the face
+    source_reference: Any = None  # the engine's reusable encoding of `source` (video tracks)
+    strength: float = DEFAULTS.strength  # redaction methods
+    message: str = ""  # for people: why the face is handled this way
+    base_seed: int | None = None  # the user's seed `seed` was derived from (retries derive anew)
+
+
+@dataclass
+class Generation:
+    """Sampler settings shared by every face of one call."""
+
+    steps: int = DEFAULTS.steps
+    guidance: float = DEFAULTS.guidance
+    scheduler: str | None = None
+
+
+@dataclass
+class CropRequest:
+    """One new face to generate: the inputs of one row of a pipeline call."""
+
+    condition: np.ndarray  # the aligned face crop (pose, expression, lighting, background)
     degree: float
     seed: int
-    steps: int
-    guidance: float
-    scheduler: str | None
-    progress: Progress
+    source: np.ndarray | None = None  # None: the face itself (anonymization)
+    source_reference: Any = None
+
+
+@dataclass
+class PreparedFrame:
+    """A frame with its faces aligned and its generation requests, ready for `generate`."""
+
+    rgb: np.ndarray
+    plans: list[FacePlan]
+    aligned: dict[int, AlignedFace]  # face index -> aligned crop, for every face that is changed
+    requests: list[CropRequest] = field(default_factory=list)  # the diffusion plans, in plan order
+
+    @property
+    def generated(self) -> list[FacePlan]:
+        return [plan for plan in self.plans if plan.method == DIFFUSION]
+
+
+@dataclass
+class FrameResult:
+    """An anonymized frame (RGB uint8) and what happened to each of its faces."""
+
+    image: np.ndarray
+    faces: list[FaceReport]
 
 
 class FaceAnonymizer:
-    """Detect, align, anonymize (diffusion or redaction) and blend back the faces of photos.
+    """Detect, align, anonymize (diffusion or redaction) and blend back the faces of frames and photos.
 
     Args:
-        detector: "yunet" (bundled, offline, default), "scrfd", "insightface", or a Detector.
+        detector: a name of faceanon.registry.DETECTORS (default DEFAULTS.detector) or a Detector.
         pipeline: a loaded FaceAnonPipeline (or compatible callable); None loads it on first use.
         device, torch_dtype: where/how the pipeline is loaded when it is loaded here.
         min_face_size: faces smaller than this (pixels, larger box side) are too small for the
@@ -67,7 +126,8 @@ class FaceAnonymizer:
             with `small_face_method` ("blur" by default; None leaves them untouched).
         detection_threshold: detector confidence needed to report a face.
         color_match: match the new face's colours to the photo's around it.
-        batch_size: faces per pipeline call (None: all faces of a photo in one call).
+        batch_size: faces per pipeline call (None: all requested faces in one call, or as many as
+            fit in free GPU memory).
         resolution: the size the model generates at (512, what the published weights were trained
             on; smaller only for tests with tiny checkpoints). Faces are always aligned at 512.
         watermark: put faceanon's invisible per-face watermark (faceanon.trust.watermark) into the
@@ -78,9 +138,9 @@ class FaceAnonymizer:
             person: None (report only), "retry" (once: new seed, d + 0.1), or a redaction method.
     """
 
-    def __init__(self, detector: str | Detector = "yunet", pipeline=None, device=None, torch_dtype=None,
-                 min_face_size: float = 24, detection_threshold: float | None = None,
-                 small_face_method: str | None = "blur", color_match: bool = False,
+    def __init__(self, detector: str | Detector = DEFAULTS.detector, pipeline=None, device=None, torch_dtype=None,
+                 min_face_size: float = DEFAULTS.min_face_size, detection_threshold: float | None = None,
+                 small_face_method: str | None = DEFAULTS.small_face_method, color_match: bool = False,
                  batch_size: int | None = None, resolution: int = 512, watermark: bool = True,
                  identity_check: bool = True, on_same_person: str | None = None, speed=None):
         if small_face_method not in (None, *REDACTION_METHODS):
@@ -141,17 +201,18 @@ class FaceAnonymizer:
         return "" if self.diffusion_available else (self._pipeline_error or "")
 
     # ---------------------------------------------------------------------------------------
-    # Public API
+    # Photos
 
     def detect(self, image) -> list[DetectedFace]:
         """Faces of a photo (path, bytes, PIL or numpy RGB), left to right."""
         rgb, _ = split_alpha(load_image(image))
-        return self.detector.detect(rgb)
+        return self.detect_frame(rgb)
 
-    def anonymize(self, image, degree: float = 1.25, seed: int = 0, steps: int = 25, guidance: float = 4.0,
-                  method: str | None = None, faces=None, scheduler: str | None = None,
-                  progress: Progress | None = None, strength: float = 1.0) -> AnonymizationResult:
-        """Give every selected face a new identity (or redact it) and blend it back.
+    def anonymize(self, image, degree: float = DEFAULTS.degree, seed: int = DEFAULTS.seed,
+                  steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance, method: str | None = None,
+                  faces=None, scheduler: str | None = None, progress: Progress | None = None,
+                  strength: float = DEFAULTS.strength) -> AnonymizationResult:
+        """Give every selected face of a photo a new identity (or redact it) and blend it back.
 
         method: "diffusion" (default when the weights are available, else "blur"), "blur",
             "pixelate" or "solid". strength (0, 1]: how strongly redaction methods hide.
@@ -163,72 +224,127 @@ class FaceAnonymizer:
         method, method_note = self._resolve_method(method)
         report(0.0, "Finding faces")
         detected, selected = self._select(rgb, faces)
-        reports = {face.index: FaceReport(face=face, message="not selected") for face in detected}
         if not detected:
-            return self._no_faces(photo, method_note)
-        aligned = {face.index: align_face(rgb, face.landmarks) for face in selected}
-        large = [f for f in selected if f.size >= self.min_face_size or method != "diffusion"]
-        small = [f for f in selected if f not in large]
-        output = self._with_small_faces_redacted(rgb, small, aligned, reports, strength)
-        if method == "diffusion" and large:
-            run = _Run(degree, seed, steps, guidance, scheduler, report)
-            plan = {f.index: (face_seed(seed, f.index), degree) for f in large}
-            crops = self._generate_faces(large, aligned, plan, run)
-            self._paste(output, large, crops, aligned, reports, plan)
-            self._check_identities(rgb, output, large, reports)
-            output = self._handle_still_recognizable(rgb, output, small, large, crops, aligned, reports, plan, run,
-                                                     strength)
-            self._check_attributes(rgb, output, large, reports)
-        else:
-            for face in large:
-                redact_face(output, aligned[face.index], method, strength)
-                reports[face.index] = FaceReport(face=face, changed=True, method=method)
-            self._check_identities(rgb, output, large, reports)
-        report(1.0, "Done")
-        ordered = [reports[f.index] for f in detected]
-        message = _summary(ordered, method_note)
-        return AnonymizationResult(image=merge_alpha(output, alpha, photo.info.get("icc_profile")),
-                                   faces=ordered, message=message)
+            return self._no_faces(photo)
+        plans = self.plan_faces(detected, method, degree=degree, seed=seed, selected=selected, strength=strength)
+        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report)
+        return self._photo_result(photo, alpha, frame, method_note)
 
-    def swap(self, source_image, target_image, seed: int = 0, steps: int = 25, guidance: float = 4.0,
-             source_face: int = 0, faces=None, scheduler: str | None = None,
+    def swap(self, source_image, target_image, seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps,
+             guidance: float = DEFAULTS.guidance, source_face: int = 0, faces=None, scheduler: str | None = None,
              progress: Progress | None = None) -> AnonymizationResult:
         """Put the identity of `source_image`'s face number `source_face` on the selected faces
         of `target_image` (their pose, expression, lighting and background are kept)."""
         report = progress or _no_progress
+        source_crop = self._source_crop(source_image, source_face)
+        photo = load_image(target_image)
+        rgb, alpha = split_alpha(photo)
+        report(0.0, "Finding faces")
+        detected, selected = self._select(rgb, faces)
+        if not detected:
+            return self._no_faces(photo)
+        plans = self.plan_faces(detected, DIFFUSION, degree=0.0, seed=seed, selected=selected, source=source_crop)
+        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report)
+        return self._photo_result(photo, alpha, frame, "")
+
+    def _photo_result(self, photo, alpha, frame: FrameResult, note: str) -> AnonymizationResult:
+        return AnonymizationResult(image=merge_alpha(frame.image, alpha, photo.info.get("icc_profile")),
+                                   faces=frame.faces, message=_summary(frame.faces, note))
+
+    def _source_crop(self, source_image, source_face: int) -> np.ndarray:
         source_rgb, _ = split_alpha(load_image(source_image))
-        source_faces = self.detector.detect(source_rgb)
+        source_faces = self.detect_frame(source_rgb)
         if not source_faces:
             raise ImageInputError("No face was found in the source photo. Use a photo where the face is clearly "
                                   "visible, or lower the detection threshold.")
         if not 0 <= source_face < len(source_faces):
             raise ValueError(f"The source photo has {len(source_faces)} face(s) (0-{len(source_faces) - 1}); "
                              f"face {source_face} does not exist.")
-        source_crop = align_face(source_rgb, source_faces[source_face].landmarks).crop
-        photo = load_image(target_image)
-        rgb, alpha = split_alpha(photo)
-        report(0.0, "Finding faces")
-        detected, selected = self._select(rgb, faces)
-        if not detected:
-            return self._no_faces(photo, "")
-        reports = {face.index: FaceReport(face=face, message="not selected") for face in detected}
-        large = [f for f in selected if f.size >= self.min_face_size]
-        for face in selected:
-            if face not in large:
-                reports[face.index] = FaceReport(face=face, message=_too_small(face, self.min_face_size, None))
-        output = rgb.copy()
-        aligned = {face.index: align_face(rgb, face.landmarks) for face in large}
-        if large:
-            run = _Run(0.0, seed, steps, guidance, scheduler, report)
-            plan = {f.index: (face_seed(seed, f.index), 0.0) for f in large}
-            crops = self._generate_faces(large, aligned, plan, run, sources=[source_crop] * len(large))
-            self._paste(output, large, crops, aligned, reports, plan)
-            self._check_identities(rgb, output, large, reports)
-            self._check_attributes(rgb, output, large, reports)
+        return align_face(source_rgb, source_faces[source_face].landmarks).crop
+
+    # ---------------------------------------------------------------------------------------
+    # Frames: the seam
+
+    def detect_frame(self, rgb: np.ndarray) -> list[DetectedFace]:
+        """Faces of one RGB uint8 frame, left to right."""
+        return self.detector.detect(rgb)
+
+    def plan_faces(self, faces: list[DetectedFace], method: str, degree: float = DEFAULTS.degree,
+                   seed: int = DEFAULTS.seed, selected: Iterable[DetectedFace] | None = None,
+                   source: np.ndarray | None = None, strength: float = DEFAULTS.strength) -> list[FacePlan]:
+        """One plan per face: `method` for the selected faces (all when None), nothing for the others.
+        Diffusion faces below `min_face_size` get `small_face_method` instead; each diffusion face
+        gets the seed face_seed(seed, face.index)."""
+        chosen = {face.index for face in (faces if selected is None else selected)}
+        plans = []
+        for face in faces:
+            if face.index not in chosen:
+                plans.append(FacePlan(face, None, message="not selected"))
+            elif method == DIFFUSION and face.size < self.min_face_size:
+                plans.append(FacePlan(face, self.small_face_method, strength=strength,
+                                      message=_too_small(face, self.min_face_size, self.small_face_method)))
+            elif method == DIFFUSION:
+                plans.append(FacePlan(face, DIFFUSION, seed=face_seed(seed, face.index), degree=float(degree),
+                                      source=source, base_seed=int(seed)))
+            else:
+                plans.append(FacePlan(face, method, strength=strength))
+        return plans
+
+    def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan]) -> PreparedFrame:
+        """Align every face that will change and list the new faces to generate."""
+        aligned = {plan.face.index: align_face(rgb, plan.face.landmarks) for plan in plans if plan.method}
+        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned)
+        frame.requests = [CropRequest(condition=aligned[p.face.index].crop, degree=p.degree, seed=p.seed,
+                                      source=p.source, source_reference=p.source_reference)
+                          for p in frame.generated]
+        return frame
+
+    def generate(self, requests: list[CropRequest], generation: Generation | None = None,
+                 progress: Progress | None = None) -> list[np.ndarray]:
+        """New 512x512 crops for `requests`, in order: batched pipeline calls (chunks of `batch_size`,
+        or of what fits in free GPU memory), one generator per request."""
+        if not requests:
+            return []
+        generation = generation or Generation()
+        pipe = self.pipeline
+        suggested = getattr(pipe, "suggested_batch_size", lambda *_: None)(self.resolution, self.resolution)
+        chunk = self.batch_size or suggested or len(requests)
+        results: list[np.ndarray] = []
+        with _scheduler(pipe, generation.scheduler):
+            for start, part in _chunks(requests, chunk):
+                span = (start / len(requests), len(part) / len(requests))
+                results.extend(self._generate_chunk(pipe, part, generation, progress or _no_progress, span))
+        return results
+
+    def finish_frame(self, frame: PreparedFrame, crops: list[np.ndarray]) -> FrameResult:
+        """Paste the generated crops (watermarked), redact, and report every face of the frame."""
+        if len(crops) != len(frame.requests):
+            raise ValueError(f"finish_frame needs one crop per request: {len(frame.requests)} requested, "
+                             f"{len(crops)} given.")
+        output = frame.rgb.copy()
+        new_faces = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
+        reports = []
+        for plan in frame.plans:
+            if plan.method == DIFFUSION:
+                self._paste(output, frame.aligned[plan.face.index], new_faces[plan.face.index])
+            elif plan.method:
+                redact_face(output, frame.aligned[plan.face.index], plan.method, plan.strength)
+            reports.append(_report(plan))
+        self._measure(frame.rgb, output, [r for r in reports if r.changed and r.face.size >= self.min_face_size],
+                      attributes=False)
+        self._measure(frame.rgb, output, [r for r in reports if r.method == DIFFUSION], identity=False)
+        return FrameResult(image=output, faces=reports)
+
+    def anonymize_frame(self, rgb: np.ndarray, plans: list[FacePlan], generation: Generation | None = None,
+                        progress: Progress | None = None) -> FrameResult:
+        """prepare_frame -> generate -> finish_frame for one frame, then `on_same_person`."""
+        report = progress or _no_progress
+        frame = self.prepare_frame(rgb, plans)
+        crops = self.generate(frame.requests, generation, report)
+        result = self.finish_frame(frame, crops)
+        result = self._handle_still_recognizable(frame, crops, result, generation, report)
         report(1.0, "Done")
-        ordered = [reports[f.index] for f in detected]
-        return AnonymizationResult(image=merge_alpha(output, alpha, photo.info.get("icc_profile")),
-                                   faces=ordered, message=_summary(ordered, ""))
+        return result
 
     # ---------------------------------------------------------------------------------------
     # Steps
@@ -236,12 +352,12 @@ class FaceAnonymizer:
     def _resolve_method(self, method: str | None) -> tuple[str, str]:
         if method is None:
             if self.diffusion_available:
-                return "diffusion", ""
-            return "blur", ("The diffusion weights are not available, so faces were blurred instead. "
-                            "Run `faceanon download` to get them.")
+                return DIFFUSION, ""
+            return "blur", f"Diffusion is not available here ({self.diffusion_unavailable_reason.rstrip('.')}), so " \
+                           "faces were blurred instead."
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-        if method == "diffusion":
+        if method == DIFFUSION:
             _ = self.pipeline  # fail now, with the weights' message, before any work
         return method, ""
 
@@ -251,7 +367,7 @@ class FaceAnonymizer:
             faces = list(faces)
             if faces and all(isinstance(f, DetectedFace) for f in faces):
                 return faces, faces
-        detected = self.detector.detect(rgb)
+        detected = self.detect_frame(rgb)
         if faces is None:
             return detected, detected
         chosen = sorted({int(i) for i in faces})
@@ -261,55 +377,34 @@ class FaceAnonymizer:
                              f"there is no face {', '.join(map(str, missing))}.")
         return detected, [detected[i] for i in chosen]
 
-    def _with_small_faces_redacted(self, rgb, small, aligned, reports, strength) -> np.ndarray:
-        """A copy of the photo with the faces too small for diffusion handled."""
-        output = rgb.copy()
-        for face in small:
-            method = self.small_face_method
-            if method:
-                redact_face(output, aligned[face.index], method, strength)
-            reports[face.index] = FaceReport(face=face, changed=bool(method), method=method,
-                                             message=_too_small(face, self.min_face_size, method))
-        return output
-
-    def _generate_faces(self, faces, aligned, plan, run: _Run, sources=None) -> dict[int, np.ndarray]:
-        """New crops for `faces` (anonymize: source = conditioning = the face's crop)."""
-        conditions = [aligned[f.index].crop for f in faces]
-        seeds = [plan[f.index][0] for f in faces]
-        degrees = [plan[f.index][1] for f in faces]
-        crops = self._generate(sources or conditions, conditions, degrees, seeds, run)
-        return {face.index: crop for face, crop in zip(faces, crops, strict=True)}
-
-    def _generate(self, sources, conditions, degrees: list[float], seeds: list[int], run: _Run) -> list[np.ndarray]:
-        """Run the pipeline on aligned crops in one batched call (or chunks of `batch_size`, or of
-        what fits in free GPU memory), one generator per face."""
+    def _generate_chunk(self, pipe, requests: list[CropRequest], generation: Generation, report: Progress,
+                        span: tuple[float, float]) -> list[np.ndarray]:
+        import torch
         from PIL import Image
 
-        pipe = self.pipeline
-        sources = [Image.fromarray(c) for c in sources]
-        conditions = [Image.fromarray(c) for c in conditions]
-        count = len(conditions)
-        suggested = getattr(pipe, "suggested_batch_size", lambda *_: None)(self.resolution, self.resolution)
-        chunk = self.batch_size or suggested or count
-        results: list[np.ndarray] = []
-        with _scheduler(pipe, run.scheduler):
-            for start in range(0, count, chunk):
-                part = slice(start, min(start + chunk, count))
-                results.extend(self._generate_chunk(pipe, sources[part], conditions[part], degrees[part],
-                                                    seeds[part], run, progress_span=(start / count, (part.stop - start) / count)))
-        return results
-
-    def _generate_chunk(self, pipe, sources, conditions, degrees, seeds, run: _Run,
-                        progress_span: tuple[float, float]) -> list[np.ndarray]:
-        import torch
-
-        output = pipe(source_image=sources, conditioning_image=conditions,
+        conditions = [Image.fromarray(r.condition) for r in requests]
+        references = {id(r.source_reference) for r in requests}
+        source_kwargs: dict = {}
+        if len(references) == 1 and requests[0].source_reference is not None:
+            # One shared, already encoded source for the whole chunk (a video track): the engine
+            # reuses its reference records instead of encoding the same face again.
+            source_kwargs = {"source_image": None, "source_reference": requests[0].source_reference}
+        else:
+            source_kwargs = {"source_image": [Image.fromarray(r.condition if r.source is None else r.source)
+                                              for r in requests]}
+        degrees = [r.degree for r in requests]
+        output = pipe(conditioning_image=conditions, **source_kwargs,
                       anonymization_degree=degrees[0] if len(set(degrees)) == 1 else degrees,
-                      guidance_scale=run.guidance, num_inference_steps=run.steps,
+                      guidance_scale=generation.guidance, num_inference_steps=generation.steps,
                       height=self.resolution, width=self.resolution,
-                      generator=[torch.Generator().manual_seed(s) for s in seeds],
-                      callback_on_step_end=_step_reporter(run.progress, *progress_span, run.steps))
+                      generator=[torch.Generator().manual_seed(r.seed) for r in requests],
+                      callback_on_step_end=_step_reporter(report, *span, generation.steps))
         return [np.asarray(image.convert("RGB")) for image in output.images]
+
+    def _paste(self, output: np.ndarray, aligned: AlignedFace, crop: np.ndarray) -> None:
+        mask = face_mask(aligned.landmarks, aligned.size)
+        paste_face(output, self._watermarked(crop, output, aligned, mask), aligned, mask,
+                   color_match=self.color_match)
 
     def _watermarked(self, crop: np.ndarray, photo: np.ndarray, aligned: AlignedFace, mask: np.ndarray) -> np.ndarray:
         if not self.watermark:
@@ -324,74 +419,69 @@ class FaceAnonymizer:
         landmarks = generated_face_landmarks(photo, crop, aligned, mask, color_match=self.color_match)
         return add_face_watermark(crop, landmarks)
 
-    def _paste(self, output, faces, crops: dict[int, np.ndarray], aligned: dict[int, AlignedFace], reports,
-               plan: dict[int, tuple[int, float]]) -> None:
-        for face in faces:
-            crop_aligned = aligned[face.index]
-            mask = face_mask(crop_aligned.landmarks, crop_aligned.size)
-            crop = self._watermarked(crops[face.index], output, crop_aligned, mask)
-            paste_face(output, crop, crop_aligned, mask, color_match=self.color_match)
-            seed, degree = plan[face.index]
-            reports[face.index] = FaceReport(face=face, changed=True, method="diffusion", seed=seed, degree=degree)
-
-    def _check_identities(self, original, output, faces, reports) -> None:
-        """Fill identity_similarity / same_person (when faceanon.trust and its model are present)."""
-        if not self.identity_check or not faces:
+    def _measure(self, original: np.ndarray, output: np.ndarray, reports: list[FaceReport], identity: bool = True,
+                 attributes: bool = True) -> None:
+        """Identity / pose checks of `reports` (faceanon.trust.checks.measure_reports, when installed)."""
+        if not self.identity_check or not reports:
             return
         try:
-            from faceanon.trust.identity import check_identity, get_identity_model
+            from faceanon.trust.checks import measure_reports
 
-            model = get_identity_model()
+            measure_reports(original, output, reports, identity=identity, attributes=attributes)
         except (ImportError, FaceAnonError):
             return
-        for face, similarity in zip(faces, check_identity(original, output, faces, model), strict=True):
-            reports[face.index].identity_similarity = round(float(similarity), 4)
-            reports[face.index].same_person = bool(model.same_person(similarity))
 
-    def _check_attributes(self, original, output, faces, reports) -> None:
-        """Pose / expression change of each generated face (utility kept), beside the identity check."""
-        if not self.identity_check or not faces:
-            return
-        try:
-            from faceanon.trust.attributes import check_attributes
-
-            entries = check_attributes(original, output, faces)
-        except (ImportError, FaceAnonError):
-            return
-        for face, entry in zip(faces, entries, strict=True):
-            reports[face.index].attributes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items()}
-
-    def _handle_still_recognizable(self, rgb, output, small, large, crops, aligned, reports, plan, run: _Run,
-                                   strength) -> np.ndarray:
+    def _handle_still_recognizable(self, frame: PreparedFrame, crops: list[np.ndarray], result: FrameResult,
+                                   generation: Generation | None, report: Progress) -> FrameResult:
         """on_same_person: "retry" regenerates faces the identity check still matches, once, with a
         new seed (attempt 1) and d + 0.1 (at most 1.5); a redaction method hides them instead."""
-        still = [f for f in large if reports[f.index].same_person]
+        still = {r.face.index for r in result.faces if r.method == DIFFUSION and r.same_person}
         if not still or not self.on_same_person:
-            return output
-        if self.on_same_person == "retry":
-            retry_degree = max(run.degree, min(run.degree + 0.1, 1.5))
-            plan.update({f.index: (face_seed(run.seed, f.index, attempt=1), retry_degree) for f in still})
-            crops.update(self._generate_faces(still, aligned, plan, run))
-            output = self._with_small_faces_redacted(rgb, small, aligned, reports, strength)
-            self._paste(output, large, crops, aligned, reports, plan)
-            self._check_identities(rgb, output, large, reports)
-            for face in still:
-                if reports[face.index].same_person:
-                    reports[face.index].message = "still recognizable after a retry with a new seed and a higher degree"
-            return output
-        for face in still:
-            redact_face(output, aligned[face.index], self.on_same_person, strength)
-            reports[face.index] = FaceReport(face=face, changed=True, method=self.on_same_person, message=(
-                f"the new face still matched the person (similarity {reports[face.index].identity_similarity:.2f}); "
-                f"{_DONE_INSTEAD[self.on_same_person]}"))
-        self._check_identities(rgb, output, still, reports)
-        return output
+            return result
+        similarity = {r.face.index: r.identity_similarity for r in result.faces}
+        plans = []
+        for plan in frame.plans:
+            if plan.face.index not in still:
+                plans.append(plan)
+            elif self.on_same_person == "retry":
+                degree = max(plan.degree, min(plan.degree + 0.1, DEFAULTS.unrealistic_degree))
+                base = plan.seed if plan.base_seed is None else plan.base_seed
+                plans.append(replace(plan, seed=face_seed(base, plan.face.index, attempt=1), degree=degree))
+            else:
+                plans.append(FacePlan(plan.face, self.on_same_person, message=(
+                    f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
+                    f"{_DONE_INSTEAD[self.on_same_person]}")))
+        retried = self.prepare_frame(frame.rgb, plans)
+        # Faces generated already keep their crop; only the retried ones are generated again.
+        previous = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
+        again = [i for i, p in enumerate(retried.generated) if p.face.index in still]
+        new = self.generate([retried.requests[i] for i in again], generation, report)
+        kept = [previous[p.face.index] for p in retried.generated]
+        for i, crop in zip(again, new, strict=True):
+            kept[i] = crop
+        final = self.finish_frame(retried, kept)
+        for face in final.faces:
+            if face.face.index in still and face.method == DIFFUSION and face.same_person:
+                face.message = "still recognizable after a retry with a new seed and a higher degree"
+        return final
 
     @staticmethod
-    def _no_faces(photo, note: str) -> AnonymizationResult:
+    def _no_faces(photo) -> AnonymizationResult:
         message = ("No face was found in this photo; it is returned unchanged. If there is a face, try a "
                    "lower detection threshold or another detector.")
-        return AnonymizationResult(image=photo, faces=[], message=" ".join(filter(None, [message, note])))
+        return AnonymizationResult(image=photo, faces=[], message=message)
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield start, items[start:start + size]
+
+
+def _report(plan: FacePlan) -> FaceReport:
+    generated = plan.method == DIFFUSION
+    return FaceReport(face=plan.face, changed=bool(plan.method), method=plan.method,
+                      seed=plan.seed if generated else None, degree=plan.degree if generated else None,
+                      message=plan.message)
 
 
 def _weights_present() -> tuple[bool, str]:
@@ -414,7 +504,7 @@ def _summary(reports: Iterable[FaceReport], note: str) -> str:
     reports = list(reports)
     changed = sum(r.changed for r in reports)
     text = f"{len(reports)} face(s) found, {changed} changed."
-    return " ".join(filter(None, [text, _identity_summary(reports), note]))
+    return " ".join(filter(None, [text, _identity_summary(reports), note if changed else ""]))
 
 
 def _identity_summary(reports: list[FaceReport]) -> str:
@@ -460,4 +550,5 @@ def _no_progress(fraction: float, description: str) -> None:
     pass
 
 
-__all__ = ["FaceAnonymizer", "face_seed", "METHODS"]
+__all__ = ["FaceAnonymizer", "FacePlan", "Generation", "CropRequest", "PreparedFrame", "FrameResult", "face_seed",
+           "METHODS"]

@@ -24,6 +24,7 @@ _LAZY = {
     "check_attributes": "faceanon.trust.attributes",
     "get_attribute_model": "faceanon.trust.attributes",
     "check_result": "faceanon.trust.checks",
+    "measure_reports": "faceanon.trust.checks",
     "still_recognizable": "faceanon.trust.checks",
     "identity_verdict": "faceanon.trust.checks",
     "add_watermark": "faceanon.trust.watermark",

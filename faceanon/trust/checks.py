@@ -23,23 +23,31 @@ def check_result(original, result: AnonymizationResult, identity: bool = True, a
     """Measure every reported face of `result` against `original` (path, PIL or RGB array), in place.
 
     Every face is measured, changed or not: an untouched face is honestly "same person"."""
-    if not result.faces:
-        return result
-    before, after = _rgb(original), _rgb(result.image)
-    faces = [report.face for report in result.faces]
+    if result.faces:
+        measure_reports(_rgb(original), _rgb(result.image), result.faces, identity=identity, attributes=attributes,
+                        identity_model=identity_model, attribute_model=attribute_model)
+    return result
+
+
+def measure_reports(before: np.ndarray, after: np.ndarray, reports: list[FaceReport], identity: bool = True,
+                    attributes: bool = True, identity_model=None, attribute_model=None) -> None:
+    """The one place that fills FaceReport.identity_similarity / same_person / attributes: each
+    face of `before` against the same place of `after` (RGB arrays of one size), in place."""
+    if not reports:
+        return
+    faces = [report.face for report in reports]
     if identity:
         from faceanon.trust.identity import check_identity, get_identity_model
 
         model = identity_model or get_identity_model()
-        for report, similarity in zip(result.faces, check_identity(before, after, faces, model), strict=True):
-            report.identity_similarity = round(similarity, 4)
-            report.same_person = model.same_person(similarity)
+        for report, similarity in zip(reports, check_identity(before, after, faces, model), strict=True):
+            report.identity_similarity = round(float(similarity), 4)
+            report.same_person = bool(model.same_person(similarity))
     if attributes:
         from faceanon.trust.attributes import check_attributes
 
-        for report, entry in zip(result.faces, check_attributes(before, after, faces, attribute_model), strict=True):
+        for report, entry in zip(reports, check_attributes(before, after, faces, attribute_model), strict=True):
             report.attributes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items()}
-    return result
 
 
 def still_recognizable(result: AnonymizationResult) -> list[FaceReport]:
