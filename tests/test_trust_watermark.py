@@ -178,8 +178,8 @@ def test_unmarked_faces_score_far_below_the_threshold(photos):
 
 
 def test_verify_reports_the_face_and_the_text_note(anonymized, tmp_path, capsys):
+    from faceanon.cli.verify import run_verify
     from faceanon.media.photo import save_image
-    from faceanon.trust.cli import run_verify
     from faceanon.trust.watermark import provenance_for
 
     original, result = anonymized["hopper"]

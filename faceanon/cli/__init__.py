@@ -4,7 +4,8 @@
     faceanon swap SOURCE TARGET -o OUT
     faceanon download
     faceanon serve [app options]
-    faceanon evaluate / verify (faceanon.trust.cli)
+    faceanon evaluate FOLDER -o OUT
+    faceanon verify PATH...
 
 Each subcommand is a module of this package with one `add_<name>(subparsers)` function that
 declares its options and sets `run=<function(args) -> exit code>`; register it in SUBCOMMANDS.
@@ -21,8 +22,10 @@ from faceanon import __version__
 from faceanon.cli.anonymize import add_anonymize
 from faceanon.cli.common import error
 from faceanon.cli.download import add_download
+from faceanon.cli.evaluate import add_evaluate
 from faceanon.cli.serve import add_serve
 from faceanon.cli.swap import add_swap
+from faceanon.cli.verify import add_verify
 from faceanon.errors import FaceAnonError
 
 
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and getattr(args, "command", None) != "serve":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    run = getattr(args, "run", None) or getattr(args, "func", None)
+    run = getattr(args, "run", None)
     if not run:
         parser.print_help(sys.stderr)
         return 2
@@ -56,17 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_trust_commands(subparsers) -> None:
-    """`evaluate` and `verify`, defined by faceanon.trust.cli (they set `func`)."""
-    try:
-        from faceanon.trust.cli import add_evaluate_command, add_verify_command
-    except ImportError:
-        return
-    add_evaluate_command(subparsers)
-    add_verify_command(subparsers)
-
-
-SUBCOMMANDS = [add_anonymize, add_swap, add_download, add_serve, add_trust_commands]
+SUBCOMMANDS = [add_anonymize, add_swap, add_download, add_serve, add_evaluate, add_verify]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@
 * checks: `check_result` fills FaceReport.identity_similarity / same_person / attributes
 * watermark: `add_watermark`, `detect_watermark`, `read_watermark`, `add_face_watermark`,
   `face_watermark_score`, `FACE_THRESHOLD`, `provenance_pnginfo`, `provenance_for`, `read_provenance`
-* evaluate: `evaluate` (folder -> CSV + plots), `evaluate_photo` (one photo -> rows + figures)
+(Evaluation, which drives the anonymizer, lives above it: faceanon.evaluation.)
 
 Submodules load their models (onnxruntime, mediapipe) on first use; importing this is cheap.
 """
@@ -38,8 +38,6 @@ _LAZY = {
     "provenance_for": "faceanon.trust.watermark",
     "provenance_pnginfo": "faceanon.trust.watermark",
     "read_provenance": "faceanon.trust.watermark",
-    "evaluate": "faceanon.trust.evaluate",
-    "evaluate_photo": "faceanon.trust.evaluate",
     "ModelFileUnavailableError": "faceanon.bundled",
 }
 

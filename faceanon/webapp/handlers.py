@@ -321,7 +321,7 @@ def _evaluation_seconds(photo, diffusion, options) -> int:
 
 @spaces.GPU(duration=_evaluation_seconds)
 def _run_evaluation(photo, diffusion, options):
-    from faceanon.trust import evaluate_photo
+    from faceanon.evaluation import evaluate_photo
 
     with host().using(diffusion=diffusion) as anonymizer:
         return evaluate_photo(_RedactionOnly(anonymizer) if not diffusion else anonymizer, photo, **options)

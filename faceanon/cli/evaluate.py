@@ -1,14 +1,12 @@
-"""The `faceanon evaluate` and `faceanon verify` subcommands (wired into faceanon.cli by its owner):
-
-    add_evaluate_command(subparsers); add_verify_command(subparsers)
-    args = parser.parse_args(); sys.exit(args.func(args))
-"""
+"""`faceanon evaluate FOLDER -o OUT`: measure anonymization on a folder of photos (faceanon.evaluation)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from faceanon.registry import DEFAULTS, DETECTORS
 
 
 def _floats(text: str) -> list[float]:
@@ -32,8 +30,8 @@ def _names(allowed: tuple[str, ...]):
     return parse
 
 
-def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
-    from faceanon.trust.evaluate import BASELINES, DEFAULT_DEGREES, DEFAULT_SEEDS
+def add_evaluate(subparsers) -> argparse.ArgumentParser:
+    from faceanon.evaluation import BASELINES, DEFAULT_DEGREES, DEFAULT_SEEDS
 
     parser = subparsers.add_parser(
         "evaluate", help="measure identity change, detectability and attribute keeping on a folder of photos",
@@ -46,21 +44,21 @@ def add_evaluate_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--degrees", type=_floats, default=list(DEFAULT_DEGREES),
                         help="comma-separated degrees d (default: 0.3,0.6,0.9,1.2,1.4,1.5)")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="seeds per degree (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default: %(default)s)")
-    parser.add_argument("--guidance", type=float, default=4.0, help="guidance scale (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS.steps, help="denoising steps (default: %(default)s)")
+    parser.add_argument("--guidance", type=float, default=DEFAULTS.guidance, help="guidance scale (default: %(default)s)")
     parser.add_argument("--baselines", type=_names(BASELINES), default=list(BASELINES),
                         help="comma-separated redaction baselines (default: blur,pixelate,solid)")
     parser.add_argument("--no-diffusion", action="store_true", help="measure the redaction baselines only")
     parser.add_argument("--identity-model", choices=("arcface", "sface"), default=None,
                         help="identity recognizer (default: arcface when installed; its weights are non-commercial)")
-    parser.add_argument("--detector", default="yunet", help="detector that finds the faces to anonymize")
-    parser.set_defaults(func=run_evaluate)
+    parser.add_argument("--detector", choices=DETECTORS, default=DEFAULTS.detector, help="detector that finds the faces to anonymize")
+    parser.set_defaults(run=run_evaluate)
     return parser
 
 
 def run_evaluate(args) -> int:
     from faceanon.anonymizer import FaceAnonymizer
-    from faceanon.trust.evaluate import Evaluator, evaluate
+    from faceanon.evaluation import Evaluator, evaluate
     from faceanon.trust.identity import get_identity_model
 
     if args.seeds < 1 or args.steps < 1:
@@ -79,41 +77,3 @@ def run_evaluate(args) -> int:
     for path in result.figure_paths:
         print(f"Plot:    {path}")
     return 0
-
-
-def add_verify_command(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "verify", help="tell whether photos carry faceanon's invisible watermark",
-        description="Reads faceanon's invisible watermarks (it survives JPEG re-compression and resizing, not "
-                    "cropping or heavy edits): the mark of every face found (what `faceanon anonymize` puts "
-                    "into each generated face) and the whole-image mark, and the PNG text note. Exit status: "
-                    "0 if every photo carries the watermark, 1 if some do not, 2 if a photo cannot be read.")
-    parser.add_argument("paths", nargs="+", type=Path, help="photos to check")
-    parser.set_defaults(func=run_verify)
-    return parser
-
-
-def run_verify(args) -> int:
-    from PIL import Image
-
-    from faceanon.errors import FaceAnonError
-    from faceanon.media.photo import load_image
-    from faceanon.trust.watermark import read_provenance, read_watermark
-
-    status = 0
-    for path in args.paths:
-        try:
-            reading = read_watermark(load_image(path))
-            with Image.open(path) as opened:
-                note = read_provenance(opened)
-        except (FaceAnonError, OSError) as error:
-            print(f"{path}: cannot be checked: {error}")
-            status = 2
-            continue
-        verdict = "carries faceanon's watermark" if reading.found else "no faceanon watermark found"
-        faces = ", ".join(f"face {f.index} {f.score:.2f}" for f in reading.faces) or "no face found"
-        print(f"{path}: {verdict}: {reading.describe()}; text note: " + (f"present ({note})" if note else "absent"))
-        print(f"  whole-image bit accuracy {reading.image_score:.2f}; face scores: {faces}")
-        if not reading.found:
-            status = max(status, 1)
-    return status

@@ -1,4 +1,4 @@
-"""`faceanon evaluate`: measure anonymization on your own photos, as the paper's supplementary does.
+"""Evaluation (`faceanon evaluate`), above the anonymizer it drives: measure anonymization on your own photos, as the paper's supplementary does.
 
 For every photo of a folder, every degree d and seed (defaults as the supplementary: d in 0.3, 0.6,
 0.9, 1.2, 1.4, 1.5 and 10 seeds), and for the redaction baselines (blur, pixelate, solid, which do
@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from faceanon.registry import DEFAULTS, REDACTION_METHODS
 from faceanon.results import DetectedFace
 
 DEFAULT_DEGREES = (0.3, 0.6, 0.9, 1.2, 1.4, 1.5)
 DEFAULT_SEEDS = 10
-BASELINES = ("blur", "pixelate", "solid")
+BASELINES = REDACTION_METHODS
+# Two independent detectors judge whether an anonymized face is still found (supplementary Fig. 2).
 DETECTORS = ("yunet", "scrfd")
 MATCH_IOU = 0.3
 CSV_NAME = "evaluation.csv"
@@ -117,8 +119,8 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def evaluate_image(anonymizer, image, name: str, runs: Iterable[Run], evaluator: Evaluator, steps: int = 25,
-                   guidance: float = 4.0) -> Iterator[tuple[Run, list[dict]]]:
+def evaluate_image(anonymizer, image, name: str, runs: Iterable[Run], evaluator: Evaluator, steps: int = DEFAULTS.steps,
+                   guidance: float = DEFAULTS.guidance) -> Iterator[tuple[Run, list[dict]]]:
     """Anonymize one photo for each run and yield (run, rows). Faces are found once, on the original."""
     from faceanon.media.photo import load_image, split_alpha
 
@@ -159,7 +161,7 @@ def photos_in(folder: str | Path) -> list[Path]:
 
 def evaluate(folder: str | Path, out_dir: str | Path, anonymizer=None, degrees: Sequence[float] = DEFAULT_DEGREES,
              seeds: int | Sequence[int] = DEFAULT_SEEDS, baselines: Sequence[str] = BASELINES,
-             diffusion: bool | None = None, steps: int = 25, guidance: float = 4.0, evaluator: Evaluator | None = None,
+             diffusion: bool | None = None, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance, evaluator: Evaluator | None = None,
              progress: Progress | None = None, progress_bar: bool = True) -> EvaluationResult:
     """Evaluate every photo of `folder`; write `evaluation.csv` and the plots into `out_dir`.
 
@@ -200,7 +202,7 @@ def evaluate(folder: str | Path, out_dir: str | Path, anonymizer=None, degrees: 
 
 
 def evaluate_photo(anonymizer, image, degrees: Sequence[float] = DEFAULT_DEGREES, seeds: int | Sequence[int] = 3,
-                   baselines: Sequence[str] = BASELINES, steps: int = 25, guidance: float = 4.0,
+                   baselines: Sequence[str] = BASELINES, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance,
                    evaluator: Evaluator | None = None, progress: Progress | None = None):
     """For the app: evaluate one photo in memory; returns (rows, [identity, detection, attributes] PIL figures)."""
     evaluator = evaluator or Evaluator()

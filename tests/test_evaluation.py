@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from faceanon.anonymizer import FaceAnonymizer
-from faceanon.trust.evaluate import COLUMNS, evaluate, evaluate_photo, summarize
+from faceanon.evaluation import COLUMNS, evaluate, evaluate_photo, summarize
 
 
 class SmallOutputPipeline:
@@ -112,7 +112,8 @@ def test_evaluate_photo_for_the_app(astronaut_rgb, tiny_pipe):
 
 
 def test_cli_commands(photo_folder, tmp_path, capsys, astronaut_rgb):
-    from faceanon.trust.cli import add_evaluate_command, add_verify_command
+    from faceanon.cli.evaluate import add_evaluate as add_evaluate_command
+    from faceanon.cli.verify import add_verify as add_verify_command
     from faceanon.trust.watermark import add_watermark
 
     parser = argparse.ArgumentParser(prog="faceanon")
@@ -122,7 +123,7 @@ def test_cli_commands(photo_folder, tmp_path, capsys, astronaut_rgb):
 
     args = parser.parse_args(["evaluate", str(photo_folder), "-o", str(tmp_path / "e"), "--no-diffusion",
                               "--baselines", "solid", "--identity-model", "sface"])
-    assert args.func(args) == 0
+    assert args.run(args) == 0
     assert "evaluation.csv" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         parser.parse_args(["evaluate", str(photo_folder), "--degrees", "a,b"])
@@ -131,6 +132,6 @@ def test_cli_commands(photo_folder, tmp_path, capsys, astronaut_rgb):
     add_watermark(Image.fromarray(astronaut_rgb)).save(marked, quality=75)
     Image.fromarray(astronaut_rgb).save(plain)
     args = parser.parse_args(["verify", str(marked), str(plain)])
-    assert args.func(args) == 1
+    assert args.run(args) == 1
     out = capsys.readouterr().out
     assert "marked.jpg: carries faceanon's watermark" in out and "plain.png: no faceanon watermark" in out
