@@ -162,13 +162,15 @@ def test_batched_call_equals_one_by_one_calls_with_the_same_seeds(tiny_anonymize
     batched = np.asarray(tiny_anonymizer.anonymize(group_photo_rgb, faces=[1, 3], seed=11, steps=1).image)
     again = np.asarray(tiny_anonymizer.anonymize(group_photo_rgb, faces=[1, 3], seed=11, steps=1).image)
     assert np.array_equal(batched, again)  # a rerun reproduces the photo exactly
-    for index in (3,):
+    masks = {}
+    for index in (1, 3):  # every face of the batch, each against its own single call
         single = np.asarray(tiny_anonymizer.anonymize(group_photo_rgb, faces=[index], seed=11, steps=1).image)
-        changed = (single != group_photo_rgb).any(axis=2)
+        masks[index] = changed = (single != group_photo_rgb).any(axis=2)
         assert changed.sum() > 5000
         # Batched and single convolutions may round differently in the last float bits.
         difference = np.abs(batched[changed].astype(int) - single[changed])
         assert difference.max() <= 2 and difference.mean() < 0.05
+    assert not (masks[1] & masks[3]).any()  # two separate faces, each checked on its own pixels
 
 
 def test_identity_check_flags_an_unchanged_face_and_redacts_it_on_request(identity_pipeline, group_photo_rgb):
