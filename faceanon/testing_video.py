@@ -88,11 +88,11 @@ def make_test_clip(path: str | Path, photo: str | np.ndarray = "group", motion: 
                    size: tuple[int, int] = (320, 240), seconds: float = 1.0, fps: int = 25, rotation: int = 0,
                    vfr: bool = False, audio: bool = False, metadata: bool = False,
                    cover: tuple[int, int, tuple[int, int, int, int]] | None = None,
-                   codec: str | None = None, keep_frames: bool = False) -> ClipSpec:
+                   codec: str | None = None, audio_codec: str = "aac", keep_frames: bool = False) -> ClipSpec:
     """Write a clip and return what it holds. `size` is (width, height) as displayed; `rotation`
     (0/90/180/270, clockwise) stores the frames turned the other way plus a display rotation.
     `cover`: (first frame, last frame, (x0, y0, x1, y1)) painted black. `codec`: default H.264
-    (VP9 for .webm, MPEG-4 part 2 for .avi)."""
+    (VP9 for .webm, MPEG-4 part 2 for .avi). `audio_codec`: "aac", "libopus", "pcm_s16le"..."""
     path = Path(path)
     width, height = size
     count = max(1, round(seconds * fps))
@@ -104,7 +104,7 @@ def make_test_clip(path: str | Path, photo: str | np.ndarray = "group", motion: 
         for frame in frames[first:last + 1]:
             frame[y0:y1, x0:x1] = 0
     audio_seconds = float(pts[-1] * time_base + Fraction(1, fps)) if audio else None
-    _write(path, frames, pts, time_base, fps, rotation, audio_seconds, metadata, codec)
+    _write(path, frames, pts, time_base, fps, rotation, (audio_seconds, audio_codec), metadata, codec)
     return ClipSpec(path=path, width=width, height=height, frame_count=count, pts=pts, time_base=time_base,
                     rotation=rotation, audio_seconds=audio_seconds, frames=frames if keep_frames else [])
 
@@ -159,7 +159,8 @@ def _enter_leave(source: np.ndarray, t: float, width: int, height: int) -> np.nd
     return canvas
 
 
-def _write(path: Path, frames, pts, time_base, fps, rotation, audio_seconds, metadata, codec) -> None:
+def _write(path: Path, frames, pts, time_base, fps, rotation, audio, metadata, codec) -> None:
+    audio_seconds, audio_codec = audio
     suffix = path.suffix.lower()
     options = {"movflags": "+use_metadata_tags"} if metadata and suffix in (".mp4", ".mov", ".m4v") else {}
     codec = codec or {".webm": "libvpx-vp9", ".avi": "mpeg4"}.get(suffix, "libx264")
@@ -168,14 +169,17 @@ def _write(path: Path, frames, pts, time_base, fps, rotation, audio_seconds, met
             container.metadata.update(PHONE_METADATA)
         stream = container.add_stream(codec, rate=fps)
         stored_h, stored_w = np.rot90(frames[0], k=rotation // 90).shape[:2]
-        stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, "yuv420p"
+        stream.width, stream.height = stored_w, stored_h
+        stream.pix_fmt = "yuv420p" if stored_w % 2 == 0 and stored_h % 2 == 0 else "yuv444p"
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "fast"}  # a phone's quality, roughly
         if rotation:
             stream.set_display_rotation(-rotation)  # PyAV takes the counter-clockwise angle
         if metadata:
             stream.metadata.update(STREAM_METADATA)
-        sound = _add_tone(container, metadata) if audio_seconds else None
+        sound = _add_tone(container, audio_codec, metadata) if audio_seconds else None
         for rgb, frame_pts in zip(frames, pts, strict=True):
             stored = np.ascontiguousarray(np.rot90(rgb, k=rotation // 90))  # turned back by the player
             frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
@@ -186,8 +190,8 @@ def _write(path: Path, frames, pts, time_base, fps, rotation, audio_seconds, met
             _write_tone(container, sound, audio_seconds)
 
 
-def _add_tone(container, metadata: bool):
-    sound = container.add_stream("aac", rate=48000, layout="mono")
+def _add_tone(container, codec: str, metadata: bool):
+    sound = container.add_stream(codec, rate=48000, layout="mono")
     if metadata:
         sound.metadata.update({"handler_name": "Core Media Audio", "title": "Jane's phone mic"})
     return sound
@@ -195,12 +199,16 @@ def _add_tone(container, metadata: bool):
 
 def _write_tone(container, sound, seconds: float, frequency: float = 440.0) -> None:
     rate, chunk = 48000, 1024
+    wanted = sound.codec_context.format.name
+    resampler = av.AudioResampler(format=wanted, layout="mono", rate=rate) if wanted != "fltp" else None
     total = round(seconds * rate)
     for start in range(0, total, chunk):
         n = min(chunk, total - start)
         t = (np.arange(n) + start) / rate
         samples = (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)[None, :]
         frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        frame = resampler.resample(frame)[0] if resampler else frame
         frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
         container.mux(sound.encode(frame))
     container.mux(sound.encode(None))

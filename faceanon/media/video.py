@@ -30,6 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 from av.codec.context import Flags as CodecFlags
+from av.stream import Disposition
 from av.video.reformatter import ColorRange, Colorspace
 
 from faceanon.errors import VideoInputError
@@ -115,13 +116,14 @@ class VideoReader:
         self.info = probe_video(self.path)  # its own pass over the first frame: this one starts clean
         self._container = _open_input(self.path)
         try:
-            self._stream = self._container.streams.video[0]
+            self._stream = _video_stream(self._container)
             self._stream.thread_type = "AUTO"
             self._stream.codec_context.thread_count = threads
         except BaseException:
             self._container.close()
             raise
         self._turns = _quarter_turns(self.info.rotation)
+        self.frames_read = 0
 
     def __iter__(self) -> Iterator[Frame]:
         index, last_pts = 0, None
@@ -135,6 +137,7 @@ class VideoReader:
         if index == 0:
             raise VideoInputError(f"{_name(self.path)} has a video stream but no frame could be decoded; the file "
                                   "is probably truncated or damaged. Re-export or re-download it.")
+        self.frames_read = index
 
     def _decoded_frames(self) -> Iterator[av.VideoFrame]:
         try:
@@ -330,7 +333,7 @@ class _AudioReencode:
         rates = _OPUS_RATES if encoder == "libopus" else _AAC_RATES
         rate = stream.codec_context.sample_rate
         rate = rate if rate in rates else 48000
-        layout = stream.codec_context.layout.name if stream.codec_context.channels <= 2 else "stereo"
+        layout = _output_layout(stream.codec_context.channels, encoder)
         self._stream = output.add_stream(encoder, rate=rate, layout=layout)
         self._stream.codec_context.flags |= CodecFlags.bitexact
         self._resampler = av.AudioResampler(format=self._stream.codec_context.format.name, layout=layout,
@@ -355,6 +358,13 @@ class _AudioReencode:
                 self._output.mux(packet)
 
 
+def _output_layout(channels: int, encoder: str) -> str:
+    """Mono and stereo stay as they are, 5.1 too in AAC; other layouts are downmixed to stereo."""
+    if channels == 6 and encoder == "aac":
+        return "5.1"
+    return "mono" if channels == 1 else "stereo"
+
+
 def _open_input(path: str | Path):
     path = Path(path)
     if not path.is_file():
@@ -363,19 +373,65 @@ def _open_input(path: str | Path):
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as error:
         raise VideoInputError(f"{_name(path)} is not a video faceanon can read ({_reason(error)}). Use an MP4, MOV, "
-                              "MKV, WebM or AVI file; if it is one, it may be truncated or damaged.") from None
-    if not container.streams.video:
+                              "MKV, WebM or AVI file; if it is one, it is probably truncated or damaged "
+                              "(re-export or re-download it).") from None
+    try:
+        _check_video_stream(container, path)
+    except BaseException:
         container.close()
-        raise VideoInputError(f"{_name(path)} has no video stream (only audio or data). Choose a video file.")
-    stream = container.streams.video[0]
-    if stream.codec_context is None or av.codec.Codec(stream.codec_context.name, "r") is None:
-        container.close()
-        raise VideoInputError(f"{_name(path)} uses a video codec faceanon cannot decode. Convert it to H.264 MP4.")
+        raise
     return container
 
 
+def _check_video_stream(container, path: Path) -> None:
+    if _is_still_image(container):
+        raise VideoInputError(f"{_name(path)} is a still image, not a video. Anonymize it as a photo.")
+    stream = _video_stream(container)
+    if stream is None:
+        raise VideoInputError(f"{_name(path)} has no video stream (only audio or data). Choose a video file.")
+    codec = stream.codec_context.name if stream.codec_context is not None else None
+    if not codec or not _can_decode(codec):
+        raise VideoInputError(f"{_name(path)} uses a video codec faceanon cannot decode ({codec or 'unknown'}). "
+                              "Convert it to H.264 MP4 (e.g. with HandBrake or ffmpeg) and try again.")
+    _check_not_truncated(stream, path)
+
+
+def _video_stream(container):
+    """The first real video stream: cover art in music files is a one-picture 'video' stream."""
+    for stream in container.streams.video:
+        if not stream.disposition & Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _is_still_image(container) -> bool:
+    name = container.format.name
+    return name == "image2" or name.endswith("_pipe") or name in ("gif", "webp", "apng")
+
+
+def _can_decode(codec: str) -> bool:
+    try:
+        av.codec.Codec(codec, "r")
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _check_not_truncated(stream, path: Path) -> None:
+    """MP4/MOV index every frame up front: data indexed past the end of the file means the file
+    was cut (an interrupted copy or upload), and its frame count is not what it says."""
+    entries = stream.index_entries
+    if not entries or not len(entries):
+        return
+    end = max(entry.pos + entry.size for entry in entries)
+    size = path.stat().st_size
+    if end > size:
+        raise VideoInputError(f"{_name(path)} is truncated: it ends at {size} bytes but its index expects at least "
+                              f"{end}. The copy or upload was probably interrupted; re-copy or re-download it.")
+
+
 def _info(container, path: Path) -> VideoInfo:
-    stream = container.streams.video[0]
+    stream = _video_stream(container)
     rotation = _rotation(container, stream, path)
     width, height = stream.codec_context.width, stream.codec_context.height
     if rotation in (90, 270):
@@ -396,7 +452,7 @@ def _rotation(container, stream, path: Path) -> int:
     """Clockwise display rotation, read from the first frame's display matrix (FFmpeg attaches
     the stream's matrix to decoded frames); 0 when the file has none."""
     try:
-        for frame in container.decode(stream):
+        for frame in container.decode(stream):  # the first frame says it
             return round(-(frame.rotation or 0) / 90) % 4 * 90  # PyAV reports counter-clockwise
     except av.error.FFmpegError as error:
         raise VideoInputError(f"{_name(path)} could not be decoded ({_reason(error)}); the file may be truncated "
@@ -406,9 +462,23 @@ def _rotation(container, stream, path: Path) -> int:
 
 
 def _count_packets(path: Path) -> int:
+    """Frames of a container that does not state its count (Matroska, WebM), by demuxing (no
+    decoding). The packets of all streams are read, so a file cut short of the duration its
+    header states is told apart from a video whose audio simply runs longer."""
+    frames, end_s = 0, 0.0
     with av.open(str(path), metadata_errors="ignore") as container:
-        stream = container.streams.video[0]
-        return sum(1 for packet in container.demux(stream) if packet.size)
+        video = _video_stream(container)
+        for packet in container.demux():
+            if packet.pts is not None and packet.time_base:
+                end_s = max(end_s, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+            frames += packet.stream is video and packet.size > 0
+        stated_s = container.duration / av.time_base if container.duration else None
+        start_s = container.start_time / av.time_base if container.start_time else 0.0
+    if stated_s and end_s - start_s < stated_s - max(0.5, 0.05 * stated_s):
+        raise VideoInputError(f"{_name(path)} is truncated: its header says {stated_s:.1f} s but the data stops at "
+                              f"{end_s - start_s:.1f} s. The copy or upload was probably interrupted; re-copy or "
+                              "re-download it.")
+    return frames
 
 
 def _duration(container, stream, frame_count: int, rate: Fraction) -> float:
