@@ -80,6 +80,8 @@ def test_identity_round_trip_keeps_size_frames_timing_and_pixels(clips, tmp_path
     assert _frame_times(out) == _frame_times(src)
     stream = _ffprobe(out, "-show_streams", "-select_streams", "v:0")["streams"][0]
     assert stream["pix_fmt"] == "yuv420p" and stream["color_space"] == "bt709"
+    data = out.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat"), "+faststart: the index comes first (browsers start playing)"
     before, after = _frames(src), _frames(out)
     assert len(after) == len(before) == 25
     psnr = [_psnr(a, b) for a, b in zip(before, after, strict=True)]
@@ -154,6 +156,7 @@ def test_audio_is_kept_within_a_frame(clips, tmp_path):
     (".mkv", "libopus", "o.webm", ("vp9", "opus")),       # WebM output: VP9, Opus copied
     (".mp4", "aac", "o.mkv", ("h264", "aac")),
     (".mov", "aac", "o.mov", ("h264", "aac")),
+    (".mp4", "aac", "o.avi", ("h264", "mp3")),            # AVI: AAC re-encoded to MP3
 ])
 def test_containers_in_and_out(tmp_path, suffix, audio_codec, out_name, expected):
     src = make_test_clip(tmp_path / f"in{suffix}", photo="astronaut", motion="zoom", size=(160, 120), seconds=0.4,

@@ -10,7 +10,7 @@ every frame's source timestamp, so the writer reproduces the timing exactly, var
 included. Writing encodes H.264 (yuv420p, BT.709, +faststart: every browser plays it) into MP4 by
 default, or into the container the destination's extension names (.mov, .mkv, .m4v, .avi; .webm
 gets VP9 + Opus). The source's audio streams are copied as they are when the output container
-takes their codec, else re-encoded (AAC; Opus in WebM), interleaved with the video as it is written.
+takes their codec, else re-encoded (AAC; Opus in WebM, MP3 in AVI), interleaved with the video as it is written.
 
 Nothing of the input's metadata is written: no creation time, location (ISO 6709), device make or
 model, title, handler or encoder strings, at container or stream level; subtitle and data tracks
@@ -44,7 +44,7 @@ _CONTAINER_ALIASES = {"mp4": "mp4", "m4v": "mp4", "mov": "mov", "mkv": "matroska
                       "webm": "webm", "avi": "avi"}
 _MUXER_SUFFIX = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv", "webm": ".webm", "avi": ".avi"}
 _VIDEO_ENCODER = {"webm": "libvpx-vp9"}  # H.264 (libx264) everywhere else
-_AUDIO_ENCODER = {"webm": "libopus"}  # AAC everywhere else
+_AUDIO_ENCODER = {"webm": "libopus", "avi": "libmp3lame"}  # AAC everywhere else
 # Audio codecs copied without re-encoding, per container: those its players (browsers) handle.
 _AUDIO_COPY = {
     "mp4": {"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"},
@@ -55,6 +55,7 @@ _AUDIO_COPY = {
 }
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
+_MP3_RATES = (48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _AUDIO_AHEAD_S = 0.5  # audio muxed this far ahead of the last written frame keeps the file interleaved
 
 
@@ -172,6 +173,9 @@ class VideoWriter:
         self.source = Path(source) if source is not None else None
         self.muxer = _muxer_for(self.dst, container)
         self.crf, self.preset = crf, preset
+        # AVI has one tick per frame (no variable frame rate): frames go to the nearest tick.
+        rate = _sane_rate(like.average_rate)
+        self.time_base = 1 / rate if self.muxer == "avi" else like.time_base
         self.frames_written = 0
         self._last_pts: int | None = None
         self._output = None
@@ -197,12 +201,12 @@ class VideoWriter:
         """Append one frame (H x W x 3 uint8 RGB); `like`: the source frame whose timing it keeps."""
         frame = self._video_frame(rgb)
         frame.pts = self._next_pts(like)
-        frame.time_base = self.like.time_base
+        frame.time_base = self.time_base
         for packet in self._video.encode(frame):
             self._output.mux(packet)
         self.frames_written += 1
         if self._audio is not None:
-            self._audio.copy_until(float(frame.pts * self.like.time_base) + _AUDIO_AHEAD_S)
+            self._audio.copy_until(float(frame.pts * self.time_base) + _AUDIO_AHEAD_S)
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         if exc_type is not None:
@@ -235,8 +239,8 @@ class VideoWriter:
         stream.width, stream.height = width, height
         # 4:2:0 needs even sides; odd-sized videos keep their exact size in 4:4:4 instead.
         stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.codec_context.time_base = self.like.time_base
-        stream.time_base = self.like.time_base
+        stream.codec_context.time_base = self.time_base
+        stream.time_base = self.time_base
         context = stream.codec_context
         context.color_range, context.colorspace = _COLOR_RANGE_MPEG, _COLORSPACE_BT709
         context.color_primaries, context.color_trc = _PRIMARIES_BT709, _TRC_BT709
@@ -261,9 +265,9 @@ class VideoWriter:
     def _next_pts(self, like: Frame | None) -> int:
         """The source frame's pts in our time base; strictly increasing (encoders require it)."""
         if like is not None:
-            pts = round(like.pts * like.time_base / self.like.time_base)
+            pts = round(like.pts * like.time_base / self.time_base)
         else:
-            pts = round(self.frames_written / self.like.average_rate / self.like.time_base)
+            pts = round(self.frames_written / self.like.average_rate / self.time_base)
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1
         self._last_pts = pts
@@ -305,7 +309,7 @@ class _AudioCopier:
 
 
 def _audio_route(stream, output, muxer: str):
-    codec = stream.codec_context.name
+    codec = _codec_name(stream)
     allowed = _AUDIO_COPY[muxer]
     fits = codec in output.supported_codecs and (allowed is None or codec in allowed)
     return _AudioRemux(stream, output) if fits else _AudioReencode(stream, output, _AUDIO_ENCODER.get(muxer, "aac"))
@@ -330,7 +334,7 @@ class _AudioRemux:
 class _AudioReencode:
     def __init__(self, stream, output, encoder: str):
         self._output = output
-        rates = _OPUS_RATES if encoder == "libopus" else _AAC_RATES
+        rates = {"libopus": _OPUS_RATES, "libmp3lame": _MP3_RATES}.get(encoder, _AAC_RATES)
         rate = stream.codec_context.sample_rate
         rate = rate if rate in rates else 48000
         layout = _output_layout(stream.codec_context.channels, encoder)
@@ -389,7 +393,7 @@ def _check_video_stream(container, path: Path) -> None:
     stream = _video_stream(container)
     if stream is None:
         raise VideoInputError(f"{_name(path)} has no video stream (only audio or data). Choose a video file.")
-    codec = stream.codec_context.name if stream.codec_context is not None else None
+    codec = _codec_name(stream)
     if not codec or not _can_decode(codec):
         raise VideoInputError(f"{_name(path)} uses a video codec faceanon cannot decode ({codec or 'unknown'}). "
                               "Convert it to H.264 MP4 (e.g. with HandBrake or ffmpeg) and try again.")
@@ -402,6 +406,14 @@ def _video_stream(container):
         if not stream.disposition & Disposition.attached_pic:
             return stream
     return None
+
+
+def _codec_name(stream) -> str | None:
+    """FFmpeg's codec name ("h264", "mp3"), not its decoder's ("mp3float"); None when unknown."""
+    context = stream.codec_context
+    if context is None or context.codec is None:
+        return None
+    return context.codec.canonical_name or context.name
 
 
 def _is_still_image(container) -> bool:
@@ -442,8 +454,8 @@ def _info(container, path: Path) -> VideoInfo:
     return VideoInfo(
         width=width, height=height, frame_count=frame_count, fps=float(rate),
         duration_s=_duration(container, stream, frame_count, rate), rotation=rotation,
-        has_audio=bool(audio), video_codec=stream.codec_context.name,
-        audio_codec=audio[0].codec_context.name if audio else None, container=_container_name(container, path),
+        has_audio=bool(audio), video_codec=_codec_name(stream),
+        audio_codec=_codec_name(audio[0]) if audio else None, container=_container_name(container, path),
         time_base=stream.time_base or Fraction(1, 90000), average_rate=Fraction(rate), audio_streams=len(audio),
     )
 
