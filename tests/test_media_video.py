@@ -269,3 +269,15 @@ def test_clip_maker_faces_enter_leave_and_hide(tmp_path):
     assert counts[12:15] == [0, 0, 0]  # hidden
     group = make_test_clip(tmp_path / "group.mp4", photo="group", motion="zoom", size=(480, 360), seconds=0.2)
     assert len(detector.detect(_frames(group.path)[0])) >= 5
+
+
+@pytest.mark.parametrize("rotation", [180, 270])
+def test_other_rotations_match_ffmpegs_autorotation(tmp_path, rotation):
+    src = make_test_clip(tmp_path / "turned.mp4", photo="grace_hopper", motion="still", size=(120, 160),
+                         seconds=0.12, rotation=rotation, keep_frames=True)
+    assert probe_video(src.path).rotation == rotation
+    frame = _frames(src.path)[0]
+    assert frame.shape == (160, 120, 3) and _psnr(frame, src.frames[0]) > 30
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src.path), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    assert _psnr(np.frombuffer(raw, np.uint8).reshape(frame.shape), frame) > 35
