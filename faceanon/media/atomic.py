@@ -31,6 +31,7 @@ def atomic_output(destination: str | Path, suffix: str | None = None) -> Iterato
                                     dir=destination.parent)
     os.close(handle)
     temporary = Path(name)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield temporary
         _fsync(temporary)
@@ -55,6 +56,12 @@ def write_text_atomic(destination: str | Path, text: str) -> Path:
 def is_partial(path: str | Path) -> bool:
     """Whether `path` is a temporary file left by an interrupted write (to skip, or sweep)."""
     return Path(path).name.startswith(TEMP_PREFIX)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _fsync(path: Path) -> None:
