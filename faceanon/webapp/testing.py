@@ -35,15 +35,15 @@ def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout
                 workdir: str | Path | None = None, unset: tuple[str, ...] = ()):
     """Runs `python app.py` on a free 127.0.0.1 port; yields its URL; stops it afterwards.
 
-    The server's working directory (Gradio's example cache) and temp folder are a fresh temporary
-    folder unless `workdir` is given. Its console output is in `<workdir>/server.log`. Variables
+    The server's working directory (Gradio's example cache) and temp root (`<workdir>/tmp`, see
+    faceanon.webapp.uploads) are a fresh temporary folder unless `workdir` is given. Its console output is in `<workdir>/server.log`. Variables
     named in `unset` are removed from the server's environment.
     """
     with contextlib.ExitStack() as stack:
         workdir = Path(workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="faceanon-app-")))
         port = free_port()
         full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                    "GRADIO_TEMP_DIR": str(workdir / "gradio-tmp"), "PYTHONUNBUFFERED": "1",
+                    "FACEANON_TEMP_DIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
                     **(env or {})}
         for name in unset:  # e.g. FACEANON_* of the caller's environment
@@ -55,9 +55,18 @@ def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout
             cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         )
         stack.callback(_stop, process)
-        url = f"http://127.0.0.1:{port}/"
+        url = AppURL(f"http://127.0.0.1:{port}/")
+        url.process, url.workdir, url.log_path = process, workdir, workdir / "server.log"
         _wait_until_up(url, process, timeout, workdir / "server.log")
         yield url
+
+
+class AppURL(str):
+    """The running app's URL, with its `process`, `workdir` and `log_path` (e.g. to kill it)."""
+
+    process: subprocess.Popen
+    workdir: Path
+    log_path: Path
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
