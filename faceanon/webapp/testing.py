@@ -107,3 +107,33 @@ def chromium(headless: bool = True):
             yield context
         finally:
             context.close()
+
+
+def crowd_photo(path: str | Path, rows: int = 10, columns: int = 13, tile: int = 96) -> Path:
+    """A crowd test photo (rows x columns faces) tiled from real faces: the six of insightface's t1.jpg,
+    skimage's astronaut and matplotlib's Grace Hopper (no crowd photo ships in any package)."""
+    import insightface  # noqa: I001  (only for the location of its sample photo)
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from faceanon.faces.detection import create_detector
+
+    sources = [Path(os.path.dirname(insightface.__file__)) / "data" / "images" / "t1.jpg",
+               Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sources] + [data.astronaut()]
+    detector = create_detector("yunet")
+    faces = []
+    for rgb in photos:
+        for face in detector.detect(rgb):
+            x0, y0, x1, y1 = face.box
+            side = 1.8 * max(x1 - x0, y1 - y0)  # the face with some hair and background around it
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            box = (int(max(0, cx - side / 2)), int(max(0, cy - side / 2)), int(cx + side / 2), int(cy + side / 2))
+            faces.append(Image.fromarray(rgb).crop(box).resize((tile, tile), Image.LANCZOS))
+    canvas = Image.new("RGB", (columns * tile, rows * tile), (235, 235, 235))
+    for i in range(rows * columns):
+        canvas.paste(faces[i % len(faces)], ((i % columns) * tile, (i // columns) * tile))
+    canvas.save(path, quality=92)
+    return Path(path)
