@@ -455,7 +455,8 @@ def show_selection(image: str | None, faces: list[dict] | None, selected: list[i
     if image and faces is not None:
         from faceanon.results import DetectedFace
 
-        detected = [DetectedFace(index=f["index"], box=tuple(f["box"]), score=f.get("score", 1.0)) for f in faces]
+        detected = [DetectedFace(index=f["index"], box=tuple(f["box"]), landmarks=None, score=f.get("score", 1.0))
+                    for f in faces]
         picture = draw_faces(load_photo(image), detected, set(selected or []))
     return picture, faces_spec(selected, faces), selection_note(selected, faces)
 
