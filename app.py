@@ -25,4 +25,4 @@ install_no_deps_packages_on_a_space()
 from faceanon.webapp.server import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

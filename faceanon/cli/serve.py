@@ -11,11 +11,13 @@ def add_serve(subparsers) -> None:
 
 
 def run_serve(args) -> int:
+    from faceanon.cli.common import error
+
     try:
         from faceanon.webapp import main as serve
-    except ImportError as error:
-        error(f"the web app is not available ({error}). Install faceanon with its app dependencies "
-               "(pip install -r requirements.txt).")
+    except ImportError as missing:
+        error(f"the web app is not available ({missing}). Install faceanon with its app dependencies "
+              "(pip install -r requirements.txt).")
         return 1
     return int(serve(args.extra) or 0)
 

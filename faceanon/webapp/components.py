@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
 
-from faceanon.webapp.limits import not_an_image_error
+from faceanon.webapp.limits import READABLE_FORMATS
+from faceanon.webapp.uploads import REFUSALS, UnreadableUpload
+
+
+def unreadable_reason(payload) -> str:
+    refused = REFUSALS.get(getattr(payload, "path", None))
+    if refused:
+        return refused
+    name = os.path.basename(getattr(payload, "orig_name", None) or "")
+    what = f"“{name}”" if name else "This file"
+    return f"{what} is not an image faceanon can read. Upload a photo as {READABLE_FORMATS}."
 
 
 def PhotoInput(**kwargs) -> gr.Image:  # noqa: N802  (reads like the component it builds)
@@ -22,10 +34,12 @@ def PhotoInput(**kwargs) -> gr.Image:  # noqa: N802  (reads like the component i
     stock_preprocess = component.preprocess
 
     def preprocess(payload):
+        if payload is not None and REFUSALS.get(getattr(payload, "path", None)):
+            return UnreadableUpload(unreadable_reason(payload))
         try:
             return stock_preprocess(payload)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-            raise not_an_image_error(getattr(payload, "orig_name", None) or "") from None
+            return UnreadableUpload(unreadable_reason(payload))
 
     component.preprocess = preprocess
     return component

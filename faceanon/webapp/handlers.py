@@ -6,20 +6,26 @@ documentation (Gradio reads the "Args:" section), so keep those accurate.
 
 from __future__ import annotations
 
+import os
 import random
+import time
 
 import gradio as gr
 import spaces  # noqa: F401  (before torch touches CUDA: ZeroGPU patches it)
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from faceanon import registry
 from faceanon.errors import FaceAnonError
+from faceanon.registry import DEFAULTS, DIFFUSION
 from faceanon.webapp import limits as L
+from faceanon.webapp.limits import user_error
+from faceanon.webapp.pictures import draw_faces, face_at
 from faceanon.webapp.service import ModelHost
 
-METHODS = ["diffusion", "blur", "pixelate", "solid"]
-SCHEDULERS = ["default", "ddpm", "ddim", "dpmsolver++", "unipc"]
+METHODS = list(registry.METHODS)
+SCHEDULERS = ["default", *registry.SCHEDULERS]
 MAX_SEED = 2**31 - 1
-UNREALISTIC_DEGREE = 1.5
+UNREALISTIC_DEGREE = DEFAULTS.unrealistic_degree
 LOADING_WAIT_S = 90  # a request that arrives while the weights load waits this long for them
 
 _HOST: ModelHost | None = None
@@ -46,8 +52,9 @@ def load_photo(path: str | None, what: str = "photo") -> Image.Image:
     L.check_image_file(path, _LIMITS, what)
     try:
         return load_image(path)
-    except FaceAnonError as error:
-        raise gr.Error(str(error), title="Cannot read the image") from None
+    except FaceAnonError as error:  # name the file as the person knows it, never its server path
+        text = str(error).replace(repr(str(path)), f"“{os.path.basename(path)}”")
+        raise user_error(text, title="Cannot read the image") from None
 
 
 def parse_faces(spec: str | None) -> list[int] | None:
@@ -60,12 +67,12 @@ def parse_faces(spec: str | None) -> list[int] | None:
     try:
         faces = sorted({int(part) for part in text.replace(";", ",").split(",") if part.strip()})
     except ValueError:
-        raise gr.Error(
+        raise user_error(
             f"Faces must be 'all' or face numbers such as '0, 2' (as numbered by Detect faces); got {spec!r}.",
             title="Bad face selection",
         ) from None
     if any(i < 0 for i in faces):
-        raise gr.Error("Face numbers start at 0.", title="Bad face selection")
+        raise user_error("Face numbers start at 0.", title="Bad face selection")
     return faces
 
 
@@ -104,12 +111,13 @@ def _redact(photo, method, options):
         return anonymizer.anonymize(photo, method=method, **options)
 
 
-def _count_selected(image, faces: list[int] | None) -> int:
+def _count_generated(image, faces: list[int] | None) -> tuple[int, int]:
+    """(selected faces large enough for a new identity, selected faces only blurred: too small)."""
     with host().using(diffusion=False) as anonymizer:
         found = anonymizer.detect(image)
-    if faces is None:
-        return len(found)
-    return len([f for f in found if f.index in faces])
+    selected = found if faces is None else [f for f in found if f.index in faces]
+    large = sum(1 for f in selected if f.size >= host().min_face_size)
+    return large, len(selected) - large
 
 
 # -- endpoints -----------------------------------------------------------------------------------
@@ -132,13 +140,13 @@ def detect(image: str | None):
 
 def anonymize(
     image: str | None,
-    method: str = "diffusion",
-    degree: float = 1.25,
-    seed: float = 0,
+    method: str = DIFFUSION,
+    degree: float = DEFAULTS.degree,
+    seed: float = DEFAULTS.seed,
     randomize_seed: bool = False,
     faces: str = "all",
-    steps: float = 25,
-    guidance: float = 4.0,
+    steps: float = DEFAULTS.steps,
+    guidance: float = DEFAULTS.guidance,
     scheduler: str = "default",
     progress=gr.Progress(),  # noqa: B008  (Gradio's documented way to receive a progress tracker)
 ):
@@ -159,7 +167,7 @@ def anonymize(
         the anonymized photo (PNG, no input metadata), a summary for people, the per-face report, and the seed used.
     """
     if method not in METHODS:
-        raise gr.Error(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.", title="Bad setting")
+        raise user_error(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.", title="Bad setting")
     photo = load_photo(image)
     selected = parse_faces(faces)
     seed_used = pick_seed(seed, randomize_seed)
@@ -178,9 +186,10 @@ def anonymize(
         scheduler=None if scheduler in ("", "default", None) else scheduler,
     )
     progress(0.0, desc="Finding faces")
-    num_faces = _count_selected(photo, selected)
-    L.check_face_count(num_faces, _LIMITS)
-    result = _call(lambda: _run_diffusion("anonymize", photo, None, num_faces, options, _progress_callback(progress)))
+    num_faces, too_small = _count_generated(photo, selected)
+    L.check_face_count(num_faces, _LIMITS, too_small)
+    result = _timed_diffusion(num_faces, options["steps"], lambda: _run_diffusion(
+        "anonymize", photo, None, num_faces, options, _progress_callback(progress)))
     return _finish(photo, result, seed_used)
 
 
@@ -189,10 +198,10 @@ def swap(
     target: str | None,
     source_face: float = 0,
     target_faces: str = "all",
-    seed: float = 0,
+    seed: float = DEFAULTS.seed,
     randomize_seed: bool = False,
-    steps: float = 25,
-    guidance: float = 4.0,
+    steps: float = DEFAULTS.steps,
+    guidance: float = DEFAULTS.guidance,
     progress=gr.Progress(),  # noqa: B008
 ):
     """Puts the identity of a face from one photo onto faces of another (keeping their pose and expression).
@@ -220,11 +229,19 @@ def swap(
         steps=L.check_steps(steps, _LIMITS), guidance=float(guidance),
     )
     progress(0.0, desc="Finding faces")
-    num_faces = _count_selected(target_photo, selected)
-    L.check_face_count(num_faces, _LIMITS)
-    result = _call(lambda: _run_diffusion("swap", target_photo, source_photo, num_faces, options,
-                                          _progress_callback(progress)))
+    num_faces, too_small = _count_generated(target_photo, selected)
+    L.check_face_count(num_faces, _LIMITS, too_small)
+    result = _timed_diffusion(num_faces, options["steps"], lambda: _run_diffusion(
+        "swap", target_photo, source_photo, num_faces, options, _progress_callback(progress)))
     return _finish(target_photo, result, seed_used)
+
+
+def _timed_diffusion(num_faces: int, steps: int, run):
+    """Runs a diffusion job and records its seconds per face and step (the Evaluate tab's estimate)."""
+    began = time.perf_counter()
+    result = _call(run)
+    host().record_step_seconds((time.perf_counter() - began) / max(1, num_faces * steps))
+    return result
 
 
 def _require_diffusion(progress=None) -> None:
@@ -234,7 +251,7 @@ def _require_diffusion(progress=None) -> None:
             progress(0.0, desc="Waiting for the diffusion model to load")
         host().wait(LOADING_WAIT_S)
     if not host().diffusion_ready:
-        raise gr.Error(host().unavailable_message(), title="Diffusion unavailable", duration=None)
+        raise user_error(host().unavailable_message(), title="Diffusion unavailable", duration=None)
 
 
 def _call(run):
@@ -242,7 +259,7 @@ def _call(run):
     try:
         return run()
     except (FaceAnonError, ValueError) as error:  # the library's ValueErrors are written for people too
-        raise gr.Error(str(error), title="Cannot do that") from None
+        raise user_error(str(error), title="Cannot do that") from None
 
 
 def _finish(original: Image.Image, result, seed_used: int):
@@ -272,13 +289,15 @@ def _result_png(result) -> str:
 
 def evaluate(
     image: str | None,
-    degrees: str = "0.3, 0.6, 0.9, 1.2, 1.4, 1.5",
-    seeds: float = 2,
-    steps: float = 25,
+    degrees: str = "0.6, 1.2, 1.5",
+    seeds: float = 1,
+    steps: float = DEFAULTS.steps,
     baselines: bool = True,
     progress=gr.Progress(),  # noqa: B008
 ):
     """Measures how well a photo's faces are anonymized, as the paper's supplementary Figs. 1-3 do.
+
+    Without the diffusion model only the blur, pixelate and solid baselines are measured.
 
     Args:
         image: the photo (JPEG, PNG or WebP).
@@ -290,28 +309,87 @@ def evaluate(
     Returns:
         the identity, detection and attribute plots, and one table row per face and run.
     """
-
     photo = load_photo(image)
+    options = evaluation_options(degrees, seeds, steps, baselines)
+    diffusion = host().diffusion_ready
+    total = len(options["degrees"]) * options["seeds"] + len(options["baselines"]) + 1  # + the original
+    options["progress"] = _evaluation_progress(progress, total)
+    rows, figures = _call(lambda: _run_evaluation(photo, diffusion, options))
+    return (*figures, evaluation_table(rows))
+
+
+def evaluation_options(degrees, seeds, steps, baselines) -> dict:
+    """The evaluation's settings, checked; without the diffusion model, the baselines only."""
     try:
-        values = [float(v) for v in str(degrees).replace(";", ",").split(",") if v.strip()]
+        values = [float(v) for v in str(degrees or "").replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise gr.Error(f"Degrees must be numbers separated by commas, such as 0.6, 1.2; got {degrees!r}.",
-                       title="Bad setting") from None
+        raise user_error(f"Degrees must be numbers separated by commas, such as 0.6, 1.2; got {degrees!r}.",
+                         title="Bad setting") from None
     diffusion = host().diffusion_ready
     if not values and not baselines:
-        raise gr.Error("Choose at least one degree or the baselines.", title="Nothing to evaluate")
-    if not diffusion:
-        gr.Warning("The diffusion model is not loaded: only the blur, pixelate and solid baselines are measured.")
-    options = dict(degrees=values if diffusion else (), seeds=max(1, int(seeds)), steps=L.check_steps(steps, _LIMITS),
-                   baselines=("blur", "pixelate", "solid") if baselines or not diffusion else (),
-                   progress=_progress_callback(progress))
-    rows, figures = _call(lambda: _run_evaluation(photo, diffusion, options))
-    table = [[r.get(c) for c in EVALUATION_COLUMNS] for r in rows]
-    return (*figures, table)
+        raise user_error("Choose at least one degree or the baselines.", title="Nothing to evaluate")
+    return dict(degrees=values if diffusion else [], seeds=max(1, int(seeds or 1)),
+                steps=L.check_steps(steps, _LIMITS),
+                baselines=list(registry.REDACTION_METHODS) if baselines or not diffusion else [])
+
+
+def evaluation_estimate(degrees, seeds, steps, baselines) -> str:
+    """What the Evaluate button will do and about how long it takes, before it is pressed."""
+    try:
+        options = evaluation_options(degrees, seeds, steps, baselines)
+    except gr.Error as error:
+        return f"⚠ {error.message}"
+    runs = len(options["degrees"]) * options["seeds"]
+    parts = [f"{len(options['baselines'])} baselines"] if options["baselines"] else []
+    if not host().diffusion_ready:
+        return ("The diffusion model is not on this server: only the blur, pixelate and solid baselines are "
+                "measured (a few seconds per face).")
+    if runs:
+        parts.insert(0, f"{runs} diffusion run{'s' if runs != 1 else ''} × {options['steps']} steps")
+    seconds = runs * options["steps"] * host().step_seconds_estimate()
+    return f"**{' + '.join(parts)}** per face: about {_duration(seconds)} per face on this server."
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _evaluation_progress(progress, total: int):
+    """faceanon.trust's progress ("blur d= seed=") in plain words, counted in runs."""
+
+    def report(fraction: float, description: str = "") -> None:
+        done = min(total, round(float(fraction) * total))
+        method, _, rest = (description or "").partition(" ")
+        details = dict(part.split("=", 1) for part in rest.split() if "=" in part)
+        what = method
+        if method == DIFFUSION:
+            what = f"diffusion, d = {details.get('d', '?')}, seed {details.get('seed', '?')}"
+        progress((done, total), desc=f"Measured {what}" if what else "Measuring", unit="runs")
+
+    return report
 
 
 EVALUATION_COLUMNS = ["method", "degree", "seed", "face", "identity_similarity", "same_person",
                       "detected_yunet", "detected_scrfd", "pose_distance", "expression_distance"]
+EVALUATION_HEADERS = ["Method", "d", "Seed", "Face", "Identity similarity", "Same person?",
+                      "Found by YuNet", "Found by SCRFD", "Pose change (°)", "Expression change"]
+
+
+def evaluation_table(rows: list[dict]) -> list[list]:
+    """One row per face and run, numbers rounded, yes/no for the booleans."""
+
+    def cell(value):
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return None if value != value else round(value, 2)
+        return value
+
+    return [[cell(r.get(c)) for c in EVALUATION_COLUMNS] for r in rows]
 
 
 def _evaluation_seconds(photo, diffusion, options) -> int:
@@ -339,34 +417,11 @@ class _RedactionOnly:
         return getattr(self._anonymizer, name)
 
 
-# -- pictures ------------------------------------------------------------------------------------
-def draw_faces(photo: Image.Image, faces) -> Image.Image:
-    """A copy of the photo with a numbered box on each face."""
-    canvas = photo.convert("RGB").copy()
-    draw = ImageDraw.Draw(canvas)
-    width = max(2, round(max(canvas.size) / 300))
-    font_size = max(14, round(max(canvas.size) / 30))
-    try:
-        from PIL import ImageFont
-
-        font = ImageFont.load_default(size=font_size)
-    except (TypeError, OSError):  # Pillow without FreeType
-        font = None
-    for face in faces:
-        x0, y0, x1, y1 = face.box
-        draw.rectangle((x0, y0, x1, y1), outline=(255, 200, 0), width=width)
-        label = f"#{face.index}"
-        tx, ty = x0, max(0, y0 - font_size - 2 * width)
-        box = draw.textbbox((tx, ty), label, font=font)
-        draw.rectangle((box[0] - 3, box[1] - 3, box[2] + 3, box[3] + 3), fill=(255, 200, 0))
-        draw.text((tx, ty), label, fill=(0, 0, 0), font=font)
-    return canvas
-
-
+# -- the Anonymize tab's face picker ---------------------------------------------------------------
 def face_choices(faces: list[dict] | None):
     """The checkbox list of detected faces, all ticked."""
     faces = faces or []
-    choices = [(f"#{f['index']} (score {f['score']:.2f})", f["index"]) for f in faces]
+    choices = [(f"#{f['index']}", f["index"]) for f in faces]
     label = f"Faces to change ({len(faces)} found)" if faces else "Faces to change (none found yet)"
     return gr.CheckboxGroup(choices=choices, value=[c[1] for c in choices], label=label)
 
@@ -379,6 +434,57 @@ def faces_spec(selected: list[int] | None, faces: list[dict] | None) -> str:
     return ", ".join(str(i) for i in selected) if selected else "none"
 
 
+def selection_note(selected: list[int] | None, faces: list[dict] | None) -> str:
+    """'3 of 130 faces selected (2 large enough for a new identity)' above the picker."""
+    faces, chosen = faces or [], set(selected or [])
+    if not faces:
+        return ""
+    large = sum(1 for f in faces if f["index"] in chosen and _size(f) >= host().min_face_size)
+    return (f"**{len(chosen)} of {len(faces)} faces selected** ({large} large enough for a new identity; "
+            "smaller ones are blurred). Click a face on the picture to select or leave it.")
+
+
+def _size(face: dict) -> float:
+    x0, y0, x1, y1 = face["box"]
+    return max(x1 - x0, y1 - y0)
+
+
+def show_selection(image: str | None, faces: list[dict] | None, selected: list[int] | None):
+    """(picture, faces text, note) for a new selection."""
+    picture = None
+    if image and faces is not None:
+        from faceanon.results import DetectedFace
+
+        detected = [DetectedFace(index=f["index"], box=tuple(f["box"]), landmarks=None, score=f.get("score", 1.0))
+                    for f in faces]
+        picture = draw_faces(load_photo(image), detected, set(selected or []))
+    return picture, faces_spec(selected, faces), selection_note(selected, faces)
+
+
+def toggle_face(image, faces, selected, evt: gr.SelectData):
+    """A click on the Detected faces picture selects or leaves the face under it."""
+    x, y = evt.index
+    index = face_at(faces or [], x, y)
+    selected = set(selected or [])
+    if index is not None:
+        selected ^= {index}
+    chosen = sorted(selected)
+    return chosen, *show_selection(image, faces, chosen)
+
+
+def select_all(image, faces):
+    chosen = [f["index"] for f in faces or []]
+    return chosen, *show_selection(image, faces, chosen)
+
+
+def select_none(image, faces):
+    return [], *show_selection(image, faces, [])
+
+
+def select_numbers(image, faces, selected):
+    return show_selection(image, faces, selected)
+
+
 def degree_hint(degree: float) -> str:
     d = float(degree)
     if d > UNREALISTIC_DEGREE:
@@ -388,3 +494,37 @@ def degree_hint(degree: float) -> str:
         return (f"d = {d:g} keeps much of the original identity (d = 0 reconstructs the face). "
                 "Use 1.2–1.3 to anonymize.")
     return ""
+
+
+# -- what the page's buttons run: one message box for errors, no stray badges ------------------------
+def message(text: str | None = None):
+    """The tab's message box: shown with the text, or hidden."""
+    return gr.Markdown(value=f"**{text}**" if text else "", visible=bool(text))
+
+
+def page_detect(image: str | None):
+    """Detection after an upload, for the page: (picture, faces, picker, faces text, note, message)."""
+    if not image:
+        return None, [], face_choices([]), "all", "", message()
+    try:
+        picture, faces = detect(image)
+    except gr.Error as error:
+        return None, [], face_choices([]), "all", "", message(error.message)
+    return picture, faces, face_choices(faces), "all", selection_note([f["index"] for f in faces], faces), message()
+
+
+def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, guidance, scheduler,
+                   progress=gr.Progress()):  # noqa: B008
+    """/anonymize for the page: (result, summary, report, seed, before/after, per-face table, message);
+    on an error only the message box changes."""
+    try:
+        out, summary, report, seed_used = anonymize(image, method, degree, seed, randomize_seed, faces, steps,
+                                                    guidance, scheduler, progress=progress)
+    except gr.Error as error:
+        return (gr.skip(),) * 6 + (message(error.message),)
+    from faceanon.webapp.report import COMPACT_FACES, face_rows
+
+    rows = face_rows(report)
+    table = gr.Dataframe(value=rows, visible=len(rows) > COMPACT_FACES)
+    return out, summary, report, seed_used, (load_photo(image), out), table, message()
+

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import errno
 import logging
 import os
+import signal
+import socket
 
 import spaces  # noqa: F401  (must come before torch touches CUDA on a ZeroGPU Space)
+from starlette.middleware import Middleware
 
 from faceanon.speed import add_speed_arguments, speed_options_from_args
+from faceanon.webapp.uploads import CleanUploads, ServerTempDir
+
+log = logging.getLogger("faceanon.webapp")
 
 
 def on_zero_gpu() -> bool:
@@ -54,7 +63,7 @@ def create_app(args: argparse.Namespace):
     limits = _limits(args)
     zero_gpu = on_zero_gpu()
     host = ModelHost(device=args.device, local_files_only=not args.download_weights,
-                     speed=speed_options_from_args(args))
+                     speed=speed_options_from_args(args), cpu_jobs=limits.cpu_jobs)
     # ZeroGPU only moves models that exist before launch onto the GPU; elsewhere never block start-up.
     host.start(background=not zero_gpu)
     demo = build_demo(host, limits, gpu_present=zero_gpu or _cuda_available())
@@ -71,22 +80,63 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    problem = port_problem(args.host, args.port)
+    if problem:  # before any model loads: say it in one line, not as a traceback
+        log.error(problem)
+        return 2
+    temp = ServerTempDir()
+    temp.claim()  # before the app is built: Gradio reads GRADIO_TEMP_DIR then
+    atexit.register(temp.release)
+    _shutdown_cleanly_on_sigterm()
+    log.info("uploads and results are kept in %s (deleted at shutdown, and at the next start after a crash)",
+             temp.path)
     demo, _host, limits, css = create_app(args)
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=args.share,
-        max_file_size=limits.max_file_size,
-        show_error=True,  # faceanon's errors are written for people
-        footer_links=["api", "gradio"],
-        css=css,
-        theme=_theme(),
-        quiet=args.quiet,
-    )
+    try:
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            max_file_size=limits.max_file_size,
+            show_error=True,  # faceanon's errors are written for people
+            footer_links=["api", "gradio"],
+            css=css,
+            theme=_theme(),
+            quiet=args.quiet,
+            app_kwargs={"middleware": [Middleware(CleanUploads, max_megapixels=limits.max_megapixels)]},
+        )
+    except OSError as error:  # the port was taken between the check and the launch
+        if "port" not in str(error).lower():
+            raise
+        log.error(port_problem(args.host, args.port) or str(error))
+        return 2
+    return 0
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """A one-line message when `host:port` cannot be listened on (in use, or not allowed); else None."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return (f"Port {port} on {host} is already in use (another faceanon or web server?). "
+                        f"Stop it, or choose another port: use --port {port + 1}.")
+            return f"Cannot listen on {host}:{port} ({error.strerror}). Use --host / --port to choose another."
+    return None
+
+
+def _shutdown_cleanly_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd, a Space restart) runs the same shutdown as Ctrl-C, so the temp
+    folder is deleted; Python's default would end the process without any clean-up."""
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # only possible in the main thread
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _theme():

@@ -28,7 +28,7 @@ class ModelHost:
     LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
 
     def __init__(self, device: str | None = None, local_files_only: bool = True, detector: str = "yunet",
-                 speed=None):
+                 speed=None, cpu_jobs: int = 4):
         self.requested_device = device
         self.speed = speed  # faceanon.speed.SpeedOptions, or None for the defaults
         self.local_files_only = local_files_only
@@ -37,11 +37,15 @@ class ModelHost:
         self.reason = ""
         self.device = None
         self.load_seconds = None
-        self._redactor = None
         self._anonymizer = None  # with the diffusion pipeline, once loaded
         self._lock = threading.Lock()
-        self._redaction_lock = threading.Lock()
         self._diffusion_lock = threading.Lock()
+        # CPU work (detection, redaction) runs on up to `cpu_jobs` anonymizers at once, each used by
+        # one request at a time; they are made on first need and reused.
+        self.cpu_jobs = max(1, int(cpu_jobs))
+        self._cpu_slots = threading.Semaphore(self.cpu_jobs)
+        self._free_redactors: list = []
+        self._step_seconds: float | None = None
         self._thread: threading.Thread | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -100,44 +104,86 @@ class ModelHost:
         """The anonymizer for this request, held exclusively while the block runs.
 
         OpenCV's face detectors keep per-call state (the input size), so one instance must never
-        run two detections at once. Redaction and detection use their own instance (fast, never
-        waits for the weights); the diffusion instance is used by one job at a time anyway.
+        run two detections at once. Redaction and detection borrow one of `cpu_jobs` CPU instances
+        (they never wait for the weights, nor for a diffusion job); the diffusion instance is used
+        by one job at a time (one GPU).
         """
         if diffusion:
             if self.state != self.READY:
                 raise DiffusionUnavailable(self.unavailable_message())
-            anonymizer, lock = self._anonymizer, self._diffusion_lock
-        else:
-            anonymizer, lock = self._get_redactor(), self._redaction_lock
-        with lock:
-            yield anonymizer
+            with self._diffusion_lock:
+                yield self._anonymizer
+            return
+        with self._cpu_slots:
+            redactor = self._borrow_redactor()
+            try:
+                yield redactor
+            finally:
+                with self._lock:
+                    self._free_redactors.append(redactor)
 
-    def _get_redactor(self):
+    def _borrow_redactor(self):
         with self._lock:
-            if self._redactor is None:
-                from faceanon.anonymizer import FaceAnonymizer
+            if self._free_redactors:
+                return self._free_redactors.pop()
+        from faceanon.anonymizer import FaceAnonymizer
 
-                self._redactor = FaceAnonymizer(detector=self.detector, device="cpu")
-            return self._redactor
+        return FaceAnonymizer(detector=self.detector, device="cpu")
+
+    @property
+    def min_face_size(self) -> float:
+        """Faces smaller than this (pixels) are redacted, not generated."""
+        from faceanon.registry import DEFAULTS
+
+        anonymizer = self._anonymizer
+        return float(getattr(anonymizer, "min_face_size", DEFAULTS.min_face_size))
 
     def unavailable_message(self) -> str:
+        """What a visitor is told: what they can do, not how the server is set up (that is in the
+        server log and, briefly, in the status line)."""
         if self.state == self.LOADING:
             return ("The diffusion model is still loading; try again in a moment. Blur, pixelate and "
                     "solid work meanwhile.")
-        tail = "" if "blur" in self.reason.lower() else " Blur, pixelate and solid still work."
-        return f"The diffusion method is unavailable: {self.reason}{tail}"
+        return ("The diffusion method is unavailable on this server (its model is not installed). "
+                "Choose blur, pixelate or solid: they work without it.")
 
     def status_markdown(self) -> str:
         """One line for the top of the page."""
         if self.state == self.LOADING:
             return "**Loading the diffusion model…** Blur, pixelate and solid work already."
         if self.state == self.UNAVAILABLE:
-            tail = "" if "blur" in self.reason.lower() else " Blur, pixelate and solid work."
-            return f"**Diffusion unavailable.** {self.reason}{tail}"
+            return ("**Diffusion unavailable** on this server: blur, pixelate and solid work. "
+                    f"*For the operator: {self.operator_hint()} (details in the server log).*")
         if self.on_cpu:
             return ("**Warning: diffusion runs on the CPU** (no GPU found): expect minutes per face. "
                     "Blur, pixelate and solid are instant.")
         return "**Diffusion model ready on the GPU** (fp16)."
+
+
+    def record_step_seconds(self, seconds: float) -> None:
+        """Remembers how long one denoising step of one face took here (a running average)."""
+        with self._lock:
+            previous = self._step_seconds
+            self._step_seconds = seconds if previous is None else 0.7 * previous + 0.3 * seconds
+
+    def step_seconds_estimate(self) -> float:
+        """Seconds per face and step: measured on this server once a job ran, else a guess by device
+        (SD 2.1 sized UNet: ~0.1 s per step on a GPU, ~10 s on a CPU)."""
+        if self._step_seconds is not None:
+            return self._step_seconds
+        return 10.0 if self.on_cpu else 0.1
+
+    def operator_hint(self) -> str:
+        if "weights" in self.reason.lower() or "faceanon download" in self.reason:
+            return "run `faceanon download` and restart the app"
+        return "see why loading failed"
+
+    @property
+    def default_method(self) -> str:
+        """The Anonymize tab's preselected method: one that works on this server now."""
+        from faceanon.registry import DIFFUSION, REDACTION_METHODS
+
+        return DIFFUSION if self.diffusion_ready else REDACTION_METHODS[0]
 
 
 class DiffusionUnavailable(FaceAnonError):

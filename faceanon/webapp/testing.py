@@ -35,15 +35,15 @@ def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout
                 workdir: str | Path | None = None, unset: tuple[str, ...] = ()):
     """Runs `python app.py` on a free 127.0.0.1 port; yields its URL; stops it afterwards.
 
-    The server's working directory (Gradio's example cache) and temp folder are a fresh temporary
-    folder unless `workdir` is given. Its console output is in `<workdir>/server.log`. Variables
+    The server's working directory (Gradio's example cache) and temp root (`<workdir>/tmp`, see
+    faceanon.webapp.uploads) are a fresh temporary folder unless `workdir` is given. Its console output is in `<workdir>/server.log`. Variables
     named in `unset` are removed from the server's environment.
     """
     with contextlib.ExitStack() as stack:
         workdir = Path(workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="faceanon-app-")))
         port = free_port()
         full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                    "GRADIO_TEMP_DIR": str(workdir / "gradio-tmp"), "PYTHONUNBUFFERED": "1",
+                    "FACEANON_TEMP_DIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
                     **(env or {})}
         for name in unset:  # e.g. FACEANON_* of the caller's environment
@@ -55,9 +55,18 @@ def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout
             cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         )
         stack.callback(_stop, process)
-        url = f"http://127.0.0.1:{port}/"
+        url = AppURL(f"http://127.0.0.1:{port}/")
+        url.process, url.workdir, url.log_path = process, workdir, workdir / "server.log"
         _wait_until_up(url, process, timeout, workdir / "server.log")
         yield url
+
+
+class AppURL(str):
+    """The running app's URL, with its `process`, `workdir` and `log_path` (e.g. to kill it)."""
+
+    process: subprocess.Popen
+    workdir: Path
+    log_path: Path
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
@@ -98,3 +107,33 @@ def chromium(headless: bool = True):
             yield context
         finally:
             context.close()
+
+
+def crowd_photo(path: str | Path, rows: int = 10, columns: int = 13, tile: int = 96) -> Path:
+    """A crowd test photo (rows x columns faces) tiled from real faces: the six of insightface's t1.jpg,
+    skimage's astronaut and matplotlib's Grace Hopper (no crowd photo ships in any package)."""
+    import insightface  # noqa: I001  (only for the location of its sample photo)
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from faceanon.faces.detection import create_detector
+
+    sources = [Path(os.path.dirname(insightface.__file__)) / "data" / "images" / "t1.jpg",
+               Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in sources] + [data.astronaut()]
+    detector = create_detector("yunet")
+    faces = []
+    for rgb in photos:
+        for face in detector.detect(rgb):
+            x0, y0, x1, y1 = face.box
+            side = 1.8 * max(x1 - x0, y1 - y0)  # the face with some hair and background around it
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            box = (int(max(0, cx - side / 2)), int(max(0, cy - side / 2)), int(cx + side / 2), int(cy + side / 2))
+            faces.append(Image.fromarray(rgb).crop(box).resize((tile, tile), Image.LANCZOS))
+    canvas = Image.new("RGB", (columns * tile, rows * tile), (235, 235, 235))
+    for i in range(rows * columns):
+        canvas.paste(faces[i % len(faces)], ((i % columns) * tile, (i // columns) * tile))
+    canvas.save(path, quality=92)
+    return Path(path)
