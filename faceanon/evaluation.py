@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceanon.media.atomic import atomic_output, write_text_atomic
 from faceanon.registry import DEFAULTS, REDACTION_METHODS
 from faceanon.results import DetectedFace
 
@@ -222,36 +223,44 @@ def evaluate_photo(anonymizer, image, degrees: Sequence[float] = DEFAULT_DEGREES
 
 
 def _done_keys(csv_path: Path) -> set[tuple[str, ...]]:
+    return {tuple(row[c] for c in KEY_COLUMNS) for row in _complete_rows(csv_path)}
+
+
+def _complete_rows(csv_path: Path) -> list[dict]:
+    """The rows of an existing CSV; a row cut short (a CSV written before writes were atomic, or
+    edited) is dropped, so its run is measured again instead of counted as done."""
     if not csv_path.exists():
-        return set()
+        return []
     with csv_path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != COLUMNS:
+        if reader.fieldnames is not None and reader.fieldnames != COLUMNS:
             raise ValueError(f"{csv_path} was written by another version of `faceanon evaluate` (its columns "
                              "differ). Choose another output folder or move the old CSV away.")
-        return {tuple(row[c] for c in KEY_COLUMNS) for row in reader}
+        return [row for row in reader if None not in row.values() and None not in row]
 
 
 class _csv_appender:
-    """Appends rows and flushes after each run, so an interruption loses at most one run."""
+    """Adds each run's rows and rewrites the CSV atomically (media.atomic) after each run: an
+    interruption or a full disk loses at most that run and never leaves a half-written row."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def __enter__(self):
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.handle = self.path.open("a", newline="")
-        self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS)
-        if new:
-            self.writer.writeheader()
+        self.rows = _complete_rows(self.path)
+        self.write([])  # a CSV with its header at least (and without cut rows) from the start
         return self.write
 
     def write(self, rows: list[dict]) -> None:
-        self.writer.writerows({c: _cell(row.get(c)) for c in COLUMNS} for row in rows)
-        self.handle.flush()
+        self.rows.extend({c: _cell(row.get(c)) for c in COLUMNS} for row in rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(self.path, buffer.getvalue())
 
     def __exit__(self, *exc):
-        self.handle.close()
+        return False
 
 
 def _fmt(value) -> str:
@@ -297,7 +306,8 @@ def save_figures(rows: list[dict], out_dir: Path, identity_threshold: float | No
     paths = []
     for name, figure in zip(FIGURE_NAMES, make_figures(rows, identity_threshold), strict=True):
         path = Path(out_dir) / f"evaluation_{name}.png"
-        figure.savefig(path, dpi=110)
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, dpi=110, format="png")
         paths.append(path)
     return paths
 

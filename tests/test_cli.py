@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +146,180 @@ def test_outputs_carry_the_provenance_marks_and_no_input_metadata(photo_folder, 
     assert main(["verify", str(outputs["gen.jpg"]), str(outputs["plain.png"])]) == 1
     out = capsys.readouterr().out
     assert "gen.jpg: carries faceanon's watermark: face 0 (score" in out and "plain.png: no faceanon watermark" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: full disks, broken outputs, clashing names, unread files (issue 10 points 1, 3, 4; 12.9)
+
+
+def _faceanon(args: list[str], limit_bytes: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process; with `limit_bytes`, every file it writes is capped there
+    (RLIMIT_FSIZE with SIGXFSZ ignored: a write past it fails with EFBIG, as on a full disk)."""
+    code = ("import resource, signal, sys\n"
+            "limit = int(sys.argv[1])\n"
+            "if limit:\n"
+            "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+            "from faceanon.cli import main\n"
+            "sys.exit(main(sys.argv[2:]))\n")
+    return subprocess.run([sys.executable, "-c", code, str(limit_bytes or 0), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def twelve_photos(tmp_path, grace_hopper_path):
+    """2 small JPEGs (about 10 KB out) and 10 PNGs (about 450 KB out) of a real face."""
+    folder = tmp_path / "twelve"
+    folder.mkdir()
+    grace = Image.open(grace_hopper_path)
+    for i in range(2):
+        grace.resize((128, 150)).save(folder / f"small{i}.jpg", quality=90)
+    for i in range(10):
+        grace.save(folder / f"large{i:02d}.png")
+    return folder
+
+
+def _decodes(path) -> bool:
+    from faceanon.errors import ImageInputError
+    from faceanon.media.photo import load_image
+
+    try:
+        load_image(path)
+    except ImageInputError:
+        return False
+    return True
+
+
+def test_a_full_disk_leaves_no_broken_output_and_a_rerun_redoes_the_rest(twelve_photos, tmp_path):
+    out = tmp_path / "out"
+    first = _faceanon(["anonymize", str(twelve_photos), "-o", str(out), "--method", "blur", "--json"], 64_000)
+    assert first.returncode == 1 and "Traceback" not in first.stderr
+    report = json.loads(first.stdout)
+    assert (report["done"], report["error"]) == (2, 10)
+    failed = [f for f in report["files"] if f["status"] == "error"]
+    assert all(f["output"] is None and f["planned_output"].endswith(".png") for f in failed)
+    assert all("disk is full or a file size limit" in f["error"] for f in failed)
+    assert sorted(p.name for p in out.iterdir()) == ["small0.jpg", "small1.jpg"]  # no empty, cut or temporary file
+    second = _faceanon(["anonymize", str(twelve_photos), "-o", str(out), "--method", "blur", "--json"])
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    assert (report["done"], report["skipped"], report["error"]) == (10, 2, 0)
+    assert len(list(out.iterdir())) == 12 and all(_decodes(p) for p in out.iterdir())
+
+
+def _in_tmpfs_namespace(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_full_tmpfs_disk_fails_photos_and_the_report_with_error_lines(twelve_photos, tmp_path):
+    """A real full disk (a 64 KB tmpfs for outputs, a 4 KB one for the report), where this machine
+    allows mounting one in a user namespace."""
+    if shutil.which("unshare") is None or _in_tmpfs_namespace(f"mount -t tmpfs tmpfs {tmp_path}").returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs unprivileged user namespaces)")
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    out.mkdir(), reports.mkdir()
+    done = _in_tmpfs_namespace(
+        f"mount -t tmpfs -o size=64k tmpfs {out} && mount -t tmpfs -o size=4k tmpfs {reports} && "
+        f"{sys.executable} -m faceanon.cli anonymize {twelve_photos} -o {out} --method blur -q "
+        f"--report {reports}/report.json; echo rc=$?; ls -a {out} {reports}")
+    listing = done.stdout.split()
+    assert "rc=1" in listing and "Traceback" not in done.stderr
+    assert "faceanon: error: the report was not written" in done.stderr and "disk is full" in done.stderr
+    assert done.stdout.count("disk is full") >= 9  # every large photo: No space left on device
+    assert not [name for name in listing if name.startswith(".faceanon-partial") or name.startswith("large")]
+    assert "report.json" not in listing
+
+
+def test_broken_outputs_are_redone_and_leftovers_swept(photo_folder, tmp_path, capsys):
+    import os
+
+    from faceanon.media.atomic import TEMP_PREFIX
+
+    out = tmp_path / "out"
+    args = ["anonymize", str(photo_folder / "grace.jpg"), str(photo_folder / "team" / "group.jpg"), "-o", str(out),
+            "--method", "blur", "--json"]
+    assert main(args) == 0
+    capsys.readouterr()
+    whole = (out / "group.jpg").read_bytes()
+    (out / "group.jpg").write_bytes(whole[: len(whole) // 2] + b"\xff\xd9")  # what a crash used to leave
+    (out / "grace.jpg").write_bytes(b"")
+    stale = out / f"{TEMP_PREFIX}abc.jpg"
+    stale.write_bytes(b"half")
+    os.utime(stale, (1, 1))
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["done"], report["skipped"]) == (2, 0)
+    notes = {Path(f["input"]).name: f["notes"][0] for f in report["files"]}
+    assert "truncated" in notes["group.jpg"] and "could not be read" in notes["grace.jpg"]
+    assert "made again" in notes["grace.jpg"] and not stale.exists()
+    assert _decodes(out / "group.jpg") and _decodes(out / "grace.jpg")
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["skipped"] == 2
+
+
+def test_distinct_inputs_get_distinct_outputs_and_unread_files_are_listed(grace_hopper_path, tmp_path, capsys):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    grace = Image.open(grace_hopper_path)
+    for suffix in (".png", ".gif", ".avif"):
+        grace.save(folder / f"photo{suffix}")
+    frames = [grace, grace.transpose(Image.Transpose.FLIP_LEFT_RIGHT), grace]
+    frames[0].save(folder / "wave.gif", save_all=True, append_images=frames[1:])
+    (folder / "phone.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    (folder / "clip.mp4").write_bytes(b"\0\0\0\x18ftypisom")
+    (folder / "notes.txt").write_text("not a photo")
+    for _ in range(2):  # the second time with --overwrite: still three photos, none lost
+        code = main(["anonymize", str(folder), "-o", str(out), "--method", "blur", "--overwrite", "--json"])
+        report, err = json.loads(capsys.readouterr().out), capsys.readouterr().err
+        assert code == 0, err
+        assert report["done"] == 4 and report["error"] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["photo.avif.png", "photo.gif.png", "photo.png", "wave.gif.png"]
+    reasons = {Path(f["input"]).name: f["reason"] for f in report["files"] if f["status"] == "skipped"}
+    assert set(reasons) == {"phone.heic", "clip.mp4", "notes.txt"}
+    assert "HEIC" in reasons["phone.heic"] and "videos" in reasons["clip.mp4"] and ".txt" in reasons["notes.txt"]
+    wave = next(f for f in report["files"] if f["input"].endswith("wave.gif"))
+    assert wave["notes"] == ["only the first of its 3 frames (or pages) was anonymized and written"]
+
+
+def test_two_inputs_for_one_output_are_refused(grace_hopper_path, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(grace_hopper_path).save(folder / "a.gif")
+    Image.open(grace_hopper_path).save(folder / "a.gif.png")
+    code = main(["anonymize", str(folder), "-o", str(tmp_path / "out"), "--method", "blur"])
+    assert code == 1 and "is already written to" in capsys.readouterr().out
+
+
+def test_a_text_chunk_bomb_is_a_clear_error_in_anonymize_and_verify(tmp_path, capsys):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "A" * 20_000_000, zip=True)
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (64, 64)).save(bomb, pnginfo=info)
+    assert main(["anonymize", str(bomb), "-o", str(tmp_path / "out.png"), "--method", "blur", "--json"]) == 1
+    entry = json.loads(capsys.readouterr().out)["files"][0]
+    assert "unexpected" not in entry["error"] and "could not be decoded" in entry["error"]
+    assert entry["output"] is None and entry["planned_output"] == str(tmp_path / "out.png")
+    assert main(["verify", str(bomb)]) == 2
+    assert "bomb.png: cannot be checked: The file" in capsys.readouterr().out
+
+
+def test_no_mediapipe_or_tflite_log_noise_on_stderr(grace_hopper_path, tmp_path):
+    """The attribute check (MediaPipe) runs after diffusion; the 12 GB model is replaced by a donor
+    face in a fresh process, as in test_outputs_carry_the_provenance_marks_and_no_input_metadata."""
+    code = ("import sys\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "from test_cli import _DonorPipeline\n"
+            "from faceanon.anonymizer import FaceAnonymizer\n"
+            "FaceAnonymizer._load_pipeline = lambda self: _DonorPipeline()\n"
+            "from faceanon.cli import main\n"
+            "sys.exit(main(sys.argv[2:]))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), "anonymize", str(grace_hopper_path),
+                           "-o", str(tmp_path / "out.png"), "--method", "diffusion", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["files"][0]["faces"][0]["attributes"]  # MediaPipe really ran
+    lines = done.stderr.strip().splitlines()  # with --json the per-file lines go to stderr: only those
+    assert len(lines) == 2 and lines[0].startswith(f"{grace_hopper_path}: 1 face(s) found"), done.stderr
+    assert lines[1] == "1 of 1 file(s) done, 0 skipped, 0 failed; 1 face(s) found, 1 changed."

@@ -15,7 +15,7 @@ from faceanon.cli.common import (
     progress,
     say,
 )
-from faceanon.cli.jobs import plan_jobs, process
+from faceanon.cli.jobs import plan_jobs, process, sweep_leftovers
 from faceanon.registry import DEFAULTS, METHODS
 
 
@@ -40,10 +40,11 @@ def add_anonymize(subparsers) -> None:
 
 
 def run_anonymize(args) -> int:
-    jobs, problems = plan_jobs(args.paths, args.output)
-    report = BatchReport(files=problems)
-    for entry in problems:
-        say(args, f"{entry['input']}: error: {entry['error']}", always=True)
+    jobs, planned = plan_jobs(args.paths, args.output)
+    report = BatchReport(files=planned)
+    for entry in planned:  # inputs refused, and files of a folder that are not read
+        say(args, describe(entry), always=entry["status"] == "error")
+    sweep_leftovers(jobs)
     anonymizer = make_anonymizer(args) if jobs else None
     options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
                    faces=args.faces, scheduler=args.scheduler, strength=args.strength)

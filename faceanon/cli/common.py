@@ -115,13 +115,20 @@ class BatchReport:
 
 
 
-def problem(path: Path, error: str) -> dict:
-    return {"input": str(path), "output": None, "status": "error", "error": error}
+def problem(path: Path, error: str, planned: Path | None = None) -> dict:
+    """A failed input: `output` is None (nothing was written); `planned_output` where it would have gone."""
+    entry = {"input": str(path), "output": None, "status": "error", "error": error}
+    return {**entry, "planned_output": str(planned)} if planned else entry
+
+
+def skipped(path: Path, reason: str) -> dict:
+    return {"input": str(path), "output": None, "status": "skipped", "reason": reason}
 
 
 def describe(entry: dict) -> str:
+    notes = "".join(f" (note: {note})" for note in entry.get("notes", ()))
     if entry["status"] == "done":
-        return f"{entry['input']}: {entry['message']} -> {entry['output']}"
+        return f"{entry['input']}: {entry['message']} -> {entry['output']}{notes}"
     if entry["status"] == "skipped":
         return f"{entry['input']}: skipped, {entry['reason']}"
     return f"{entry['input']}: error: {entry['error']}"
@@ -129,8 +136,7 @@ def describe(entry: dict) -> str:
 
 def finish(args, report: BatchReport) -> int:
     summary = report.to_dict()
-    if args.report:
-        write_text_atomic(args.report, json.dumps(summary, indent=2))
+    report_failed = args.report and not _write_report(args.report, summary)
     if args.json:
         print(json.dumps(summary, indent=2))
     total = len(report.files)
@@ -138,7 +144,18 @@ def finish(args, report: BatchReport) -> int:
                f"{summary['faces_found']} face(s) found, {summary['faces_changed']} changed.", always=True)
     if report.failed:
         error(f"{report.failed} file(s) could not be processed; see the messages above.")
-    return 1 if report.failed else 0
+    return 1 if report.failed or report_failed else 0
+
+
+def _write_report(path: Path, summary: dict) -> bool:
+    try:
+        write_text_atomic(path, json.dumps(summary, indent=2))
+    except OSError as problem:
+        from faceanon.cli.jobs import write_error
+
+        error(f"the report was not written: {write_error(path, problem)}")
+        return False
+    return True
 
 
 def progress(jobs: list, args):

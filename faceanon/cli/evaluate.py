@@ -65,10 +65,16 @@ def run_evaluate(args) -> int:
         print("error: --seeds and --steps must be at least 1", file=sys.stderr)
         return 2
     evaluator = Evaluator(identity_model=get_identity_model(args.identity_model))
-    result = evaluate(args.folder, args.out, anonymizer=FaceAnonymizer(detector=args.detector, identity_check=False),
-                      degrees=args.degrees, seeds=args.seeds, baselines=args.baselines,
-                      diffusion=False if args.no_diffusion else None, steps=args.steps, guidance=args.guidance,
-                      evaluator=evaluator)
+    try:
+        result = evaluate(args.folder, args.out, anonymizer=FaceAnonymizer(detector=args.detector, identity_check=False),
+                          degrees=args.degrees, seeds=args.seeds, baselines=args.baselines,
+                          diffusion=False if args.no_diffusion else None, steps=args.steps, guidance=args.guidance,
+                          evaluator=evaluator)
+    except OSError as error:  # a full disk: the CSV keeps every finished run (atomic writes), rerun resumes
+        from faceanon.cli.jobs import write_error
+
+        print(f"faceanon: error: {write_error(args.out, error)}", file=sys.stderr)
+        return 1
     for note in result.notes:
         print(note)
     if result.skipped_runs:

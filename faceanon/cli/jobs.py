@@ -1,12 +1,28 @@
-"""Where each input of a batch goes: the job planner and the per-file processing."""
+"""Where each input of a batch goes: the job planner and the per-file processing.
+
+Every input gets its own output (`photo.png`, `photo.gif`, `photo.avif` -> `photo.png`,
+`photo.gif.png`, `photo.avif.png`: the format is kept when faceanon can write it, otherwise
+`.png` is appended rather than swapped in, so no two inputs meet); two inputs that would still
+meet are refused. Files of a folder that are not read are listed as skipped with the reason.
+Outputs are written atomically (faceanon.media.atomic), and an existing output is only skipped
+when it decodes: a rerun after a crash or a full disk redoes what is broken.
+"""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
-from faceanon.cli.common import problem
+from faceanon.cli.common import problem, skipped
 from faceanon.errors import FaceAnonError
+
+# Until faceanon.media.video lands (it defines VIDEO_EXTENSIONS and the CLI will route those files
+# to video jobs), videos in a folder are listed as skipped with this reason.
+_VIDEO_EXTENSIONS_FALLBACK = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv",
+                                        ".flv", ".3gp", ".mts", ".m2ts", ".ts"})
+VIDEO_NOT_YET = "videos are not processed by `faceanon anonymize` in this version"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -15,77 +31,152 @@ class Job:
     target: Path
 
 
+def video_extensions() -> frozenset[str]:
+    try:
+        from faceanon.media.video import VIDEO_EXTENSIONS
+    except ImportError:
+        return _VIDEO_EXTENSIONS_FALLBACK
+    return frozenset(VIDEO_EXTENSIONS)
+
 
 def plan_jobs(paths: list[Path], output: Path) -> tuple[list[Job], list[dict]]:
-    """Input photos and where each result goes; problems (missing paths, output = input) as entries."""
+    """Input photos and where each result goes; problems (missing paths, output = input, two inputs
+    for one output) and files that are not read, as report entries."""
     from faceanon.media.photo import IMAGE_EXTENSIONS
 
     single_file = len(paths) == 1 and paths[0].is_file() and output.suffix.lower() in IMAGE_EXTENSIONS
-    inputs = {p.resolve() for p in _all_files(paths, output)}
-    jobs, problems = [], []
+    inputs = {p.resolve() for p in _all_photos(paths, output)}
+    jobs, entries, claimed = [], [], {}
     for path in paths:
         if not path.exists():
-            problems.append(problem(path, "does not exist"))
+            entries.append(problem(path, "does not exist"))
             continue
         if path.is_file():
             pairs = [(path, output if single_file else output / path.name)]
         else:
-            pairs = [(f, output / f.relative_to(path)) for f in _images_in(path, output)]
+            photos, not_read = _files_in(path, output)
+            entries.extend(skipped(file, reason) for file, reason in not_read)
+            pairs = [(f, output / f.relative_to(path)) for f in photos]
         for source, target in pairs:
             target = _writable_name(target)
+            key = str(target.resolve()).casefold()  # case-insensitive disks (macOS, Windows) would merge them
             if target.resolve() in inputs:
-                problems.append(problem(source, f"the output {target} would overwrite an input; choose another -o"))
+                entries.append(problem(source, f"the output {target} would overwrite an input; choose another -o",
+                                       planned=target))
+            elif key in claimed:
+                entries.append(problem(source, f"{claimed[key]} is already written to {target}; rename one of "
+                                               "the two inputs", planned=target))
             else:
+                claimed[key] = source
                 jobs.append(Job(source, target))
-    return jobs, problems
+    return jobs, entries
 
 
-def _all_files(paths: list[Path], output: Path) -> list[Path]:
+def _all_photos(paths: list[Path], output: Path) -> list[Path]:
     files = []
     for path in paths:
-        files.extend([path] if path.is_file() else _images_in(path, output) if path.is_dir() else [])
+        files.extend([path] if path.is_file() else _files_in(path, output)[0] if path.is_dir() else [])
     return files
 
 
-def _images_in(folder: Path, output: Path) -> list[Path]:
-    """Photos under `folder` (recursive, sorted), leaving out anything under the output folder."""
-    from faceanon.media.photo import IMAGE_EXTENSIONS
-
+def _files_in(folder: Path, output: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(photos, [(file, why it is not read)]) under `folder`, recursive and sorted, leaving out
+    hidden files (faceanon's own temporary files among them) and anything under the output folder."""
     output = output.resolve()
-    found = []
+    photos, not_read = [], []
     for file in sorted(folder.rglob("*")):
-        if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS and not file.name.startswith("."):
-            if output not in file.resolve().parents:
-                found.append(file)
-    return found
+        if not file.is_file() or file.name.startswith(".") or output in file.resolve().parents:
+            continue
+        reason = not_read_reason(file)
+        if reason:
+            not_read.append((file, reason))
+        else:
+            photos.append(file)
+    return photos, not_read
+
+
+def not_read_reason(file: Path) -> str | None:
+    """Why `faceanon anonymize` does not read this file of a folder, or None for a photo."""
+    from faceanon.media.photo import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_REASONS
+
+    suffix = file.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return None
+    if suffix in video_extensions():
+        return VIDEO_NOT_YET
+    if suffix in UNSUPPORTED_IMAGE_REASONS:
+        return UNSUPPORTED_IMAGE_REASONS[suffix]
+    return f"not a photo faceanon reads ({suffix or 'no extension'})"
 
 
 def _writable_name(target: Path) -> Path:
-    """Keep the input's format when faceanon can write it, else write PNG."""
+    """Keep the input's format when faceanon can write it, else append .png (photo.gif -> photo.gif.png)."""
     from faceanon.media.photo import format_for_path
 
     try:
         format_for_path(target)
         return target
     except FaceAnonError:
-        return target.with_suffix(".png")
+        return target.with_name(target.name + ".png")
+
+
+def sweep_leftovers(jobs: list[Job]) -> int:
+    """Remove temporary files that an interrupted run left next to the outputs; how many."""
+    from faceanon.media.atomic import sweep_partials
+
+    return sum(len(sweep_partials(folder)) for folder in {job.target.parent for job in jobs})
 
 
 def process(job: Job, args, anonymize) -> dict:
-    from faceanon.media.photo import save_image
+    from faceanon.media.photo import frame_count, save_image
 
-    entry = {"input": str(job.source), "output": str(job.target)}
+    entry = {"input": str(job.source), "output": None, "planned_output": str(job.target)}
+    notes = []
     if job.target.exists() and not args.overwrite:
-        return {**entry, "status": "skipped", "reason": "output exists (use --overwrite to replace it)"}
+        broken = _unreadable(job.target)
+        if broken is None:
+            return {"input": str(job.source), "output": str(job.target), "status": "skipped",
+                    "reason": "output exists (use --overwrite to replace it)"}
+        notes.append(f"the existing output could not be read ({broken}), so it was made again")
     try:
         result = anonymize(job.source)
-        job.target.parent.mkdir(parents=True, exist_ok=True)
-        save_image(result.image, job.target, quality=args.quality, pnginfo=_provenance(args, result))
     except FaceAnonError as error:
         return {**entry, "status": "error", "error": str(error)}
     except Exception as error:  # one bad photo must not stop a folder of good ones
         return {**entry, "status": "error", "error": f"unexpected {type(error).__name__}: {error}"}
-    return {**entry, "status": "done", **result.to_dict()}
+    try:
+        save_image(result.image, job.target, quality=args.quality, pnginfo=_provenance(args, result))
+    except OSError as error:
+        return {**entry, "status": "error", "error": write_error(job.target, error)}
+    frames = frame_count(job.source)
+    if frames > 1:
+        notes.append(f"only the first of its {frames} frames (or pages) was anonymized and written")
+    done = {"input": str(job.source), "output": str(job.target), "status": "done", **result.to_dict()}
+    return {**done, "notes": notes} if notes else done
+
+
+def _unreadable(path: Path) -> str | None:
+    """None when `path` decodes as a photo, else the reason (truncated, empty, not an image...)."""
+    from faceanon.media.photo import load_image
+
+    try:
+        load_image(path)
+    except FaceAnonError as error:
+        return _first_sentence(str(error))
+    return None
+
+
+def _first_sentence(text: str) -> str:
+    return text.split("; ")[0].split(". ")[0].rstrip(".")
+
+
+def write_error(target: Path, error: OSError) -> str:
+    """What a failed write means for people (nothing was left behind: writes are atomic)."""
+    what = error.strerror or str(error)
+    if error.errno in _DISK_FULL:
+        return (f"could not write {target}: the disk is full or a file size limit was reached ({what}). Nothing "
+                "was left half-written; free some space and run again: finished outputs are skipped.")
+    return f"could not write {target} ({what}). Check that the output folder exists and is writable."
 
 
 def _provenance(args, result):
@@ -97,5 +188,3 @@ def _provenance(args, result):
     except ImportError:
         return None
     return provenance_for(result)
-
-

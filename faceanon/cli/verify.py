@@ -31,7 +31,7 @@ def run_verify(args) -> int:
             reading = read_watermark(load_image(path))
             with Image.open(path) as opened:
                 note = read_provenance(opened)
-        except (FaceAnonError, OSError) as error:
+        except (FaceAnonError, OSError, ValueError) as error:  # load_image words every unreadable file
             print(f"{path}: cannot be checked: {error}")
             status = 2
             continue

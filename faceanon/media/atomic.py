@@ -64,9 +64,28 @@ def _umask() -> int:
     return current
 
 
+def sweep_partials(folder: str | Path, older_than_s: float = 600.0) -> list[Path]:
+    """Remove the temporary files an interrupted run left in `folder` (not below it). Files
+    touched in the last `older_than_s` seconds are left alone: another run may be writing them."""
+    import time
+
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    limit = time.time() - older_than_s
+    for leftover in folder.glob(f"{TEMP_PREFIX}*"):
+        try:
+            if leftover.is_file() and leftover.stat().st_mtime < limit:
+                leftover.unlink()
+                removed.append(leftover)
+        except OSError:
+            pass  # gone already, or not ours to remove: it is ignored either way
+    return removed
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as file:
         os.fsync(file.fileno())
 
 
-__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic", "is_partial", "TEMP_PREFIX"]
+__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic", "is_partial", "sweep_partials", "TEMP_PREFIX"]

@@ -14,8 +14,12 @@ yaw/pitch/roll in degrees. Distances between original and result, per face:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,7 +99,8 @@ class AttributeModel:
         # mediapipe's C++ side logs every graph it builds to stderr unless told otherwise.
         os.environ.setdefault("GLOG_minloglevel", "2")
         try:
-            from mediapipe.tasks.python import BaseOptions, vision
+            with _native_log_noise_dropped():
+                from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as error:
             raise ModelFileUnavailableError(
                 f"The attribute check needs mediapipe (`pip install --no-deps mediapipe==1.2.2`): {error}") from error
@@ -103,7 +108,9 @@ class AttributeModel:
             base_options=BaseOptions(model_asset_path=str(LANDMARKER_FILE.path())),
             running_mode=vision.RunningMode.IMAGE, num_faces=1, output_face_blendshapes=True,
             output_facial_transformation_matrixes=True)
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with _native_log_noise_dropped():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._first_run = True
         self._lock = threading.Lock()
         # mediapipe closes through a thread pool that is gone by the time atexit handlers (or
         # __del__) run, which prints tracebacks at exit; close before the pools shut down instead.
@@ -115,7 +122,12 @@ class AttributeModel:
 
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop[:, :, :3]))
         with self._lock:
-            found = self._landmarker.detect(image)
+            if self._first_run:  # the graph's first run logs its TFLite set-up from its own threads
+                with _native_log_noise_dropped():
+                    found = self._landmarker.detect(image)
+                self._first_run = False
+            else:
+                found = self._landmarker.detect(image)
         if not found.facial_transformation_matrixes:
             return None
         yaw, pitch, roll = euler_angles(found.facial_transformation_matrixes[0])
@@ -130,6 +142,36 @@ class AttributeModel:
         landmarker, self._landmarker = getattr(self, "_landmarker", None), None
         if landmarker is not None:
             landmarker.close()
+
+
+# What MediaPipe, TFLite and absl print from C++ while a graph is set up: INFO and WARNING lines,
+# none of them actionable. No environment variable silences absl's pre-init logging or TFLite's
+# "Created TensorFlow Lite XNNPACK delegate", so the process's stderr is captured meanwhile and
+# everything else (errors included) is written back.
+_NATIVE_NOISE = re.compile(rb"^(WARNING: Logging before InitGoogle\(\)|[IW]\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]|"
+                           rb"INFO: Created TensorFlow Lite|INFO: Initialized TensorFlow Lite)")
+
+
+@contextlib.contextmanager
+def _native_log_noise_dropped():
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True) if not _NATIVE_NOISE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 @lru_cache(maxsize=1)
