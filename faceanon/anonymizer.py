@@ -39,7 +39,7 @@ from faceanon.faces.alignment import AlignedFace, align_face
 from faceanon.faces.blending import face_mask, paste_face
 from faceanon.faces.detection import Detector, create_detector
 from faceanon.faces.redaction import redact_face
-from faceanon.media.photo import load_image, merge_alpha, split_alpha
+from faceanon.media.photo import Tone, describe_tone, load_image, merge_alpha, restore_mode, split_alpha
 from faceanon.registry import DEFAULTS, DIFFUSION, METHODS, REDACTION_METHODS
 from faceanon.results import AnonymizationResult, DetectedFace, FaceReport
 
@@ -100,6 +100,7 @@ class PreparedFrame:
     plans: list[FacePlan]
     aligned: dict[int, AlignedFace]  # face index -> aligned crop, for every face that is changed
     requests: list[CropRequest] = field(default_factory=list)  # the diffusion plans, in plan order
+    tone: Tone | None = None  # a monochrome photo's look: generated faces are toned to match it
 
     @property
     def generated(self) -> list[FacePlan]:
@@ -227,8 +228,9 @@ class FaceAnonymizer:
         if not detected:
             return self._no_faces(photo)
         plans = self.plan_faces(detected, method, degree=degree, seed=seed, selected=selected, strength=strength)
-        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report)
-        return self._photo_result(photo, alpha, frame, method_note)
+        tone = describe_tone(photo)
+        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone)
+        return self._photo_result(photo, alpha, frame, method_note, tone)
 
     def swap(self, source_image, target_image, seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps,
              guidance: float = DEFAULTS.guidance, source_face: int = 0, faces=None, scheduler: str | None = None,
@@ -244,12 +246,15 @@ class FaceAnonymizer:
         if not detected:
             return self._no_faces(photo)
         plans = self.plan_faces(detected, DIFFUSION, degree=0.0, seed=seed, selected=selected, source=source_crop)
-        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report)
-        return self._photo_result(photo, alpha, frame, "")
+        tone = describe_tone(photo)
+        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone)
+        return self._photo_result(photo, alpha, frame, "", tone)
 
-    def _photo_result(self, photo, alpha, frame: FrameResult, note: str) -> AnonymizationResult:
-        return AnonymizationResult(image=merge_alpha(frame.image, alpha, photo.info.get("icc_profile")),
-                                   faces=frame.faces, message=_summary(frame.faces, note))
+    def _photo_result(self, photo, alpha, frame: FrameResult, note: str, tone: Tone | None) -> AnonymizationResult:
+        image = merge_alpha(frame.image, alpha, photo.info.get("icc_profile"))
+        if tone is not None and tone.kind == "stored":
+            image = restore_mode(image, like=photo)  # a greyscale file comes back greyscale
+        return AnonymizationResult(image=image, faces=frame.faces, message=_summary(frame.faces, note))
 
     def _source_crop(self, source_image, source_face: int) -> np.ndarray:
         source_rgb, _ = split_alpha(load_image(source_image))
@@ -290,10 +295,11 @@ class FaceAnonymizer:
                 plans.append(FacePlan(face, method, strength=strength))
         return plans
 
-    def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan]) -> PreparedFrame:
-        """Align every face that will change and list the new faces to generate."""
+    def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan], tone: Tone | None = None) -> PreparedFrame:
+        """Align every face that will change and list the new faces to generate. `tone`
+        (media.photo.describe_tone of a black-and-white or sepia photo) tones the new faces like it."""
         aligned = {plan.face.index: align_face(rgb, plan.face.landmarks) for plan in plans if plan.method}
-        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned)
+        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned, tone=tone)
         frame.requests = [CropRequest(condition=aligned[p.face.index].crop, degree=p.degree, seed=p.seed,
                                       source=p.source, source_reference=p.source_reference)
                           for p in frame.generated]
@@ -326,7 +332,8 @@ class FaceAnonymizer:
         reports = []
         for plan in frame.plans:
             if plan.method == DIFFUSION:
-                self._paste(output, frame.aligned[plan.face.index], new_faces[plan.face.index])
+                crop = new_faces[plan.face.index]
+                self._paste(output, frame.aligned[plan.face.index], crop if frame.tone is None else frame.tone.apply(crop))
             elif plan.method:
                 redact_face(output, frame.aligned[plan.face.index], plan.method, plan.strength)
             reports.append(_report(plan))
@@ -336,10 +343,10 @@ class FaceAnonymizer:
         return FrameResult(image=output, faces=reports)
 
     def anonymize_frame(self, rgb: np.ndarray, plans: list[FacePlan], generation: Generation | None = None,
-                        progress: Progress | None = None) -> FrameResult:
+                        progress: Progress | None = None, tone: Tone | None = None) -> FrameResult:
         """prepare_frame -> generate -> finish_frame for one frame, then `on_same_person`."""
         report = progress or _no_progress
-        frame = self.prepare_frame(rgb, plans)
+        frame = self.prepare_frame(rgb, plans, tone)
         crops = self.generate(frame.requests, generation, report)
         result = self.finish_frame(frame, crops)
         result = self._handle_still_recognizable(frame, crops, result, generation, report)
@@ -451,7 +458,7 @@ class FaceAnonymizer:
                 plans.append(FacePlan(plan.face, self.on_same_person, message=(
                     f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
                     f"{_DONE_INSTEAD[self.on_same_person]}")))
-        retried = self.prepare_frame(frame.rgb, plans)
+        retried = self.prepare_frame(frame.rgb, plans, frame.tone)
         # Faces generated already keep their crop; only the retried ones are generated again.
         previous = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
         again = [i for i, p in enumerate(retried.generated) if p.face.index in still]

@@ -325,3 +325,28 @@ def test_frames_packed_into_one_call_equal_each_frame_alone(identity_pipeline, g
         alone = anonymizer.anonymize_frame(frame.rgb, frame.plans, Generation(steps=2))
         assert np.array_equal(alone.image, result.image)
         assert [r.seed for r in alone.faces] == [r.seed for r in result.faces]
+
+
+class _ColourDonor:
+    """Stands in for the diffusion model (no weights here): every new face is the astronaut's, in colour."""
+
+    def __call__(self, source_image, conditioning_image, **kwargs):
+        from types import SimpleNamespace
+
+        from skimage import data
+
+        donor = Image.fromarray(data.astronaut()).resize(conditioning_image[0].size)
+        return SimpleNamespace(images=[donor.copy() for _ in conditioning_image])
+
+
+def test_black_and_white_photos_stay_black_and_white(tmp_path, grace_hopper_rgb):
+    anonymizer = FaceAnonymizer(pipeline=_ColourDonor(), watermark=False, identity_check=False)
+    grey_file = tmp_path / "grey.png"
+    Image.fromarray(grace_hopper_rgb).convert("L").save(grey_file)
+    result = anonymizer.anonymize(grey_file, method="diffusion")
+    assert result.num_changed == 1 and result.image.mode == "L"  # a greyscale file comes back greyscale
+
+    scan = tmp_path / "scan.png"  # a black-and-white scan stored as RGB: the new face is grey too
+    Image.fromarray(grace_hopper_rgb).convert("L").convert("RGB").save(scan)
+    pixels = np.asarray(anonymizer.anonymize(scan, method="diffusion").image.convert("RGB")).astype(int)
+    assert (pixels.max(axis=2) - pixels.min(axis=2)).max() <= 1
