@@ -323,3 +323,16 @@ def test_no_mediapipe_or_tflite_log_noise_on_stderr(grace_hopper_path, tmp_path)
     lines = done.stderr.strip().splitlines()  # with --json the per-file lines go to stderr: only those
     assert len(lines) == 2 and lines[0].startswith(f"{grace_hopper_path}: 1 face(s) found"), done.stderr
     assert lines[1] == "1 of 1 file(s) done, 0 skipped, 0 failed; 1 face(s) found, 1 changed."
+
+
+def test_a_wrong_face_model_folder_is_said_even_with_quiet(tmp_path, grace_hopper_path, monkeypatch, capsys):
+    """No --method and FACEANON_FACE_MODEL pointing at an empty folder: the photo is blurred, and the
+    user is told why, once, on stderr, even with --quiet (issue 12 point 7)."""
+    empty = tmp_path / "not-the-model"
+    empty.mkdir()
+    monkeypatch.setenv("FACEANON_FACE_MODEL", str(empty))
+    code = main(["anonymize", str(grace_hopper_path), "-o", str(tmp_path / "out.jpg"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "out.jpg").is_file()
+    assert err.count("diffusion is not available") == 1 and "faces are blurred instead" in err
+    assert "FACEANON_FACE_MODEL" in err or str(empty) in err or "not-the-model" in err

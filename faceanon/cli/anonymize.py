@@ -12,6 +12,7 @@ from faceanon.cli.common import (
     describe,
     finish,
     make_anonymizer,
+    note_fallback,
     progress,
     say,
 )
@@ -46,6 +47,7 @@ def run_anonymize(args) -> int:
         say(args, describe(entry), always=entry["status"] == "error")
     sweep_leftovers(jobs)
     anonymizer = make_anonymizer(args) if jobs else None
+    note_fallback(args, anonymizer)
     options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
                    faces=args.faces, scheduler=args.scheduler, strength=args.strength)
     for job in progress(jobs, args):

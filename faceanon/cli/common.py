@@ -76,6 +76,16 @@ def face_list(text: str) -> list[int]:
     return faces
 
 
+def note_fallback(args, anonymizer) -> None:
+    """Say once, even with --quiet, when no --method was given and diffusion cannot run here: the
+    photos are then blurred, and the user must know why (a wrong FACEANON_* folder, no weights)."""
+    if anonymizer is None or getattr(args, "method", None) is not None or anonymizer.diffusion_available:
+        return
+    reason = anonymizer.diffusion_unavailable_reason.rstrip(".")
+    print(f"faceanon: note: diffusion is not available ({reason}); faces are blurred instead. "
+          "Pass --method blur|pixelate|solid to choose a redaction and silence this note.", file=sys.stderr, flush=True)
+
+
 def make_anonymizer(args):
     from faceanon.anonymizer import FaceAnonymizer
     from faceanon.weights import default_device_and_dtype
