@@ -20,3 +20,7 @@ class FaceTooSmallError(FaceAnonError, ValueError):
 
 class UnsupportedOptionError(FaceAnonError, ValueError):
     """An option this machine cannot honour (GPU offload on a CPU, xformers not installed...)."""
+
+
+class VideoInputError(FaceAnonError, ValueError):
+    """An input video cannot be read (not a video, no video stream, truncated, unsupported codec)."""
