@@ -18,9 +18,7 @@ class Job:
 
 def plan_jobs(paths: list[Path], output: Path) -> tuple[list[Job], list[dict]]:
     """Input photos and where each result goes; problems (missing paths, output = input) as entries."""
-    from faceanon.media.photo import IMAGE_EXTENSIONS
-
-    single_file = len(paths) == 1 and paths[0].is_file() and output.suffix.lower() in IMAGE_EXTENSIONS
+    single_file = len(paths) == 1 and paths[0].is_file() and output.suffix.lower() in _media_extensions()
     inputs = {p.resolve() for p in _all_files(paths, output)}
     jobs, problems = [], []
     for path in paths:
@@ -48,22 +46,31 @@ def _all_files(paths: list[Path], output: Path) -> list[Path]:
 
 
 def _images_in(folder: Path, output: Path) -> list[Path]:
-    """Photos under `folder` (recursive, sorted), leaving out anything under the output folder."""
-    from faceanon.media.photo import IMAGE_EXTENSIONS
-
+    """Photos and videos under `folder` (recursive, sorted), leaving out anything under the output folder."""
+    extensions = _media_extensions()
     output = output.resolve()
     found = []
     for file in sorted(folder.rglob("*")):
-        if file.is_file() and file.suffix.lower() in IMAGE_EXTENSIONS and not file.name.startswith("."):
+        if file.is_file() and file.suffix.lower() in extensions and not file.name.startswith("."):
             if output not in file.resolve().parents:
                 found.append(file)
     return found
 
 
-def _writable_name(target: Path) -> Path:
-    """Keep the input's format when faceanon can write it, else write PNG."""
-    from faceanon.media.photo import format_for_path
+def _media_extensions() -> frozenset[str]:
+    from faceanon.media.photo import IMAGE_EXTENSIONS
+    from faceanon.media.video import VIDEO_EXTENSIONS
 
+    return frozenset(IMAGE_EXTENSIONS) | VIDEO_EXTENSIONS
+
+
+def _writable_name(target: Path) -> Path:
+    """Keep the input's format when faceanon can write it, else write PNG (videos keep theirs)."""
+    from faceanon.media.photo import format_for_path
+    from faceanon.media.video import VIDEO_EXTENSIONS
+
+    if target.suffix.lower() in VIDEO_EXTENSIONS:
+        return target
     try:
         format_for_path(target)
         return target
