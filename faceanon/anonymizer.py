@@ -250,6 +250,23 @@ class FaceAnonymizer:
         frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone)
         return self._photo_result(photo, alpha, frame, "", tone)
 
+    def anonymize_video(self, src, dst, method: str | None = None, degree: float = DEFAULTS.degree,
+                        seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance,
+                        tracks=None, per_frame: bool = False, strength: float = DEFAULTS.strength,
+                        scheduler: str | None = None, progress: Progress | None = None, **options):
+        """Anonymize the faces of the video `src` into `dst`, one identity per tracked person (see
+        faceanon.media.video_anonymize). tracks: None (every person) or track ids from `scan_video`.
+        per_frame: diffusion on every frame with the track's seed instead of keyframe + swap.
+        options: VideoSettings fields (window, reuse_source...), `tracking` (TrackingOptions),
+        `on_frames` / `notify` callbacks, `crf`. Returns a VideoReport (per track: frames, keyframe, seed,
+        interpolated frames, identity similarities)."""
+        from faceanon.media.video_anonymize import VideoSettings, anonymize_video
+
+        extra = {k: options.pop(k) for k in ("tracking", "on_frames", "notify", "crf") if k in options}
+        settings = VideoSettings(method=method, degree=degree, seed=seed, steps=steps, guidance=guidance,
+                                 scheduler=scheduler, strength=strength, tracks=tracks, per_frame=per_frame, **options)
+        return anonymize_video(self, src, dst, settings, progress=progress, **extra)
+
     def _photo_result(self, photo, alpha, frame: FrameResult, note: str, tone: Tone | None) -> AnonymizationResult:
         image = merge_alpha(frame.image, alpha, photo.info.get("icc_profile"))
         if tone is not None and tone.kind == "stored":

@@ -17,6 +17,7 @@ from faceanon.cli.common import (
     say,
 )
 from faceanon.cli.jobs import plan_jobs, process, sweep_leftovers
+from faceanon.cli.video import add_video_options, is_video, process_video
 from faceanon.registry import DEFAULTS, METHODS
 
 
@@ -26,9 +27,10 @@ def add_anonymize(subparsers) -> None:
         description="Replace every face (or the chosen ones) of each photo with a face of a person who does not "
                     "exist, or redact it. Folders are processed recursively; outputs keep the relative paths. "
                     "Outputs carry no metadata of the input (EXIF, GPS, XMP).")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="photos or folders of photos")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="photos, videos, or folders of them")
     parser.add_argument("-o", "--output", type=Path, required=True,
-                        help="output folder (or an output file name when PATH is a single photo)")
+                        help="output folder (or an output file name when PATH is a single photo or video)")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="diffusion (new identity; default when the weights are available, otherwise blur), "
                              "blur, pixelate or solid")
@@ -36,6 +38,7 @@ def add_anonymize(subparsers) -> None:
     add_diffusion_options(parser)
     add_face_options(parser)
     add_output_options(parser)
+    add_video_options(parser)
     parser.set_defaults(run=run_anonymize)
 
 
@@ -51,7 +54,10 @@ def run_anonymize(args) -> int:
     options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
                    faces=args.faces, scheduler=args.scheduler, strength=args.strength)
     for job in progress(jobs, args):
-        entry = process(job, args, lambda source, job=job: anonymizer.anonymize(source, **options))
+        if is_video(job.source):
+            entry = process_video(job, args, anonymizer)
+        else:
+            entry = process(job, args, lambda source, job=job: anonymizer.anonymize(source, **options))
         report.files.append(entry)
         say(args, describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
     return finish(args, report)

@@ -1,6 +1,7 @@
 """Where each input of a batch goes: the job planner and the per-file processing.
 
-Every input gets its own output (`photo.png`, `photo.gif`, `photo.avif` -> `photo.png`,
+Photos and videos (faceanon.media.video.VIDEO_EXTENSIONS; processed by faceanon.cli.video) are
+planned alike. Every input gets its own output (`photo.png`, `photo.gif`, `photo.avif` -> `photo.png`,
 `photo.gif.png`, `photo.avif.png`: the format is kept when faceanon can write it, otherwise
 `.png` is appended rather than swapped in, so no two inputs meet); two inputs that would still
 meet are refused. Files of a folder that are not read are listed as skipped with the reason.
@@ -17,11 +18,6 @@ from pathlib import Path
 from faceanon.cli.common import problem, skipped
 from faceanon.errors import FaceAnonError
 
-# Until faceanon.media.video lands (it defines VIDEO_EXTENSIONS and the CLI will route those files
-# to video jobs), videos in a folder are listed as skipped with this reason.
-_VIDEO_EXTENSIONS_FALLBACK = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv",
-                                        ".flv", ".3gp", ".mts", ".m2ts", ".ts"})
-VIDEO_NOT_YET = "videos are not processed by `faceanon anonymize` in this version"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -31,20 +27,18 @@ class Job:
     target: Path
 
 
-def video_extensions() -> frozenset[str]:
-    try:
-        from faceanon.media.video import VIDEO_EXTENSIONS
-    except ImportError:
-        return _VIDEO_EXTENSIONS_FALLBACK
-    return frozenset(VIDEO_EXTENSIONS)
+def media_extensions() -> frozenset[str]:
+    """The file extensions `faceanon anonymize` reads: photos and videos."""
+    from faceanon.media.photo import IMAGE_EXTENSIONS
+    from faceanon.media.video import VIDEO_EXTENSIONS
+
+    return frozenset(IMAGE_EXTENSIONS) | VIDEO_EXTENSIONS
 
 
 def plan_jobs(paths: list[Path], output: Path) -> tuple[list[Job], list[dict]]:
-    """Input photos and where each result goes; problems (missing paths, output = input, two inputs
-    for one output) and files that are not read, as report entries."""
-    from faceanon.media.photo import IMAGE_EXTENSIONS
-
-    single_file = len(paths) == 1 and paths[0].is_file() and output.suffix.lower() in IMAGE_EXTENSIONS
+    """Input photos and videos and where each result goes; problems (missing paths, output = input, two
+    inputs for one output) and files that are not read, as report entries."""
+    single_file = len(paths) == 1 and paths[0].is_file() and output.suffix.lower() in media_extensions()
     inputs = {p.resolve() for p in _all_photos(paths, output)}
     jobs, entries, claimed = [], [], {}
     for path in paths:
@@ -80,7 +74,7 @@ def _all_photos(paths: list[Path], output: Path) -> list[Path]:
 
 
 def _files_in(folder: Path, output: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(photos, [(file, why it is not read)]) under `folder`, recursive and sorted, leaving out
+    """(photos and videos, [(file, why it is not read)]) under `folder`, recursive and sorted, leaving out
     hidden files (faceanon's own temporary files among them) and anything under the output folder."""
     output = output.resolve()
     photos, not_read = [], []
@@ -96,23 +90,25 @@ def _files_in(folder: Path, output: Path) -> tuple[list[Path], list[tuple[Path, 
 
 
 def not_read_reason(file: Path) -> str | None:
-    """Why `faceanon anonymize` does not read this file of a folder, or None for a photo."""
-    from faceanon.media.photo import IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_REASONS
+    """Why `faceanon anonymize` does not read this file of a folder, or None for a photo or video."""
+    from faceanon.media.photo import UNSUPPORTED_IMAGE_REASONS
 
     suffix = file.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
+    if suffix in media_extensions():
         return None
-    if suffix in video_extensions():
-        return VIDEO_NOT_YET
     if suffix in UNSUPPORTED_IMAGE_REASONS:
         return UNSUPPORTED_IMAGE_REASONS[suffix]
     return f"not a photo faceanon reads ({suffix or 'no extension'})"
 
 
 def _writable_name(target: Path) -> Path:
-    """Keep the input's format when faceanon can write it, else append .png (photo.gif -> photo.gif.png)."""
+    """Keep the input's format when faceanon can write it, else append .png (photo.gif -> photo.gif.png);
+    videos keep their container."""
     from faceanon.media.photo import format_for_path
+    from faceanon.media.video import VIDEO_EXTENSIONS
 
+    if target.suffix.lower() in VIDEO_EXTENSIONS:
+        return target
     try:
         format_for_path(target)
         return target

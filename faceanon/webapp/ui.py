@@ -13,6 +13,7 @@ from faceanon.webapp.components import PhotoInput
 from faceanon.webapp.limits import Limits
 from faceanon.webapp.report import FACE_TABLE_HEADERS
 from faceanon.webapp.service import ModelHost
+from faceanon.webapp.video_tab import video_tab
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 TITLE = "faceanon — Face Anonymization Made Simple"
@@ -57,6 +58,8 @@ def build_demo(host: ModelHost, limits: Limits, gpu_present: bool = False) -> gr
                 method = _anonymize_tab(gpu_present, host.default_method)
             with gr.Tab("Swap", id="swap"):
                 _swap_tab()
+            with gr.Tab("Video", id="video"):
+                video_tab()
             with gr.Tab("Evaluate", id="evaluate"):
                 estimate, settings = _evaluate_tab()
         _status_updates(demo, host, status)

@@ -1,0 +1,587 @@
+"""Anonymize a video: faces tracked, one new identity per person, written as it goes.
+
+    fa = FaceAnonymizer()
+    report = fa.anonymize_video("clip.mp4", "out.mp4", method="blur")          # no weights needed
+    report = fa.anonymize_video("clip.mp4", "out.mp4", degree=1.25, seed=0)   # diffusion
+    for track in report.tracks: print(track.track_id, track.frames, track.keyframe, track.identity_max)
+
+Or in steps (the web app shows the people found before it renders):
+
+    scan = scan_video(fa, "clip.mp4")                  # pass 1: detect every frame, track
+    thumbs = keyframe_thumbnails(scan)                 # one picture per person
+    report = render_video(fa, scan, "out.mp4", VideoSettings(method="diffusion", tracks=[0, 2]))
+
+Memory stays bounded whatever the length: pass 1 decodes each frame once and keeps only boxes,
+landmarks and scores; tracks are then built (faceanon.faces.tracking: gaps interpolated, ends
+extended, landmarks smoothed); pass 2 decodes again and renders windows of `window` frames,
+writing each frame as soon as it is done (VideoWriter: timing and audio kept, no metadata, the
+output appears only when complete).
+
+Diffusion, one identity per track: each track's keyframe is its best face (detector score x
+frontality x size); the keyframes of all tracks are generated in one batched call, with the
+user's degree and the track's seed `face_seed(seed, track_id)`. Every other frame of the track is
+the method's swap (degree 0, the generated keyframe face as the source, the frame's face as the
+driving image) with the same seed, so the same initial noise; a window's frames of one track go
+through the pipeline in one batched call. The source is the same for the whole track: it is
+encoded once (`pipe.encode_source`: CLIP, VAE and reference-net passes and the reference
+keys/values) and reused by every call, which returns exactly what encoding it each time returns.
+`per_frame=True` instead anonymizes every frame on its own with the track's seed (to compare).
+
+Redaction (blur, pixelate, solid) uses the same tracks and masks and runs without weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from faceanon.anonymizer import CropRequest, FaceAnonymizer, FacePlan, Generation, face_seed
+from faceanon.faces.alignment import CROP_SIZE, AlignedFace, align_face, alignment_matrix, invert
+from faceanon.faces.blending import face_mask
+from faceanon.faces.redaction import redact_face
+from faceanon.faces.tracking import DETECTED, EXTENDED, INTERPOLATED, FaceTrack, FaceTracker, TrackingOptions
+from faceanon.media.video import VideoInfo, VideoWriter, open_video, probe_video
+from faceanon.registry import DEFAULTS, DIFFUSION, METHODS
+
+Progress = Callable[[float, str], None]
+FrameProgress = Callable[[str, int, int], None]  # (stage, frames done, frames in all)
+Notify = Callable[[str], None]
+
+SCAN, RENDER = "Finding faces", "Rendering"
+MASK_REUSE_PX = 2.0  # redaction: a track's mask is redrawn when its aligned landmarks move more
+# Prior seconds per face per denoising step at 512x512, before a measurement replaces it:
+# H200 fp16 0.97 s / 25 steps (README); CPU from benchmarks/video.py on the SD 2.1-size model.
+PRIOR_SECONDS_PER_FACE_STEP = {"cuda": 0.04, "mps": 0.5, "cpu": 6.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+@dataclass
+class VideoSettings:
+    """What to do with the faces of a video."""
+
+    method: str | None = None  # None: diffusion when the weights are there, else blur
+    degree: float = DEFAULTS.degree
+    seed: int = DEFAULTS.seed
+    steps: int = DEFAULTS.steps
+    guidance: float = DEFAULTS.guidance
+    scheduler: str | None = None
+    strength: float = DEFAULTS.strength
+    tracks: Iterable[int] | None = None  # track ids to anonymize (None: every track)
+    per_frame: bool = False  # diffusion: anonymize each frame alone (same seed) instead of keyframe + swap
+    reuse_source: bool = True  # diffusion: encode each track's source once (exact; False re-encodes per call)
+    window: int = 16  # frames rendered together (their swaps of one track share a pipeline call)
+    identity_check: bool = True  # diffusion: per-track similarity to the person and frame-to-frame consistency
+
+
+@dataclass
+class VideoScan:
+    """Pass 1's result: the video and its face tracks (no pixels kept)."""
+
+    path: Path
+    info: VideoInfo
+    tracks: list[FaceTrack]
+    frame_count: int  # frames actually decoded
+    seconds: float
+    keyframes: dict[int, int] = field(default_factory=dict)  # track id -> frame index
+
+
+@dataclass
+class TrackReport:
+    """What happened to one person's face over the video."""
+
+    track_id: int
+    frames: int
+    first_frame: int
+    last_frame: int
+    keyframe: int
+    method: str | None
+    seed: int | None = None
+    degree: float | None = None
+    detected_frames: int = 0
+    interpolated_frames: list[int] = field(default_factory=list)  # detector misses inside the track
+    extended_frames: list[int] = field(default_factory=list)  # covered before / after the detections
+    identity_max: float | None = None  # generated vs original face, over the track's frames
+    identity_mean: float | None = None
+    consistency_min: float | None = None  # generated face vs the previous frame's generated face
+    consistency_mean: float | None = None
+    same_person: bool | None = None  # identity_max at or above the identity model's threshold
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VideoReport:
+    """The output video and the per-track report."""
+
+    source: str
+    output: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    has_audio: bool
+    method: str
+    mode: str  # "keyframe+swap", "per-frame" (diffusion) or "redaction"
+    tracks: list[TrackReport]
+    generated_faces: int = 0  # pipeline rows run (keyframes + swaps, or per-frame faces)
+    seconds: dict = field(default_factory=dict)  # scan, keyframes, render, total
+    message: str = ""
+
+    @property
+    def num_changed(self) -> int:
+        return sum(t.method is not None for t in self.tracks)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["num_tracks"] = len(self.tracks)
+        out["num_changed"] = self.num_changed
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: detect and track
+
+
+def scan_video(anonymizer: FaceAnonymizer, src: str | Path, tracking: TrackingOptions | None = None,
+               progress: Progress | None = None, on_frames: FrameProgress | None = None) -> VideoScan:
+    """Decode every frame once, detect its faces and follow them (boxes and landmarks only)."""
+    started = time.perf_counter()
+    info = probe_video(src)
+    tracker = FaceTracker(fps=info.fps, threshold=anonymizer.detector.threshold, options=tracking)
+    count = 0
+    with open_video(src) as reader:
+        for frame in reader:
+            tracker.update(frame.index, frame.time_s, anonymizer.detect_frame(frame.rgb))
+            count = frame.index + 1
+            _tell(progress, on_frames, SCAN, count, info.frame_count, 0.0, 0.3)
+    tracks = tracker.finish(count, (info.width, info.height))
+    scan = VideoScan(path=Path(src), info=info, tracks=tracks, frame_count=count,
+                     seconds=time.perf_counter() - started)
+    scan.keyframes = {track.track_id: choose_keyframe(track) for track in tracks}
+    return scan
+
+
+def choose_keyframe(track: FaceTrack) -> int:
+    """The frame of the track's best detected face: detector score x frontality x size (capped)."""
+    detected = track.frames_of(DETECTED) or track.frames
+    return max(detected, key=lambda i: _keyframe_quality(track.points[i]))
+
+
+def _keyframe_quality(point) -> float:
+    return point.score * frontality(point.landmarks) * min(point.size, 256.0) ** 0.5
+
+
+def frontality(landmarks: np.ndarray) -> float:
+    """1 for a face looking at the camera, towards 0 as it turns: how far the nose tip sits from
+    the middle of the eyes, along the eye line, relative to the eye distance."""
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye_vector = points[1] - points[0]
+    distance = max(float(np.hypot(*eye_vector)), 1e-6)
+    offset = abs(float(np.dot(points[2] - (points[0] + points[1]) / 2, eye_vector / distance))) / distance
+    return max(0.05, 1.0 - 2.0 * offset)
+
+
+def keyframe_crops(scan: VideoScan, track_ids: Iterable[int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Decode up to the last keyframe needed: track id -> (aligned 512x512 crop, frame RGB thumbnail).
+    (A short decode-only pass: keyframes are known once tracks are final.)"""
+    wanted = {t: scan.keyframes[t] for t in (scan.keyframes if track_ids is None else track_ids)}
+    by_frame: dict[int, list[int]] = {}
+    for track_id, frame in wanted.items():
+        by_frame.setdefault(frame, []).append(track_id)
+    tracks = {t.track_id: t for t in scan.tracks}
+    crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if not by_frame:
+        return crops
+    last = max(by_frame)
+    with open_video(scan.path) as reader:
+        for frame in reader:
+            for track_id in by_frame.get(frame.index, []):
+                point = tracks[track_id].points[frame.index]
+                crops[track_id] = (align_face(frame.rgb, point.landmarks).crop, _thumbnail(frame.rgb, point.box))
+            if frame.index >= last:
+                break
+    return crops
+
+
+def keyframe_thumbnails(scan: VideoScan, size: int = 160) -> dict[int, np.ndarray]:
+    """One square picture per track (its keyframe's face with some margin), for choosing people."""
+    return {track_id: _resize(thumb, size) for track_id, (_, thumb) in keyframe_crops(scan).items()}
+
+
+def _thumbnail(rgb: np.ndarray, box: np.ndarray, margin: float = 0.35) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
+    right, bottom = int(min(cx + side / 2, width)), int(min(cy + side / 2, height))
+    return rgb[top:max(bottom, top + 1), left:max(right, left + 1)].copy()
+
+
+def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    scale = size / max(rgb.shape[:2])
+    return cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
+                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning: what each track gets
+
+
+@dataclass
+class _TrackPlan:
+    track: FaceTrack
+    method: str | None
+    seed: int | None = None
+    degree: float = 0.0
+    keyframe: int = 0
+    message: str = ""
+    key_crop: np.ndarray | None = None  # the generated keyframe face (diffusion)
+    reference: object = None  # the engine's encoding of key_crop, reused by every swap
+    original_embeddings: list = field(default_factory=list)
+    similarities: list = field(default_factory=list)
+    consistencies: list = field(default_factory=list)
+    previous_embedding: np.ndarray | None = None
+    mask: np.ndarray | None = None  # redaction: the last face mask drawn, and its landmarks' key
+    mask_key: np.ndarray | None = None
+
+
+def plan_tracks(anonymizer: FaceAnonymizer, scan: VideoScan, settings: VideoSettings, method: str) -> dict[int, _TrackPlan]:
+    chosen = None if settings.tracks is None else {int(t) for t in settings.tracks}
+    unknown = sorted((chosen or set()) - {t.track_id for t in scan.tracks})
+    if unknown:
+        raise ValueError(f"This video has {len(scan.tracks)} tracked face(s), numbered 0 to {len(scan.tracks) - 1}; "
+                         f"there is no track {', '.join(map(str, unknown))}.")
+    plans = {}
+    for track in scan.tracks:
+        keyframe = scan.keyframes[track.track_id]
+        if chosen is not None and track.track_id not in chosen:
+            plans[track.track_id] = _TrackPlan(track, None, keyframe=keyframe, message="not selected")
+        elif method == DIFFUSION and track.points[keyframe].size < anonymizer.min_face_size:
+            small = anonymizer.small_face_method
+            plans[track.track_id] = _TrackPlan(track, small, keyframe=keyframe, message=(
+                f"the face is at most {track.points[keyframe].size:.0f} px at its best, smaller than "
+                f"{anonymizer.min_face_size:.0f} px: too small for a new identity, "
+                f"{'redacted' if small else 'left unchanged'} with {small or 'nothing'}"))
+        elif method == DIFFUSION:
+            plans[track.track_id] = _TrackPlan(track, DIFFUSION, seed=face_seed(settings.seed, track.track_id),
+                                               degree=float(settings.degree), keyframe=keyframe)
+        else:
+            plans[track.track_id] = _TrackPlan(track, method, keyframe=keyframe)
+    return plans
+
+
+def diffusion_faces(plans: dict[int, _TrackPlan], per_frame: bool) -> tuple[int, int]:
+    """(keyframes to generate, frames to generate after them)."""
+    tracks = [p for p in plans.values() if p.method == DIFFUSION]
+    frames = sum(len(p.track.points) for p in tracks)
+    return (0, frames) if per_frame else (len(tracks), frames - len(tracks))
+
+
+def estimate_seconds(anonymizer: FaceAnonymizer, faces: int, steps: int, measured: float | None = None) -> float:
+    """Seconds the diffusion of `faces` faces will take: from a measured seconds-per-face when
+    there is one, else from a prior for the device (see PRIOR_SECONDS_PER_FACE_STEP)."""
+    if measured is not None:
+        return faces * measured
+    per_step = PRIOR_SECONDS_PER_FACE_STEP.get(pipeline_device(anonymizer), PRIOR_SECONDS_PER_FACE_STEP["cpu"])
+    return faces * steps * per_step * (anonymizer.resolution / 512) ** 2
+
+
+def pipeline_device(anonymizer: FaceAnonymizer) -> str:
+    device = getattr(anonymizer.pipeline, "device", None)
+    return getattr(device, "type", str(device or "cpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: render
+
+
+def render_video(anonymizer: FaceAnonymizer, scan: VideoScan, dst: str | Path, settings: VideoSettings | None = None,
+                 progress: Progress | None = None, on_frames: FrameProgress | None = None,
+                 notify: Notify | None = None, crf: int = 18) -> VideoReport:
+    """Keyframes (diffusion), then every frame rendered and written to `dst`."""
+    settings = settings or VideoSettings()
+    method, note = anonymizer._resolve_method(settings.method)
+    plans = plan_tracks(anonymizer, scan, settings, method)
+    generation = Generation(settings.steps, settings.guidance, settings.scheduler)
+    seconds = {"scan": round(scan.seconds, 3)}
+    started = time.perf_counter()
+    keys, rest = diffusion_faces(plans, settings.per_frame)
+    if keys + rest:
+        _warn_estimate(anonymizer, keys + rest, settings.steps, notify)
+    if keys:
+        per_face = _generate_keyframes(anonymizer, scan, plans, settings, generation)
+        seconds["keyframes"] = round(time.perf_counter() - started, 3)
+        if rest and notify:
+            notify(f"The keyframes took {per_face:.1f} s per face; the other {rest} frame face(s) should take "
+                   f"about {_duration(estimate_seconds(anonymizer, rest, settings.steps, per_face))}.")
+    render_start = time.perf_counter()
+    generated = keys + _render(anonymizer, scan, plans, settings, generation, dst, crf, progress, on_frames)
+    seconds["render"] = round(time.perf_counter() - render_start, 3)
+    seconds["total"] = round(scan.seconds + time.perf_counter() - started, 3)
+    reports = [_track_report(plan, anonymizer) for plan in plans.values()]
+    mode = ("per-frame" if settings.per_frame else "keyframe+swap") if method == DIFFUSION else "redaction"
+    report = VideoReport(source=scan.path.name, output=str(dst), frames=scan.frame_count, width=scan.info.width,
+                         height=scan.info.height, fps=round(scan.info.fps, 3), duration_s=round(scan.info.duration_s, 3),
+                         has_audio=scan.info.has_audio, method=method, mode=mode, tracks=reports,
+                         generated_faces=generated, seconds=seconds)
+    report.message = _summary(report, note)
+    _tell(progress, None, RENDER, 1, 1, 1.0, 0.0)
+    return report
+
+
+def anonymize_video(anonymizer: FaceAnonymizer, src: str | Path, dst: str | Path, settings: VideoSettings | None = None,
+                    tracking: TrackingOptions | None = None, progress: Progress | None = None,
+                    on_frames: FrameProgress | None = None, notify: Notify | None = None, crf: int = 18) -> VideoReport:
+    """scan_video + render_video."""
+    settings = settings or VideoSettings()
+    anonymizer._resolve_method(settings.method)  # the weights' error before a long scan
+    scan = scan_video(anonymizer, src, tracking, progress, on_frames)
+    return render_video(anonymizer, scan, dst, settings, progress, on_frames, notify, crf)
+
+
+def _warn_estimate(anonymizer: FaceAnonymizer, faces: int, steps: int, notify: Notify | None) -> None:
+    if notify is None:
+        return
+    device = pipeline_device(anonymizer)
+    text = (f"Diffusion will generate {faces} face(s) at {steps} steps: about "
+            f"{_duration(estimate_seconds(anonymizer, faces, steps))} on this {device.upper()}.")
+    if device == "cpu":
+        text += (" It runs on the CPU, which is very slow for the diffusion model: use a GPU, fewer steps, or "
+                 "--method blur for a fast redaction.")
+    notify(text)
+
+
+def _generate_keyframes(anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _TrackPlan],
+                        settings: VideoSettings, generation: Generation) -> float:
+    """Generate every diffusion track's keyframe face in one batched call; encode each as a source.
+    Returns the seconds per face it took."""
+    diffused = [p for p in plans.values() if p.method == DIFFUSION]
+    crops = keyframe_crops(scan, [p.track.track_id for p in diffused])
+    started = time.perf_counter()
+    requests = [CropRequest(condition=crops[p.track.track_id][0], degree=p.degree, seed=p.seed) for p in diffused]
+    for plan, crop in zip(diffused, anonymizer.generate(requests, generation), strict=True):
+        plan.key_crop = crop
+        if settings.reuse_source:
+            plan.reference = _encode_source(anonymizer, crop, plan.seed)
+    return (time.perf_counter() - started) / max(len(diffused), 1)
+
+
+def _encode_source(anonymizer: FaceAnonymizer, crop: np.ndarray, seed: int):
+    """The engine's reusable encoding of a track's source face, or None when it has none. It is
+    drawn with the track's seed: a swap call seeded the same then equals the plain call."""
+    import torch
+    from PIL import Image
+
+    pipe = anonymizer.pipeline
+    encode = getattr(pipe, "encode_source", None)
+    if encode is None:
+        return None
+    size = anonymizer.resolution
+    return encode(Image.fromarray(crop), generator=torch.Generator().manual_seed(seed), height=size, width=size)
+
+
+def _render(anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _TrackPlan], settings: VideoSettings,
+            generation: Generation, dst, crf: int, progress, on_frames) -> int:
+    window = max(1, int(settings.window))
+    total = scan.frame_count
+    generated = 0
+    with _no_frame_checks(anonymizer), open_video(scan.path) as reader, \
+            VideoWriter(dst, like=reader.info, source=scan.path, crf=crf) as writer:
+        batch = []
+        for frame in reader:
+            batch.append(frame)
+            if len(batch) == window:
+                generated += _render_window(anonymizer, batch, plans, settings, generation, writer)
+                _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
+                batch = []
+        if batch:
+            generated += _render_window(anonymizer, batch, plans, settings, generation, writer)
+            _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
+    return generated
+
+
+def _render_window(anonymizer: FaceAnonymizer, frames: list, plans: dict[int, _TrackPlan], settings: VideoSettings,
+                   generation: Generation, writer: VideoWriter) -> int:
+    """Prepare every frame of the window, generate each track's faces in one call, finish, write."""
+    frame_plans = [_frame_plans(plans, f.index, settings) for f in frames]
+    if not any(p.method == DIFFUSION for face_plans in frame_plans for p in face_plans):
+        for frame, face_plans in zip(frames, frame_plans, strict=True):
+            writer.write(_redact_frame(frame.rgb, face_plans, plans), like=frame)
+        return 0
+    prepared = [anonymizer.prepare_frame(f.rgb, face_plans) for f, face_plans in zip(frames, frame_plans, strict=True)]
+    requests: dict[int, list[tuple[int, int]]] = {}  # track id -> (frame in window, request index)
+    for w, frame in enumerate(prepared):
+        for r, plan in enumerate(frame.generated):
+            if plan.source is not None or settings.per_frame:
+                requests.setdefault(plan.face.index, []).append((w, r))
+    crops: list[list] = [[None] * len(frame.requests) for frame in prepared]
+    for w, frame in enumerate(prepared):  # keyframe frames: the generated keyframe face itself
+        for r, plan in enumerate(frame.generated):
+            if plan.source is None and not settings.per_frame:
+                crops[w][r] = plans[plan.face.index].key_crop
+    generated = 0
+    for positions in requests.values():
+        new = anonymizer.generate([prepared[w].requests[r] for w, r in positions], generation)
+        generated += len(new)
+        for (w, r), crop in zip(positions, new, strict=True):
+            crops[w][r] = crop
+    for frame, source, frame_crops in zip(frames, prepared, crops, strict=True):
+        result = anonymizer.finish_frame(source, frame_crops)
+        if settings.identity_check:
+            _measure_identity(source, result.image, plans)
+        writer.write(result.image, like=frame)
+    return generated
+
+
+def _redact_frame(rgb: np.ndarray, face_plans: list[FacePlan], plans: dict[int, _TrackPlan]) -> np.ndarray:
+    """The redaction-only frame, fast: no aligned crop is cut (redaction needs only the transform),
+    and a track's mask is reused while its aligned landmarks stay within MASK_REUSE_PX of those it
+    was drawn for (alignment holds them nearly still; 2 px of 512 moves the mask's feathered edge,
+    about 20 px wide, by a tenth of its width)."""
+    output = rgb.copy()
+    for plan in face_plans:
+        if not plan.method:
+            continue
+        aligned = _alignment_only(plan.face.landmarks)
+        track = plans[plan.face.index]
+        if track.mask_key is None or np.abs(track.mask_key - aligned.landmarks).max() > MASK_REUSE_PX:
+            track.mask, track.mask_key = face_mask(aligned.landmarks, aligned.size), aligned.landmarks
+        redact_face(output, aligned, plan.method, plan.strength, mask=track.mask)
+    return output
+
+
+def _alignment_only(landmarks: np.ndarray, size: int = CROP_SIZE) -> AlignedFace:
+    """align_face's transforms without warping the crop (whose pixels redaction never reads)."""
+    matrix = alignment_matrix(landmarks, size)
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2) @ matrix[:, :2].T + matrix[:, 2]
+    return AlignedFace(crop=np.empty((size, size, 3), np.uint8), matrix=matrix, inverse=invert(matrix),
+                       landmarks=points.astype(np.float32), scale=float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))))
+
+
+def _frame_plans(plans: dict[int, _TrackPlan], frame: int, settings: VideoSettings) -> list[FacePlan]:
+    out = []
+    for plan in plans.values():
+        face = plan.track.face_at(frame)
+        if face is None:
+            continue
+        if plan.method != DIFFUSION:
+            out.append(FacePlan(face, plan.method, strength=settings.strength, message=plan.message))
+        elif settings.per_frame:
+            out.append(FacePlan(face, DIFFUSION, seed=plan.seed, degree=plan.degree, base_seed=settings.seed))
+        elif frame == plan.keyframe:
+            out.append(FacePlan(face, DIFFUSION, seed=plan.seed, degree=plan.degree, base_seed=settings.seed,
+                                message="keyframe"))
+        else:
+            out.append(FacePlan(face, DIFFUSION, seed=plan.seed, degree=0.0, source=plan.key_crop,
+                                source_reference=plan.reference, base_seed=settings.seed))
+    return out
+
+
+@contextmanager
+def _no_frame_checks(anonymizer: FaceAnonymizer):
+    """Per-frame identity / pose checks are replaced by the per-track ones here."""
+    previous = anonymizer.identity_check
+    anonymizer.identity_check = False
+    try:
+        yield
+    finally:
+        anonymizer.identity_check = previous
+
+
+def _measure_identity(frame, output: np.ndarray, plans: dict[int, _TrackPlan]) -> None:
+    """Per diffusion face: its generated face vs the original (same landmarks), and vs the
+    previous frame's generated face of the track (consistency)."""
+    try:
+        from faceanon.trust.identity import get_identity_model
+
+        model = get_identity_model()
+    except Exception:  # the identity model is optional (not installed, file altered): no figures
+        return
+    for plan in frame.generated:
+        track = plans[plan.face.index]
+        landmarks = plan.face.landmarks
+        try:
+            original = model.embed(frame.rgb, landmarks)
+            generated = model.embed(output, landmarks)
+        except Exception:  # degenerate landmarks of an extrapolated face: not measurable
+            continue
+        track.similarities.append(float(model.similarity(original, generated)))
+        if track.previous_embedding is not None:
+            track.consistencies.append(float(model.similarity(track.previous_embedding, generated)))
+        track.previous_embedding = generated
+
+
+def _track_report(plan: _TrackPlan, anonymizer: FaceAnonymizer) -> TrackReport:
+    track = plan.track
+    report = TrackReport(
+        track_id=track.track_id, frames=len(track.points), first_frame=track.first_frame, last_frame=track.last_frame,
+        keyframe=plan.keyframe, method=plan.method, seed=plan.seed if plan.method == DIFFUSION else None,
+        degree=plan.degree if plan.method == DIFFUSION else None, detected_frames=len(track.frames_of(DETECTED)),
+        interpolated_frames=track.frames_of(INTERPOLATED), extended_frames=track.frames_of(EXTENDED),
+        message=plan.message)
+    if plan.similarities:
+        report.identity_max = round(max(plan.similarities), 4)
+        report.identity_mean = round(float(np.mean(plan.similarities)), 4)
+        try:
+            from faceanon.trust.identity import get_identity_model
+
+            report.same_person = bool(get_identity_model().same_person(report.identity_max))
+        except Exception:
+            report.same_person = None
+    if plan.consistencies:
+        report.consistency_min = round(min(plan.consistencies), 4)
+        report.consistency_mean = round(float(np.mean(plan.consistencies)), 4)
+    return report
+
+
+def _summary(report: VideoReport, note: str) -> str:
+    changed = report.num_changed
+    text = f"{report.frames} frame(s), {len(report.tracks)} face track(s), {changed} anonymized ({report.method})."
+    if not report.tracks:
+        text = (f"{report.frames} frame(s); no face was found, the video is re-encoded unchanged. If there is a "
+                "face, try a lower detection threshold or another detector.")
+    recognizable = [t for t in report.tracks if t.same_person]
+    if recognizable:
+        ids = ", ".join(f"#{t.track_id}" for t in recognizable)
+        text += (f" Identity check: track(s) {ids} still look like the same person in some frame; use a higher "
+                 "degree, another seed, or redact them.")
+    elif any(t.identity_max is not None for t in report.tracks):
+        highest = max(t.identity_max for t in report.tracks if t.identity_max is not None)
+        text += f" Identity check: every generated track is a different person (highest similarity {highest:.2f})."
+    return " ".join(filter(None, [text, note if changed else ""]))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _tell(progress: Progress | None, on_frames: FrameProgress | None, stage: str, done: int, total: int,
+          start: float, share: float) -> None:
+    total = max(total, done, 1)
+    if on_frames is not None:
+        on_frames(stage, done, total)
+    if progress is not None:
+        progress(min(1.0, start + share * done / total), f"{stage}: frame {done}/{total}")
+
+
+__all__ = ["VideoSettings", "VideoScan", "VideoReport", "TrackReport", "scan_video", "render_video",
+           "anonymize_video", "keyframe_crops", "keyframe_thumbnails", "choose_keyframe", "frontality",
+           "estimate_seconds", "METHODS"]

@@ -1,0 +1,236 @@
+"""Video anonymization end to end on real clips made from real photos (faceanon.testing_video),
+with the real detector, tracker, video reader and writer. Diffusion runs the real engine on tiny
+random checkpoints (the 12 GB weights cannot exist here)."""
+
+from __future__ import annotations
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from faceanon.anonymizer import FaceAnonymizer, face_seed
+from faceanon.faces.detection import create_detector
+from faceanon.media.video import VideoWriter, open_video, probe_video
+from faceanon.media.video_anonymize import VideoSettings, frontality, render_video, scan_video
+from faceanon.testing_video import PRIVATE_STRINGS, make_test_clip, photo_rgb
+
+
+@pytest.fixture(scope="module")
+def anonymizer():
+    return FaceAnonymizer(identity_check=False)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return create_detector("yunet")
+
+
+def _frames(path) -> list[np.ndarray]:
+    with open_video(path) as reader:
+        return [frame.rgb for frame in reader]
+
+
+def _times(path) -> list[float]:
+    with open_video(path) as reader:
+        return [frame.time_s for frame in reader]
+
+
+def _enter_leave_boxes(clip, photo="grace_hopper") -> list[np.ndarray | None]:
+    """Where the face is in each frame of an enter_leave clip: the face found once in the photo,
+    carried by the same geometry make_test_clip draws the frames with."""
+    source = photo_rgb(photo)
+    face = create_detector("yunet").detect(source)[0]
+    portrait_h = int(clip.height * 0.8)
+    scale = portrait_h / source.shape[0]
+    portrait_w = max(1, int(source.shape[1] * scale))
+    top = (clip.height - portrait_h) // 2
+    boxes = []
+    for i in range(clip.frame_count):
+        t = i / max(clip.frame_count - 1, 1)
+        left = int(round(-portrait_w + (clip.width + portrait_w) * t))
+        boxes.append(np.array(face.box) * scale + [left, top, left, top])
+    return boxes
+
+
+def _visible_core(box, width, height, shrink=0.25):
+    """The central part of a face box, clipped to the picture (None when too little is visible)."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    cx0, cy0, cx1, cy1 = x0 + shrink * w, y0 + shrink * h, x1 - shrink * w, y1 - shrink * h
+    vx0, vy0, vx1, vy1 = max(cx0, 0), max(cy0, 0), min(cx1, width), min(cy1, height)
+    if (vx1 - vx0) < 0.3 * (cx1 - cx0) or vy1 <= vy0:
+        return None
+    return slice(int(vy0), int(np.ceil(vy1))), slice(int(vx0), int(np.ceil(vx1)))
+
+
+def test_every_face_is_covered_in_every_frame_including_entering_and_leaving(tmp_path, anonymizer):
+    clip = make_test_clip(tmp_path / "enter.mp4", photo="grace_hopper", motion="enter_leave", size=(320, 240),
+                          seconds=1.2, fps=20)
+    out = tmp_path / "solid.mp4"
+    report = anonymizer.anonymize_video(clip.path, out, method="solid")
+    assert report.tracks and report.tracks[0].extended_frames
+    frames = _frames(out)
+    covered = 0
+    for frame, box in zip(frames, _enter_leave_boxes(clip), strict=True):
+        core = _visible_core(box, clip.width, clip.height)
+        if core is None:
+            continue
+        covered += 1
+        assert frame[core].mean() < 40, "a visible face is not filled"  # solid fill is black
+    assert covered >= clip.frame_count - 8  # all but the frames where the face is (almost) off the picture
+
+
+def test_outside_the_faces_nothing_changes(tmp_path, anonymizer):
+    clip = make_test_clip(tmp_path / "enter.mp4", photo="grace_hopper", motion="enter_leave", size=(320, 240),
+                          seconds=1.0, fps=20)
+    out = tmp_path / "blur.mp4"
+    # Lossless H.264 (crf 0): x264's lossy prediction would spread small differences around the
+    # changed faces; lossless shows what the anonymizer itself changed.
+    anonymizer.anonymize_video(clip.path, out, method="blur", crf=0)
+    # The reference: the same frames through the same writer untouched (the writer's own colour
+    # conversion is VideoWriter's business, measured by its tests).
+    baseline = tmp_path / "baseline.mp4"
+    with open_video(clip.path) as reader, VideoWriter(baseline, like=reader.info, source=clip.path,
+                                                      crf=0) as writer:
+        for frame in reader:
+            writer.write(frame.rgb, like=frame)
+    for before, after, box in zip(_frames(baseline), _frames(out), _enter_leave_boxes(clip), strict=True):
+        outside = np.ones(before.shape[:2], bool)
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0  # the mask reaches beyond the detector's box (forehead, chin, hair line)
+        outside[max(int(y0 - 0.6 * h), 0):max(int(y1 + 0.6 * h), 0), max(int(x0 - 0.6 * w), 0):max(int(x1 + 0.6 * w), 0)] = False
+        difference = np.abs(before.astype(int) - after.astype(int))[outside]
+        assert difference.max() <= 1  # 4:2:0 chroma rounding at most
+
+
+def test_a_face_the_detector_misses_for_a_few_frames_is_still_hidden(tmp_path, anonymizer):
+    # Eyes covered for frames 6-8: the detector misses the face, the visible mouth and chin must
+    # still be redacted (interpolated track).
+    clip = make_test_clip(tmp_path / "cover.mp4", photo="grace_hopper", motion="still", size=(240, 320), seconds=0.8,
+                          fps=20, cover=(6, 8, (40, 60, 200, 150)))
+    out = tmp_path / "solid.mp4"
+    report = anonymizer.anonymize_video(clip.path, out, method="solid")
+    assert [t.interpolated_frames for t in report.tracks] == [[6, 7, 8]]
+    frames, source = _frames(out), _frames(clip.path)
+    box = np.array(create_detector("yunet").detect(source[0])[0].box)
+    mouth = slice(155, int(box[3] - 0.15 * (box[3] - box[1]))), slice(int(box[0] + 0.3 * (box[2] - box[0])),
+                                                                       int(box[2] - 0.3 * (box[2] - box[0])))
+    for index in (6, 7, 8):
+        assert source[index][mouth].mean() > 60  # the lower face is visible in the input
+        assert frames[index][mouth].mean() < 30  # and filled in the output
+
+
+def test_phone_video_rotation_timing_audio_and_no_metadata(tmp_path, anonymizer, detector):
+    clip = make_test_clip(tmp_path / "phone.mov", photo="grace_hopper", motion="zoom", size=(240, 320), seconds=1.0,
+                          fps=25, rotation=90, vfr=True, audio=True, metadata=True)
+    out = tmp_path / "phone_out.mov"
+    report = anonymizer.anonymize_video(clip.path, out, method="blur")
+    info = probe_video(out)
+    assert (info.width, info.height, info.rotation) == (240, 320, 0)  # upright, no display matrix needed
+    assert info.frame_count == clip.frame_count == report.frames
+    assert np.allclose(_times(out), _times(clip.path), atol=1e-3)  # variable frame rate kept
+    assert info.has_audio
+    with av.open(str(out)) as container:
+        audio = container.streams.audio[0]
+        assert abs(float(audio.duration * audio.time_base) - clip.audio_seconds) < 0.05
+    data = out.read_bytes()
+    assert not [s for s in PRIVATE_STRINGS if s.encode() in data]
+    for frame in _frames(out):  # the blurred face is not a face any more, to the detector
+        assert detector.detect(frame) == []
+
+
+def test_frontality_prefers_a_face_looking_at_the_camera():
+    frontal = np.array([[40, 50], [80, 50], [60, 70], [45, 90], [75, 90]], float)
+    turned = frontal.copy()
+    turned[2, 0] = 75  # nose tip towards one eye: head turned
+    assert frontality(frontal) == pytest.approx(1.0)
+    assert frontality(turned) < 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Diffusion on tiny random checkpoints
+
+
+class _Recorder:
+    """The real pipeline, its calls recorded (degree, encoded source?, rows, generator seeds)."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls, self.encoded = pipe, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def encode_source(self, *args, **kwargs):
+        self.encoded.append(kwargs["generator"].initial_seed())
+        return self.pipe.encode_source(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append({"degree": kwargs["anonymization_degree"], "reference": kwargs.get("source_reference"),
+                           "rows": len(kwargs["conditioning_image"]),
+                           "seeds": [g.initial_seed() for g in kwargs["generator"]]})
+        return self.pipe(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from faceanon.testing import tiny_pipeline
+
+    pipe = tiny_pipeline(tmp_path_factory.mktemp("tiny"))
+    pipe.set_progress_bar_config(disable=True)
+    recorder = _Recorder(pipe)
+    fa = FaceAnonymizer(pipeline=recorder, resolution=64, identity_check=False, watermark=False)
+    two_people = np.concatenate([cv2.resize(photo_rgb("astronaut"), (300, 300)),
+                                 cv2.resize(photo_rgb("grace_hopper"), (225, 300))], axis=1)
+    clip = make_test_clip(tmp_path_factory.mktemp("clip") / "two.mp4", photo=two_people, motion="still",
+                          size=(350, 200), seconds=0.15, fps=20)
+    scan = scan_video(fa, clip.path)
+    assert len(scan.tracks) == 2 and all(len(t.points) == clip.frame_count == 3 for t in scan.tracks)
+    return fa, recorder, scan
+
+
+def _render(tiny, tmp_path, name, **settings):
+    fa, recorder, scan = tiny
+    recorder.calls.clear()
+    recorder.encoded.clear()
+    report = render_video(fa, scan, tmp_path / name, VideoSettings(method="diffusion", seed=7, steps=1, **settings))
+    return report, list(recorder.calls), _frames(tmp_path / name)
+
+
+def test_one_seed_per_track_keyframe_generated_once_then_swaps_with_the_source_encoded_once(tiny, tmp_path):
+    report, calls, _ = _render(tiny, tmp_path, "swap.mp4")
+    seeds = {t.track_id: face_seed(7, t.track_id) for t in report.tracks}
+    assert [t.seed for t in report.tracks] == [seeds[0], seeds[1]]
+    keyframes, swaps = calls[0], calls[1:]
+    assert keyframes["degree"] == 1.25 and keyframes["reference"] is None
+    assert sorted(keyframes["seeds"]) == sorted(seeds.values())  # both keyframes in one call
+    assert sorted(tiny[1].encoded) == sorted(seeds.values())  # each track's source encoded once
+    assert all(c["degree"] == 0.0 and c["reference"] is not None for c in swaps)
+    for call in swaps:  # one track per call, its seed (so its initial noise) on every frame
+        assert len(set(call["seeds"])) == 1 and call["seeds"][0] in seeds.values()
+    assert sum(c["rows"] for c in swaps) == 2 * (3 - 1)  # every frame but the keyframe
+    assert report.generated_faces == 2 + 4 and report.mode == "keyframe+swap"
+
+
+def test_batched_windows_equal_one_frame_at_a_time(tiny, tmp_path):
+    _, batched_calls, batched = _render(tiny, tmp_path, "batched.mp4", window=3)
+    _, single_calls, single = _render(tiny, tmp_path, "single.mp4", window=1)
+    assert max(c["rows"] for c in batched_calls[1:]) == 2 and max(c["rows"] for c in single_calls[1:]) == 1
+    for a, b in zip(batched, single, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_reusing_the_encoded_source_is_exact(tiny, tmp_path):
+    _, reused_calls, reused = _render(tiny, tmp_path, "reused.mp4")
+    _, plain_calls, plain = _render(tiny, tmp_path, "plain.mp4", reuse_source=False)
+    assert all(c["reference"] is not None for c in reused_calls[1:])
+    assert all(c["reference"] is None for c in plain_calls[1:])
+    for a, b in zip(reused, plain, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_per_frame_mode_anonymizes_every_frame_with_the_track_seed(tiny, tmp_path):
+    report, calls, _ = _render(tiny, tmp_path, "per_frame.mp4", per_frame=True)
+    assert report.mode == "per-frame" and report.generated_faces == 6
+    assert all(c["degree"] == 1.25 and c["reference"] is None for c in calls)
+    assert sorted(s for c in calls for s in c["seeds"]) == sorted([face_seed(7, 0)] * 3 + [face_seed(7, 1)] * 3)
