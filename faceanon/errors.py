@@ -14,6 +14,11 @@ class WeightsNotFoundError(FaceAnonError, FileNotFoundError):
     """The diffusion weights are not available locally and cannot be downloaded."""
 
 
+class MethodProcessorsMissingError(FaceAnonError, RuntimeError):
+    """The method's attention processors were replaced on a UNet: the pipeline would compute
+    something else than the method."""
+
+
 class FaceTooSmallError(FaceAnonError, ValueError):
     """A face is too small for the diffusion model to produce a meaningful new identity."""
 

@@ -62,9 +62,9 @@ def reference_call(pipe, source_image, conditioning_image, anonymization_degree:
     ``own_record=True`` pairs each transformer with its *own* record instead of its block's first
     one: the plausible-looking mistake the tests must be able to tell apart.
     """
-    source, conditioning, degrees = pipe.check_inputs(
-        source_image, conditioning_image, anonymization_degree, guidance_scale, num_inference_steps,
-        height, width, generator, latents)
+    pipe.check_inputs(source_image, conditioning_image, anonymization_degree, guidance_scale, num_inference_steps,
+                      height, width, generator, latents)
+    source, conditioning, degrees = pipe.prepare_inputs(source_image, conditioning_image, anonymization_degree)
     d = degrees[0]
     if any(x != d for x in degrees):
         raise ValueError("the reference formulation takes one anonymization_degree for the whole batch")

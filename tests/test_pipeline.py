@@ -11,7 +11,7 @@ import torch
 from diffusers import DDIMScheduler
 from PIL import Image
 
-from faceanon.attention import ReferenceAttnProcessor, self_attention_sites
+from faceanon.attention import BlockReference, ReferenceAttnProcessor, self_attention_sites
 from faceanon.pipeline import FaceAnonPipeline
 from faceanon.reference import ConcatReferenceAttnProcessor, reference_call
 from faceanon.testing import build_tiny_checkpoints
@@ -56,7 +56,8 @@ def test_one_attention_layer_equals_full_concatenated_attention(pipe):
     reference = torch.randn(2, 128, channels, generator=generator)
 
     fast = ReferenceAttnProcessor(site.block)
-    fast.set_reference(reference)
+    rows = torch.arange(2)
+    fast.set_reference(BlockReference(reference[:, :64], rows, reference[:, 64:], rows))
     oracle = ConcatReferenceAttnProcessor()
     oracle.reference = reference
     with torch.no_grad():
@@ -255,7 +256,7 @@ def test_enabling_xformers_keeps_the_methods_processors(pipe, faces, monkeypatch
         (dict(anonymization_degree=-0.5), ValueError, ">= 0"),
         (dict(source_image="twins", conditioning_image="x"), TypeError, "PIL image"),
         (dict(num_inference_steps=0), ValueError, "positive integer"),
-        (dict(anonymization_degree=0.0, source_image=None), ValueError, "source_image is required"),
+        (dict(anonymization_degree=0.0, source_image=None), ValueError, "source_reference\) is required"),
         (dict(anonymization_degree=[1.0, 1.0, 1.0]), ValueError, "one per image"),
     ],
 )
