@@ -68,6 +68,7 @@ EXAMPLE_DOC_STRING = """
         ...               generator=[torch.Generator().manual_seed(1) for _ in range(2)]).images
         >>> len(frames)
         2
+
         ```
 """
 
