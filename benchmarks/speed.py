@@ -95,6 +95,7 @@ class BenchConfig:
         })
 
 
+@dataclass
 class Measurement:
     """One formulation at one dtype."""
 

@@ -9,7 +9,6 @@ import os
 import resource
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import PIL.Image
@@ -191,8 +190,6 @@ class PeakMemory:
         self.above_baseline_bytes = max(0, self.peak_bytes - self.baseline)
         return False
 
-
-@dataclass
 
 def max_abs(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
