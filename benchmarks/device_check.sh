@@ -44,10 +44,10 @@ stage() { [[ "$STAGES" == *" $1 "* ]]; }
 # 1. Smoke: every CUDA code path on tiny components (seconds). Stop here if it crashes (exit status
 #    1 is the agreement check's verdict, a finding: go on).
 if stage smoke; then
-  timeout 120 python3 -m faceanon.bench --size tiny --device cuda --dtype fp16 --height 64 --width 64 \
+  timeout 120 python3 -m benchmarks.speed --size tiny --device cuda --dtype fp16 --height 64 --width 64 \
       --steps 2 --repeats 1 --faces 2 >"$OUT/smoke.txt" 2>&1
   rc=$?; if [ $rc -ne 0 ] && [ $rc -ne 1 ]; then tail -60 "$OUT/smoke.txt"; exit 1; fi
-  timeout 60 python3 -m faceanon.bench --size tiny --device cuda --dtype fp16 --height 64 --width 64 \
+  timeout 60 python3 -m benchmarks.speed --size tiny --device cuda --dtype fp16 --height 64 --width 64 \
       --steps 2 --repeats 1 --options batch,offload,channels_last >>"$OUT/smoke.txt" 2>&1
   tail -25 "$OUT/smoke.txt"
 fi
@@ -57,20 +57,20 @@ stage product && timeout 120 python3 benchmarks/gpu_product_check.py 2>&1 | grep
     | tee "$OUT/product.txt"
 
 # 3. fp16 against the reference formulation in fp32 (the 3x target), 512x512, 25 steps, 6 faces.
-stage main && timeout "$(left 160)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+stage main && timeout "$(left 160)" python3 -m benchmarks.speed --device cuda --dtype fp16 --repeats 2 \
     --json "$OUT/bench_fp16.json" 2>&1 | tee "$OUT/bench_fp16.txt"
 
 # 4. CUDA graphs, and where fp32 memory goes (TF32 on / off).
-stage graphs && timeout "$(left 60)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+stage graphs && timeout "$(left 60)" python3 -m benchmarks.speed --device cuda --dtype fp16 --repeats 2 \
     --options fp32_memory,cudagraphs --json "$OUT/graphs_fp16.json" 2>&1 | grep -v "kept in float32" \
     | tee "$OUT/graphs_fp16.txt"
 
 # 5. bf16, faceanon only (quick).
-stage bf16 && timeout "$(left 60)" python3 -m faceanon.bench --device cuda --dtype bf16 --skip-reference --faces 0 --repeats 2 \
+stage bf16 && timeout "$(left 60)" python3 -m benchmarks.speed --device cuda --dtype bf16 --skip-reference --faces 0 --repeats 2 \
     --json "$OUT/bench_bf16.json" 2>&1 | grep -v "kept in float32" | tee "$OUT/bench_bf16.txt"
 
 # 6. Options, fp16: memory per face (fp16 and fp32), model offload, channels_last, compile (last: slowest).
-stage options && timeout "$(left)" python3 -m faceanon.bench --device cuda --dtype fp16 --repeats 2 \
+stage options && timeout "$(left)" python3 -m benchmarks.speed --device cuda --dtype fp16 --repeats 2 \
     --options batch,offload,channels_last,xformers,compile --json "$OUT/options_fp16.json" 2>&1 \
     | grep -v "kept in float32" | tee "$OUT/options_fp16.txt"
 echo "device_check done in ${SECONDS} s"

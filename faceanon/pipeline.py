@@ -68,12 +68,13 @@ EXAMPLE_DOC_STRING = """
         ...               generator=[torch.Generator().manual_seed(1) for _ in range(2)]).images
         >>> len(frames)
         2
+
         ```
 """
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list
 # GPU memory one more face takes in a call, 512x512, fp32 (half in fp16/bf16). Measured on an H200
-# (`python -m faceanon.bench --options batch`, 1-8 faces, least squares): 1,077 MiB in fp32 with
+# (`python -m benchmarks.speed --options batch`, 1-8 faces, least squares): 1,077 MiB in fp32 with
 # PyTorch's default TF32 convolutions, 539 MiB in fp16; rounded up.
 ACTIVATION_BYTES_PER_FACE_512_FP32 = 1.1 * 2**30
 _METHOD_NETS = ("unet", "referencenet", "conditioning_referencenet")

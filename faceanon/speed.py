@@ -1,6 +1,6 @@
 """Speed and memory options for the diffusion pipeline, and the one place that loads it with them.
 
-Measured on an H200 (``python -m faceanon.bench --options``, 512x512, 25 steps, fp16; figures in
+Measured on an H200 (``python -m benchmarks.speed --options``, 512x512, 25 steps, fp16; figures in
 benchmarks/README.md): eager SDPA 0.90 s per face; channels_last 0.84 s; ``torch.compile`` of the
 UNet 0.63 s after a 44 s first call; model CPU offload 2.7 s with 3.8 GB of GPU memory instead of
 6.4 GB. All of them keep the method as it is: outputs differ from eager by fp16 rounding only.

@@ -50,12 +50,15 @@ def unet_config(size: str = "tiny") -> dict:
     )
 
 
-def vae_config(size: str = "tiny") -> dict:
+def vae_config(size: str = "tiny", blocks: int = 4) -> dict:
+    """SD 2.1's VAE config (4 blocks: 8x downsampling), or a tiny one; ``blocks`` > 4 downsamples
+    more (7: 512x512 pixels -> 8x8 latents), so that tests can run 512x512 calls quickly."""
     common = dict(in_channels=3, out_channels=3, latent_channels=4, scaling_factor=VAE_SCALING_FACTOR,
-                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+                  down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks)
     if size == "sd21":
         return dict(common, block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=768)
-    return dict(common, block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, sample_size=64)
+    return dict(common, block_out_channels=(8,) + (16,) * (blocks - 1), layers_per_block=1, norm_num_groups=8,
+                sample_size=64)
 
 
 def clip_config(size: str = "tiny") -> CLIPConfig:
@@ -71,13 +74,13 @@ def clip_config(size: str = "tiny") -> CLIPConfig:
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
 
 
-def build_components(size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:
+def build_components(size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32, vae_blocks: int = 4) -> dict:
     """In-memory random-weight components (unet, referencenet, conditioning_referencenet, vae,
     image_encoder). Leaves torch's global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         components = {name: UNet2DConditionModel(**unet_config(size)) for name in FACE_MODEL_FOLDERS}
-        components["vae"] = AutoencoderKL(**vae_config(size))
+        components["vae"] = AutoencoderKL(**vae_config(size, vae_blocks))
         components["image_encoder"] = CLIPVisionModel(CLIPVisionConfig(**clip_config(size).vision_config.to_dict()))
         _perturb_zero_initialised(components)
     if dtype != torch.float32:
@@ -94,11 +97,12 @@ def _perturb_zero_initialised(components: dict) -> None:
                 parameter.data.normal_(0, 0.02)
 
 
-def build_tiny_checkpoints(root: str | Path, seed: int = 0) -> dict[str, str]:
+def build_tiny_checkpoints(root: str | Path, seed: int = 0, vae_blocks: int = 4) -> dict[str, str]:
     """Write tiny random checkpoints in the hub repos' layout under ``root``.
 
     Returns the keyword arguments of :meth:`FaceAnonPipeline.from_hub` that point at them.
-    Reuses what an earlier call wrote to ``root`` with the same seed.
+    Reuses what an earlier call wrote to ``root`` with the same seed and VAE. ``vae_blocks=7``
+    gives a VAE that downsamples 64x (512x512 calls on 8x8 latents: seconds, for examples).
     """
     root = Path(root)
     paths = {
@@ -107,10 +111,10 @@ def build_tiny_checkpoints(root: str | Path, seed: int = 0) -> dict[str, str]:
         "image_encoder": root / "clip-vit-large-patch14",
     }
     stamp = root / ".faceanon-tiny.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("seed") == seed:
+    if stamp.exists() and json.loads(stamp.read_text()) == {"seed": seed, "vae_blocks": vae_blocks}:
         return {k: str(v) for k, v in paths.items()}
 
-    components = build_components("tiny", seed)
+    components = build_components("tiny", seed, vae_blocks=vae_blocks)
     for name in FACE_MODEL_FOLDERS:
         folder = paths["face_model"] / name
         components[name].save_pretrained(folder, safe_serialization=True)
@@ -122,7 +126,7 @@ def build_tiny_checkpoints(root: str | Path, seed: int = 0) -> dict[str, str]:
         clip = CLIPModel(clip_config("tiny"))
     clip.vision_model.load_state_dict(components["image_encoder"].state_dict())
     clip.save_pretrained(paths["image_encoder"], safe_serialization=True)
-    stamp.write_text(json.dumps({"seed": seed}))
+    stamp.write_text(json.dumps({"seed": seed, "vae_blocks": vae_blocks}))
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -132,9 +136,9 @@ def _set_class_name(config_path: Path, class_name: str) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def tiny_pipeline_env(root: str | Path, seed: int = 0) -> dict[str, str]:
+def tiny_pipeline_env(root: str | Path, seed: int = 0, vae_blocks: int = 4) -> dict[str, str]:
     """Environment variables that point faceanon's loader at tiny checkpoints under ``root``."""
-    paths = build_tiny_checkpoints(root, seed)
+    paths = build_tiny_checkpoints(root, seed, vae_blocks)
     return {
         "FACEANON_FACE_MODEL": paths["face_model"],
         "FACEANON_VAE": paths["vae"],

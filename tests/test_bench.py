@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark (python -m faceanon.bench) on the tiny size: it runs, prints its
+"""Smoke tests of the benchmark (python -m benchmarks.speed) on the tiny size: it runs, prints its
 table, writes its JSON, and its agreement check fails when the two formulations disagree."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from faceanon import bench
+from benchmarks import speed as bench
 
 TINY = ["--size", "tiny", "--height", "32", "--width", "32", "--steps", "2", "--repeats", "1"]
 
@@ -71,7 +71,7 @@ def test_options_run_reports_each_option_and_skips_what_needs_a_gpu(tmp_path, ca
 def test_unknown_options_are_refused():
     import pytest
 
-    from faceanon.bench_options import parse_options
+    from benchmarks.speed_options import parse_options
 
     assert parse_options("batch")[:2] == ["baseline", "batch"]  # every option is compared with the baseline
     with pytest.raises(ValueError, match="unknown option"):

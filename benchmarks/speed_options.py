@@ -1,6 +1,6 @@
-"""Speed and memory options of faceanon alone (``python -m faceanon.bench --options``).
+"""Speed and memory options of faceanon alone (``python -m benchmarks.speed --options``).
 
-The side-by-side benchmark (:mod:`faceanon.bench`) answers "how much faster than the reference
+The side-by-side benchmark (:mod:`benchmarks.speed`) answers "how much faster than the reference
 formulation"; this answers "what do the GPU options buy, and how much memory does each face take":
 
 * ``baseline``: the pipeline as loaded (SDPA attention), seconds per face and peak memory;
@@ -30,6 +30,18 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from benchmarks.speed_common import (
+    DTYPE_NAMES,
+    DTYPES,
+    PeakMemory,
+    around_component_calls,
+    face_images,
+    max_abs,
+    mb,
+    set_tf32,
+    sync,
+)
+
 OPTIONS = ("baseline", "batch", "offload", "channels_last", "xformers", "compile", "cudagraphs", "fp32_memory")
 BATCH_SIZES = (1, 2, 4, 8)
 BATCH_STEPS = 2  # activation memory does not depend on the number of steps
@@ -58,7 +70,6 @@ class OptionsRunner:
     # -- measuring ---------------------------------------------------------------------------
 
     def _call(self, faces: int = 1, steps: int | None = None):
-        from faceanon.bench import face_images
 
         images = [self.face] if faces == 1 else face_images(faces)
         return self._run(images, [self.config.seed + i for i in range(faces)], steps)
@@ -71,19 +82,17 @@ class OptionsRunner:
                          height=c.height, width=c.width, output_type="np").images
 
     def _timed(self, faces: int = 1, steps: int | None = None) -> tuple[float, object, object]:
-        from faceanon.bench import PeakMemory, _sync
 
         with PeakMemory(self.device) as memory:
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             images = self._call(faces, steps)
-            _sync(self.device)
+            sync(self.device)
             seconds = time.perf_counter() - start
         return seconds, images, memory
 
     def measure(self, name: str, note: str = "") -> dict:
         """Warm-up call (reported: the compile time when compiling), then ``repeats`` timed calls."""
-        from faceanon.bench import _max_abs, _mb
 
         first_seconds, _, _ = self._timed(steps=1)
         runs = [self._timed() for _ in range(self.config.repeats)]
@@ -94,11 +103,11 @@ class OptionsRunner:
         figures = {
             "seconds_per_face": seconds, "first_call_seconds_1_step": first_seconds,
             "peak_memory_bytes": memory.peak_bytes, "peak_memory_above_baseline_bytes": memory.above_baseline_bytes,
-            "max_abs_diff_vs_baseline": _max_abs(images, self.baseline_images), "note": note,
+            "max_abs_diff_vs_baseline": max_abs(images, self.baseline_images), "note": note,
         }
         self.results[name] = figures
-        self.out(f"  {name:<14} {seconds:8.3f} s/face   peak {_mb(memory.peak_bytes):>7} MiB "
-                 f"({_mb(memory.above_baseline_bytes):>6} above weights)   first 1-step call {first_seconds:7.2f} s   "
+        self.out(f"  {name:<14} {seconds:8.3f} s/face   peak {mb(memory.peak_bytes):>7} MiB "
+                 f"({mb(memory.above_baseline_bytes):>6} above weights)   first 1-step call {first_seconds:7.2f} s   "
                  f"max |diff vs baseline| {figures['max_abs_diff_vs_baseline']:.3g}{'   ' + note if note else ''}")
         return figures
 
@@ -109,14 +118,12 @@ class OptionsRunner:
         self.baseline_second_face = self._second_face()
 
     def _second_face(self):
-        from faceanon.bench import face_images
 
         return self._run([face_images(2)[1]], [self.config.seed + 1])
 
     def _check_second_face(self, name: str) -> None:
-        from faceanon.bench import _max_abs
 
-        difference = _max_abs(self._second_face(), self.baseline_second_face)
+        difference = max_abs(self._second_face(), self.baseline_second_face)
         self.results[name]["max_abs_diff_second_face_vs_eager"] = difference
         self.out(f"  {name:<14} second face (other seed) vs eager: max |diff| {difference:.3g}")
 
@@ -168,7 +175,6 @@ class OptionsRunner:
 
     def fp32_memory(self):
         """Peak memory above what was allocated before each component call, fp32, TF32 on and off."""
-        from faceanon.bench import DTYPES, _mb, set_tf32
 
         if not self.cuda:
             self.out("  fp32_memory    needs CUDA: skipped")
@@ -183,14 +189,13 @@ class OptionsRunner:
                 label = "tf32" if tf32 else "ieee"
                 figures[label] = dict(peaks)
                 self.out(f"  fp32_memory {label}: MiB above the start of each call: "
-                         + ", ".join(f"{k} {_mb(v)}" for k, v in peaks.items()))
+                         + ", ".join(f"{k} {mb(v)}" for k, v in peaks.items()))
         finally:
             set_tf32(convolutions=True, matmuls=False)  # PyTorch's defaults
             _set_dtype(self.pipe, DTYPES[self.config.dtype])
         self.results["fp32_memory"] = figures
 
     def batch(self):
-        from faceanon.bench import DTYPE_NAMES, DTYPES, _mb
         from faceanon.pipeline import ACTIVATION_BYTES_PER_FACE_512_FP32
 
         dtypes = [self.config.dtype] + (["fp32"] if self.cuda and self.config.dtype != "fp32" else [])
@@ -204,7 +209,7 @@ class OptionsRunner:
                 rows.append({"faces": faces, "seconds": seconds, "peak_memory_bytes": memory.peak_bytes,
                              "peak_memory_above_baseline_bytes": memory.above_baseline_bytes})
                 self.out(f"  batch {dtype_name} {faces} faces: {seconds:7.2f} s ({BATCH_STEPS} steps)   peak "
-                         f"{_mb(memory.peak_bytes):>7} MiB ({_mb(memory.above_baseline_bytes):>6} above weights)")
+                         f"{mb(memory.peak_bytes):>7} MiB ({mb(memory.above_baseline_bytes):>6} above weights)")
             faces = np.array([r["faces"] for r in rows], dtype=np.float64)
             above = np.array([r["peak_memory_above_baseline_bytes"] for r in rows], dtype=np.float64)
             per_face, fixed = np.polyfit(faces, above, 1)
@@ -221,7 +226,6 @@ class OptionsRunner:
 @contextlib.contextmanager
 def _component_peaks(pipe, device):
     """{component: max bytes allocated above the start of its call} while the block runs (CUDA)."""
-    from faceanon.bench import around_component_calls
 
     peaks: dict[str, int] = {}
 
