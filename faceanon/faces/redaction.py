@@ -18,7 +18,7 @@ from faceanon.registry import REDACTION_METHODS
 def redact_face(image: np.ndarray, aligned: AlignedFace, method: str = "blur", strength: float = 1.0,
                 color: tuple[int, int, int] = (0, 0, 0), mask: np.ndarray | None = None) -> PhotoMask:
     """Redact one face of `image` (RGB/RGBA uint8, modified in place); returns the mask used."""
-    if method not in REDACTION_METHODS:
+    if method not in REDACTORS:
         raise ValueError(f"Unknown redaction method {method!r}; choose one of {', '.join(REDACTION_METHODS)}.")
     if not 0 < strength <= 1:
         raise ValueError(f"Redaction strength must be in (0, 1], got {strength}.")
@@ -28,20 +28,12 @@ def redact_face(image: np.ndarray, aligned: AlignedFace, method: str = "blur", s
     if photo_mask.values.size == 0:
         return photo_mask
     face_size = aligned.size / aligned.scale / 2  # the FFHQ square is about twice the face
-    region = np.ascontiguousarray(image[photo_mask.slices][..., :3])
-    if method == "blur":
-        replacement = _blur(image[..., :3], photo_mask, face_size, strength)
-    elif method == "pixelate":
-        replacement = _pixelate(region, face_size, strength)
-    else:
-        replacement = np.empty_like(region)
-        replacement[:] = np.asarray(color, dtype=np.uint8)
-        photo_mask = PhotoMask(photo_mask.values * strength, photo_mask.box)  # strength = opacity
+    replacement, photo_mask = REDACTORS[method](image[..., :3], photo_mask, face_size, strength, color)
     blend(image, replacement, photo_mask)
     return photo_mask
 
 
-def _blur(rgb: np.ndarray, photo_mask: PhotoMask, face_size: float, strength: float) -> np.ndarray:
+def _blur(rgb, photo_mask: PhotoMask, face_size: float, strength: float, color) -> tuple[np.ndarray, PhotoMask]:
     # Blur a margin around the box too, so the result does not smear in the box's borders.
     sigma = max(1.0, strength * face_size / 6)
     margin = int(3 * sigma)
@@ -50,10 +42,11 @@ def _blur(rgb: np.ndarray, photo_mask: PhotoMask, face_size: float, strength: fl
     bx0, by0, bx1, by1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, width), min(y1 + margin, height)
     blurred = cv2.GaussianBlur(np.ascontiguousarray(rgb[by0:by1, bx0:bx1]), (0, 0), sigmaX=sigma,
                                borderType=cv2.BORDER_REFLECT_101)
-    return blurred[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
+    return blurred[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0], photo_mask
 
 
-def _pixelate(region: np.ndarray, face_size: float, strength: float) -> np.ndarray:
+def _pixelate(rgb, photo_mask: PhotoMask, face_size: float, strength: float, color) -> tuple[np.ndarray, PhotoMask]:
+    region = np.ascontiguousarray(rgb[photo_mask.slices])
     # strength 1 -> ~6 blocks across the face, strength 0.1 -> ~30.
     blocks_per_face = 6 + (1 - strength) * 27
     block = max(2, int(round(face_size / blocks_per_face)))
@@ -61,4 +54,15 @@ def _pixelate(region: np.ndarray, face_size: float, strength: float) -> np.ndarr
     small = cv2.resize(region, (max(1, -(-width // block)), max(1, -(-height // block))),
                        interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (small.shape[1] * block, small.shape[0] * block),
-                      interpolation=cv2.INTER_NEAREST)[:height, :width]
+                      interpolation=cv2.INTER_NEAREST)[:height, :width], photo_mask
+
+
+def _solid(rgb, photo_mask: PhotoMask, face_size: float, strength: float, color) -> tuple[np.ndarray, PhotoMask]:
+    replacement = np.empty(photo_mask.values.shape + (3,), np.uint8)
+    replacement[:] = np.asarray(color, dtype=np.uint8)
+    return replacement, PhotoMask(photo_mask.values * strength, photo_mask.box)  # strength = opacity
+
+
+# The registry of redaction methods: name (faceanon.registry.REDACTION_METHODS) -> function
+# (photo RGB, its PhotoMask, face size px, strength, colour) -> (replacement for the mask box, mask to blend with).
+REDACTORS = {"blur": _blur, "pixelate": _pixelate, "solid": _solid}

@@ -37,6 +37,11 @@ from faceanon.results import DetectedFace
 
 SAME_PERSON = "same person"
 DIFFERENT_PERSON = "different person"
+TOO_SMALL_TO_VERIFY = "too small to verify"
+# Below this face size (pixels, the larger side of the detector's box) the recognizer cannot tell
+# people apart: different people, and faces against their blurred selves, score "same person" as often
+# as not (benchmarks/redaction_strength.py, real faces downscaled). No verdict is given there.
+MIN_VERIFIABLE_FACE = 40
 ENV_VAR = "FACEANON_IDENTITY_MODEL"
 
 # InsightFace's ArcFace template: where the 5 landmarks go in the 112x112 crop.
@@ -52,12 +57,13 @@ class RecognizerSpec:
     threshold: float
     licence: str
     description: str
+    keep_threshold: float  # faceanon.keep: stricter, a false match would leave a stranger visible
 
 
 RECOGNIZERS = {
     "arcface": RecognizerSpec("arcface", ARCFACE_FILE, 0.30, "non-commercial (InsightFace model terms)",
-                              "ArcFace MobileFaceNet (InsightFace buffalo_s w600k_mbf)"),
-    "sface": RecognizerSpec("sface", SFACE_FILE, 0.363, "Apache-2.0", "SFace (OpenCV Zoo, int8)"),
+                              "ArcFace MobileFaceNet (InsightFace buffalo_s w600k_mbf)", 0.40),
+    "sface": RecognizerSpec("sface", SFACE_FILE, 0.363, "Apache-2.0", "SFace (OpenCV Zoo, int8)", 0.50),
 }
 
 
@@ -103,6 +109,7 @@ class IdentityModel:
 
     name = property(lambda self: self.spec.name)
     threshold = property(lambda self: self.spec.threshold)
+    keep_threshold = property(lambda self: self.spec.keep_threshold)
     licence = property(lambda self: self.spec.licence)
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -126,6 +133,15 @@ class IdentityModel:
 
     def __repr__(self) -> str:
         return f"IdentityModel({self.name!r}, threshold={self.threshold})"
+
+
+def verifiable(face_size: float) -> bool:
+    """Whether a face of this size (px) is large enough for an identity verdict to mean something."""
+    return face_size >= MIN_VERIFIABLE_FACE
+
+
+def too_small_note(face_size: float) -> str:
+    return f"{TOO_SMALL_TO_VERIFY} ({face_size:.0f} px; identity verdicts need {MIN_VERIFIABLE_FACE} px)"
 
 
 def _load_arcface():
