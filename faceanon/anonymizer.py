@@ -38,7 +38,13 @@ from faceanon.errors import FaceAnonError, ImageInputError, WeightsNotFoundError
 from faceanon.faces.alignment import AlignedFace, align_face
 from faceanon.faces.blending import face_mask, paste_face
 from faceanon.faces.detection import Detector, create_detector
-from faceanon.faces.leak_guard import FOUND_ON_SECOND_PASS, STILL_SAME_PERSON, guard_detector, new_faces
+from faceanon.faces.leak_guard import (
+    FOUND_ON_SECOND_PASS,
+    STILL_SAME_PERSON,
+    guard_detector,
+    guard_mask,
+    new_faces,
+)
 from faceanon.faces.redaction import redact_face
 from faceanon.keep import KeepList, KeepMatch, load_keep_list, match_faces
 from faceanon.media.photo import Tone, describe_tone, load_image, merge_alpha, restore_mode, split_alpha
@@ -511,7 +517,8 @@ class FaceAnonymizer:
             return result
         output, redacted = result.image.copy(), []
         for face_report in leaking:
-            redact_face(output, frame.aligned[face_report.face.index], self.guard_method)
+            aligned = frame.aligned[face_report.face.index]
+            redact_face(output, aligned, self.guard_method, mask=guard_mask(aligned))
             face_report.guard = (f"{STILL_SAME_PERSON} after {face_report.method} (similarity "
                                  f"{face_report.identity_similarity:.2f}): {_DONE[self.guard_method]}")
             face_report.method = self.guard_method
@@ -524,7 +531,8 @@ class FaceAnonymizer:
         if leave:
             return FaceReport(face=face, guard=f"{FOUND_ON_SECOND_PASS}; left: only the chosen faces are changed",
                               message=f"{FOUND_ON_SECOND_PASS}; left, as only the chosen faces are changed")
-        redact_face(output, align_face(output, face.landmarks), self.guard_method)
+        aligned = align_face(output, face.landmarks)
+        redact_face(output, aligned, self.guard_method, mask=guard_mask(aligned))
         text = f"{FOUND_ON_SECOND_PASS}: {_DONE[self.guard_method]}"
         return FaceReport(face=face, changed=True, method=self.guard_method, guard=text, message=text)
 

@@ -14,7 +14,8 @@ detector's, so faces the first pass just missed are found too). Two kinds of lea
 * a changed face the identity check still calls the original person, where the face is at least
   MIN_VERIFIABLE_FACE px (below that the identity model cannot tell people apart).
 
-The guard never loops: its own redactions are measured (identity) but not detected again.
+The guard's redactions use a face mask GUARD_MASK_GROW times larger than the first pass's (what
+was missed may be a face whose landmarks are a little off). The guard never loops: its own redactions are measured (identity) but not detected again.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ from faceanon.faces.detection import Detector
 from faceanon.results import DetectedFace
 
 GUARD_THRESHOLD_FACTOR = 5 / 6  # YuNet 0.6 -> 0.5; SCRFD 0.5 -> 0.42
+GUARD_MASK_GROW = 1.2  # the guard's redactions cover more than the first pass's mask: it missed something
 SAME_FACE_IOU = 0.3
 SAME_FACE_INSIDE = 0.5
 FOUND_ON_SECOND_PASS = "found only on the second pass"
 STILL_SAME_PERSON = "still the same person"
+
+
+def guard_mask(aligned) -> np.ndarray:
+    """The soft face mask the guard redacts with (aligned-crop coordinates)."""
+    from faceanon.faces.blending import face_mask
+
+    return face_mask(aligned.landmarks, aligned.size, grow=GUARD_MASK_GROW)
 
 
 def guard_detector(detector: Detector, factor: float = GUARD_THRESHOLD_FACTOR) -> Detector:
@@ -63,5 +72,5 @@ def new_faces(found: Sequence[DetectedFace], known: Sequence[DetectedFace], firs
             for i, face in enumerate(fresh)]
 
 
-__all__ = ["FOUND_ON_SECOND_PASS", "GUARD_THRESHOLD_FACTOR", "STILL_SAME_PERSON", "guard_detector", "new_faces",
+__all__ = ["FOUND_ON_SECOND_PASS", "GUARD_THRESHOLD_FACTOR", "STILL_SAME_PERSON", "GUARD_MASK_GROW", "guard_detector", "guard_mask", "new_faces",
            "same_face"]
