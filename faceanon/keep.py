@@ -101,8 +101,9 @@ def _person(name: str, source, detector, model) -> KeepPerson:
 
     try:
         rgb, _ = split_alpha(load_image(source))
-    except ImageInputError as error:
-        raise ImageInputError(f"Keep photo {name!r}: {error}") from None
+    except ImageInputError as error:  # name the photo, not where it lies (a server's upload folder)
+        text = str(error).replace(str(source), Path(source).name) if isinstance(source, (str, Path)) else str(error)
+        raise ImageInputError(f"Keep photo: {text}") from None
     faces = detector.detect(rgb)
     if not faces:
         raise ImageInputError(f"No face was found in the keep photo {name!r}. Use a photo where the person's "
