@@ -522,6 +522,7 @@ class FaceAnonymizer:
             face_report.guard = (f"{STILL_SAME_PERSON} after {face_report.method} (similarity "
                                  f"{face_report.identity_similarity:.2f}): {_DONE[self.guard_method]}")
             face_report.method = self.guard_method
+            face_report.message = "; ".join(filter(None, [face_report.message, face_report.guard]))
             redacted.append(face_report)
         extra = [self._guard_new_face(output, face, frame.only_planned) for face in found]
         self._measure(frame.rgb, output, redacted + [r for r in extra if r.changed], attributes=False)

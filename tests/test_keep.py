@@ -106,3 +106,25 @@ def test_cli_bad_keep_photo_stops_before_any_output(tmp_path, capsys):
     assert code == 1
     assert "Keep photo: The file 'fake.jpg' is not an image" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_app_anonymize_endpoint_takes_keep_photos():
+    """The /anonymize handler in process (the Gradio server itself is tested in test_app_*)."""
+    import gradio as gr
+
+    from faceanon.webapp import handlers as H
+    from faceanon.webapp import limits as L
+    from faceanon.webapp.service import ModelHost
+
+    H.configure(ModelHost(), L.Limits())
+
+    def quiet(*args, **kwargs):
+        return None
+
+    _, summary, report, _ = H.anonymize(str(PEOPLE / "two_people.jpg"), "blur", keep=[str(PEOPLE / "obama.jpg")],
+                                        progress=quiet)
+    assert [f["kept_as"] for f in report["faces"]] == ["obama", None]
+    with pytest.raises(gr.Error) as error:
+        H.anonymize(str(PEOPLE / "two_people.jpg"), "blur", keep=[str(PEOPLE / "obama.jpg"), __file__],
+                    progress=quiet)
+    assert "test_keep.py" in error.value.message and str(PEOPLE) not in error.value.message
