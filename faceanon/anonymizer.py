@@ -111,6 +111,7 @@ class PreparedFrame:
     requests: list[CropRequest] = field(default_factory=list)  # the diffusion plans, in plan order
     tone: Tone | None = None  # a monochrome photo's look: generated faces are toned to match it
     only_planned: bool = False  # the caller chose faces: the leak guard reports new faces but leaves them
+    leak_guard: bool | None = None  # None: the anonymizer's setting
 
     @property
     def generated(self) -> list[FacePlan]:
@@ -230,7 +231,7 @@ class FaceAnonymizer:
     def anonymize(self, image, degree: float = DEFAULTS.degree, seed: int = DEFAULTS.seed,
                   steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance, method: str | None = None,
                   faces=None, scheduler: str | None = None, progress: Progress | None = None,
-                  strength: float = DEFAULTS.strength, keep=None) -> AnonymizationResult:
+                  strength: float = DEFAULTS.strength, keep=None, leak_guard: bool | None = None) -> AnonymizationResult:
         """Give every selected face of a photo a new identity (or redact it) and blend it back.
 
         method: "diffusion" (default when the weights are available, else "blur"), "blur",
@@ -238,6 +239,8 @@ class FaceAnonymizer:
         faces: None (all), face indices, or DetectedFace objects from an earlier `detect`.
         keep: photos of people to leave untouched (paths, folders, images) or a KeepList from
             `load_keep`; faces the identity model matches to one of them are kept.
+        leak_guard: None (the anonymizer's setting) or False/True for this call (the evaluation turns it
+            off: it measures the method itself).
         """
         report = progress or _no_progress
         keep = self.load_keep(keep) if keep is not None else None  # every keep photo checked before any work
@@ -252,7 +255,7 @@ class FaceAnonymizer:
         plans = self.keep_plans(rgb, plans, keep)
         tone = describe_tone(photo)
         frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone,
-                                     only_planned=faces is not None)
+                                     only_planned=faces is not None, leak_guard=leak_guard)
         return self._photo_result(photo, alpha, frame, method_note, tone)
 
     def swap(self, source_image, target_image, seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps,
@@ -352,13 +355,14 @@ class FaceAnonymizer:
                 for plan, match in zip(plans, matches, strict=True)]
 
     def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan], tone: Tone | None = None,
-                      only_planned: bool = False) -> PreparedFrame:
+                      only_planned: bool = False, leak_guard: bool | None = None) -> PreparedFrame:
         """Align every face that will change and list the new faces to generate. `tone`
         (media.photo.describe_tone of a black-and-white or sepia photo) tones the new faces like it.
         only_planned: the caller chose these faces; faces the leak guard finds on the output are
         reported, not redacted."""
         aligned = {plan.face.index: align_face(rgb, plan.face.landmarks) for plan in plans if plan.method}
-        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned, tone=tone, only_planned=only_planned)
+        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned, tone=tone, only_planned=only_planned,
+                              leak_guard=leak_guard)
         frame.requests = [CropRequest(condition=aligned[p.face.index].crop, degree=p.degree, seed=p.seed,
                                       source=p.source, source_reference=p.source_reference)
                           for p in frame.generated]
@@ -406,11 +410,11 @@ class FaceAnonymizer:
 
     def anonymize_frame(self, rgb: np.ndarray, plans: list[FacePlan], generation: Generation | None = None,
                         progress: Progress | None = None, tone: Tone | None = None,
-                        only_planned: bool = False) -> FrameResult:
+                        only_planned: bool = False, leak_guard: bool | None = None) -> FrameResult:
         """prepare_frame -> generate -> finish_frame for one frame, with `on_same_person` before the
         leak guard."""
         report = progress or _no_progress
-        frame = self.prepare_frame(rgb, plans, tone, only_planned)
+        frame = self.prepare_frame(rgb, plans, tone, only_planned, leak_guard)
         crops = self.generate(frame.requests, generation, report)
         result = self._finish(frame, crops)
         frame, result = self._handle_still_recognizable(frame, crops, result, generation, report)
@@ -507,7 +511,7 @@ class FaceAnonymizer:
         """The leak guard (faceanon.faces.leak_guard): one detection pass on the output; faces found
         only there, and changed faces still recognized as the person, are redacted with guard_method
         and reported. Its own redactions are measured, never detected again: it cannot loop."""
-        if not self.leak_guard:
+        if not (self.leak_guard if frame.leak_guard is None else frame.leak_guard):
             return result
         known = [plan.face for plan in frame.plans]
         found = new_faces(self._second_pass.detect(result.image), known,
@@ -558,7 +562,7 @@ class FaceAnonymizer:
                 plans.append(FacePlan(plan.face, self.on_same_person, message=(
                     f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
                     f"{_DONE_INSTEAD[self.on_same_person]}")))
-        retried = self.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned)
+        retried = self.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned, frame.leak_guard)
         # Faces generated already keep their crop; only the retried ones are generated again.
         previous = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
         again = [i for i, p in enumerate(retried.generated) if p.face.index in still]

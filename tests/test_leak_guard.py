@@ -56,9 +56,11 @@ def test_faces_found_only_on_the_second_pass_are_blurred_and_reported(strict, gr
         assert np.abs(output[y0:y1, x0:x1].astype(int) - group_photo_rgb[y0:y1, x0:x1]).mean() > 5
 
 
-def test_without_the_guard_the_missed_faces_stay(group_photo_rgb):
+def test_without_the_guard_the_missed_faces_stay(strict, group_photo_rgb):
     result = FaceAnonymizer(detection_threshold=0.93, leak_guard=False).anonymize(group_photo_rgb, method="blur")
     assert len(result.faces) == 1 and "second pass" not in result.message
+    assert len(strict.anonymize(group_photo_rgb, method="blur", leak_guard=False).faces) == 1  # one call only
+    assert len(strict.anonymize(group_photo_rgb, method="blur").faces) == 6
 
 
 def test_unselected_faces_are_never_touched(group_photo_rgb):
