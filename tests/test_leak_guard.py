@@ -105,3 +105,17 @@ def test_frames_get_the_guard_and_it_runs_once(strict, group_photo_rgb, monkeypa
     assert calls == [1, 1]
     assert len(via_seam.faces) == len(whole.faces) == 6
     assert np.array_equal(via_seam.image, whole.image)
+
+
+def test_cli_no_leak_guard_flag(group_photo_path, tmp_path, capsys):
+    import json
+
+    from faceanon.cli import main
+
+    base = ["anonymize", str(group_photo_path), "--method", "blur", "--detection-threshold", "0.93", "--json", "-q"]
+    assert main([*base, "-o", str(tmp_path / "guarded.jpg")]) == 0
+    guarded = json.loads(capsys.readouterr().out)["files"][0]
+    assert main([*base, "-o", str(tmp_path / "plain.jpg"), "--no-leak-guard"]) == 0
+    plain = json.loads(capsys.readouterr().out)["files"][0]
+    assert (guarded["num_faces"], plain["num_faces"]) == (6, 1)
+    assert sum(f["guard"].startswith(FOUND_ON_SECOND_PASS) for f in guarded["faces"]) == 5
