@@ -38,7 +38,15 @@ from faceanon.errors import FaceAnonError, ImageInputError, WeightsNotFoundError
 from faceanon.faces.alignment import AlignedFace, align_face
 from faceanon.faces.blending import face_mask, paste_face
 from faceanon.faces.detection import Detector, create_detector
+from faceanon.faces.leak_guard import (
+    FOUND_ON_SECOND_PASS,
+    STILL_SAME_PERSON,
+    guard_detector,
+    guard_mask,
+    new_faces,
+)
 from faceanon.faces.redaction import redact_face
+from faceanon.keep import KeepList, KeepMatch, load_keep_list, match_faces
 from faceanon.media.photo import Tone, describe_tone, load_image, merge_alpha, restore_mode, split_alpha
 from faceanon.registry import DEFAULTS, DIFFUSION, METHODS, REDACTION_METHODS
 from faceanon.results import AnonymizationResult, DetectedFace, FaceReport
@@ -70,6 +78,7 @@ class FacePlan:
     strength: float = DEFAULTS.strength  # redaction methods
     message: str = ""  # for people: why the face is handled this way
     base_seed: int | None = None  # the user's seed `seed` was derived from (retries derive anew)
+    kept: KeepMatch | None = None  # the keep-list person this face matched (method None)
 
 
 @dataclass
@@ -101,6 +110,8 @@ class PreparedFrame:
     aligned: dict[int, AlignedFace]  # face index -> aligned crop, for every face that is changed
     requests: list[CropRequest] = field(default_factory=list)  # the diffusion plans, in plan order
     tone: Tone | None = None  # a monochrome photo's look: generated faces are toned to match it
+    only_planned: bool = False  # the caller chose faces: the leak guard reports new faces but leaves them
+    leak_guard: bool | None = None  # None: the anonymizer's setting
 
     @property
     def generated(self) -> list[FacePlan]:
@@ -136,18 +147,24 @@ class FaceAnonymizer:
             stay untouched); `faceanon verify` / read_watermark find it in the photo.
         identity_check: fill each changed face's identity_similarity / same_person (faceanon.trust).
         on_same_person: what to do with generated faces the identity check still calls the same
-            person: None (report only), "retry" (once: new seed, d + 0.1), or a redaction method.
+            person: None (leave it to the leak guard), "retry" (once: new seed, d + 0.1), or a redaction method.
+        leak_guard: after the faces are handled, detect again on the output (lower threshold) and
+            redact with `guard_method` every face found only then, and every changed face the identity
+            check still calls the person (faceanon.faces.leak_guard). On by default; reported per face.
     """
 
     def __init__(self, detector: str | Detector = DEFAULTS.detector, pipeline=None, device=None, torch_dtype=None,
                  min_face_size: float = DEFAULTS.min_face_size, detection_threshold: float | None = None,
                  small_face_method: str | None = DEFAULTS.small_face_method, color_match: bool = False,
                  batch_size: int | None = None, resolution: int = 512, watermark: bool = True,
-                 identity_check: bool = True, on_same_person: str | None = None, speed=None):
+                 identity_check: bool = True, on_same_person: str | None = None, speed=None,
+                 leak_guard: bool = True, guard_method: str = "blur"):
         if small_face_method not in (None, *REDACTION_METHODS):
             raise ValueError(f"small_face_method must be one of {REDACTION_METHODS} or None.")
         if on_same_person not in (None, "retry", *REDACTION_METHODS):
             raise ValueError(f"on_same_person must be None, 'retry' or one of {REDACTION_METHODS}.")
+        if guard_method not in REDACTION_METHODS:
+            raise ValueError(f"guard_method must be one of {REDACTION_METHODS}.")
         self.detector = create_detector(detector, threshold=detection_threshold, min_face_size=4)
         self.min_face_size = float(min_face_size)
         self.small_face_method = small_face_method
@@ -158,6 +175,8 @@ class FaceAnonymizer:
         self.device, self.torch_dtype, self.speed = device, torch_dtype, speed
         self._pipeline = pipeline
         self._pipeline_error: str | None = None
+        self.leak_guard, self.guard_method = leak_guard, guard_method
+        self._second_pass = guard_detector(self.detector)
 
     # ---------------------------------------------------------------------------------------
     # The pipeline, loaded on first use
@@ -212,14 +231,19 @@ class FaceAnonymizer:
     def anonymize(self, image, degree: float = DEFAULTS.degree, seed: int = DEFAULTS.seed,
                   steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance, method: str | None = None,
                   faces=None, scheduler: str | None = None, progress: Progress | None = None,
-                  strength: float = DEFAULTS.strength) -> AnonymizationResult:
+                  strength: float = DEFAULTS.strength, keep=None, leak_guard: bool | None = None) -> AnonymizationResult:
         """Give every selected face of a photo a new identity (or redact it) and blend it back.
 
         method: "diffusion" (default when the weights are available, else "blur"), "blur",
             "pixelate" or "solid". strength (0, 1]: how strongly redaction methods hide.
         faces: None (all), face indices, or DetectedFace objects from an earlier `detect`.
+        keep: photos of people to leave untouched (paths, folders, images) or a KeepList from
+            `load_keep`; faces the identity model matches to one of them are kept.
+        leak_guard: None (the anonymizer's setting) or False/True for this call (the evaluation turns it
+            off: it measures the method itself).
         """
         report = progress or _no_progress
+        keep = self.load_keep(keep) if keep is not None else None  # every keep photo checked before any work
         photo = load_image(image)
         rgb, alpha = split_alpha(photo)
         method, method_note = self._resolve_method(method)
@@ -228,8 +252,10 @@ class FaceAnonymizer:
         if not detected:
             return self._no_faces(photo)
         plans = self.plan_faces(detected, method, degree=degree, seed=seed, selected=selected, strength=strength)
+        plans = self.keep_plans(rgb, plans, keep)
         tone = describe_tone(photo)
-        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone)
+        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone,
+                                     only_planned=faces is not None, leak_guard=leak_guard)
         return self._photo_result(photo, alpha, frame, method_note, tone)
 
     def swap(self, source_image, target_image, seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps,
@@ -247,7 +273,8 @@ class FaceAnonymizer:
             return self._no_faces(photo)
         plans = self.plan_faces(detected, DIFFUSION, degree=0.0, seed=seed, selected=selected, source=source_crop)
         tone = describe_tone(photo)
-        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone)
+        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone,
+                                     only_planned=faces is not None)
         return self._photo_result(photo, alpha, frame, "", tone)
 
     def anonymize_video(self, src, dst, method: str | None = None, degree: float = DEFAULTS.degree,
@@ -312,11 +339,30 @@ class FaceAnonymizer:
                 plans.append(FacePlan(face, method, strength=strength))
         return plans
 
-    def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan], tone: Tone | None = None) -> PreparedFrame:
+    def load_keep(self, keep) -> KeepList:
+        """The keep-list (faceanon.keep) from photos, folders or images, faces found with this
+        anonymizer's detector; raises ImageInputError for an unreadable photo, a photo without a
+        face or an empty folder."""
+        return load_keep_list(keep, self.detector)
+
+    def keep_plans(self, rgb: np.ndarray, plans: list[FacePlan], keep: KeepList | None) -> list[FacePlan]:
+        """Plans with the faces of kept people (faceanon.keep.match_faces) left untouched. Video code
+        calls it per frame (or match_faces per track) so a kept person stays kept in every frame."""
+        if not keep:
+            return plans
+        matches = match_faces(rgb, [plan.face for plan in plans], keep)
+        return [plan if match is None else FacePlan(plan.face, None, message=match.message, kept=match)
+                for plan, match in zip(plans, matches, strict=True)]
+
+    def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan], tone: Tone | None = None,
+                      only_planned: bool = False, leak_guard: bool | None = None) -> PreparedFrame:
         """Align every face that will change and list the new faces to generate. `tone`
-        (media.photo.describe_tone of a black-and-white or sepia photo) tones the new faces like it."""
+        (media.photo.describe_tone of a black-and-white or sepia photo) tones the new faces like it.
+        only_planned: the caller chose these faces; faces the leak guard finds on the output are
+        reported, not redacted."""
         aligned = {plan.face.index: align_face(rgb, plan.face.landmarks) for plan in plans if plan.method}
-        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned, tone=tone)
+        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned, tone=tone, only_planned=only_planned,
+                              leak_guard=leak_guard)
         frame.requests = [CropRequest(condition=aligned[p.face.index].crop, degree=p.degree, seed=p.seed,
                                       source=p.source, source_reference=p.source_reference)
                           for p in frame.generated]
@@ -340,7 +386,11 @@ class FaceAnonymizer:
         return results
 
     def finish_frame(self, frame: PreparedFrame, crops: list[np.ndarray]) -> FrameResult:
-        """Paste the generated crops (watermarked), redact, and report every face of the frame."""
+        """Paste the generated crops (watermarked), redact, report every face of the frame, then the
+        leak guard (when on)."""
+        return self._guard(frame, self._finish(frame, crops))
+
+    def _finish(self, frame: PreparedFrame, crops: list[np.ndarray]) -> FrameResult:
         if len(crops) != len(frame.requests):
             raise ValueError(f"finish_frame needs one crop per request: {len(frame.requests)} requested, "
                              f"{len(crops)} given.")
@@ -354,19 +404,21 @@ class FaceAnonymizer:
             elif plan.method:
                 redact_face(output, frame.aligned[plan.face.index], plan.method, plan.strength)
             reports.append(_report(plan))
-        self._measure(frame.rgb, output, [r for r in reports if r.changed and r.face.size >= self.min_face_size],
-                      attributes=False)
+        self._measure(frame.rgb, output, [r for r in reports if r.changed], attributes=False)
         self._measure(frame.rgb, output, [r for r in reports if r.method == DIFFUSION], identity=False)
         return FrameResult(image=output, faces=reports)
 
     def anonymize_frame(self, rgb: np.ndarray, plans: list[FacePlan], generation: Generation | None = None,
-                        progress: Progress | None = None, tone: Tone | None = None) -> FrameResult:
-        """prepare_frame -> generate -> finish_frame for one frame, then `on_same_person`."""
+                        progress: Progress | None = None, tone: Tone | None = None,
+                        only_planned: bool = False, leak_guard: bool | None = None) -> FrameResult:
+        """prepare_frame -> generate -> finish_frame for one frame, with `on_same_person` before the
+        leak guard."""
         report = progress or _no_progress
-        frame = self.prepare_frame(rgb, plans, tone)
+        frame = self.prepare_frame(rgb, plans, tone, only_planned, leak_guard)
         crops = self.generate(frame.requests, generation, report)
-        result = self.finish_frame(frame, crops)
-        result = self._handle_still_recognizable(frame, crops, result, generation, report)
+        result = self._finish(frame, crops)
+        frame, result = self._handle_still_recognizable(frame, crops, result, generation, report)
+        result = self._guard(frame, result)
         report(1.0, "Done")
         return result
 
@@ -455,13 +507,48 @@ class FaceAnonymizer:
         except (ImportError, FaceAnonError):
             return
 
+    def _guard(self, frame: PreparedFrame, result: FrameResult) -> FrameResult:
+        """The leak guard (faceanon.faces.leak_guard): one detection pass on the output; faces found
+        only there, and changed faces still recognized as the person, are redacted with guard_method
+        and reported. Its own redactions are measured, never detected again: it cannot loop."""
+        if not (self.leak_guard if frame.leak_guard is None else frame.leak_guard):
+            return result
+        known = [plan.face for plan in frame.plans]
+        found = new_faces(self._second_pass.detect(result.image), known,
+                          first_index=max((face.index for face in known), default=-1) + 1)
+        leaking = [r for r in result.faces if r.changed and r.same_person]
+        if not found and not leaking:
+            return result
+        output, redacted = result.image.copy(), []
+        for face_report in leaking:
+            aligned = frame.aligned[face_report.face.index]
+            redact_face(output, aligned, self.guard_method, mask=guard_mask(aligned))
+            face_report.guard = (f"{STILL_SAME_PERSON} after {face_report.method} (similarity "
+                                 f"{face_report.identity_similarity:.2f}): {_DONE[self.guard_method]}")
+            face_report.method = self.guard_method
+            face_report.message = "; ".join(filter(None, [face_report.message, face_report.guard]))
+            redacted.append(face_report)
+        extra = [self._guard_new_face(output, face, frame.only_planned) for face in found]
+        self._measure(frame.rgb, output, redacted + [r for r in extra if r.changed], attributes=False)
+        return FrameResult(image=output, faces=result.faces + extra)
+
+    def _guard_new_face(self, output: np.ndarray, face: DetectedFace, leave: bool) -> FaceReport:
+        if leave:
+            return FaceReport(face=face, guard=f"{FOUND_ON_SECOND_PASS}; left: only the chosen faces are changed",
+                              message=f"{FOUND_ON_SECOND_PASS}; left, as only the chosen faces are changed")
+        aligned = align_face(output, face.landmarks)
+        redact_face(output, aligned, self.guard_method, mask=guard_mask(aligned))
+        text = f"{FOUND_ON_SECOND_PASS}: {_DONE[self.guard_method]}"
+        return FaceReport(face=face, changed=True, method=self.guard_method, guard=text, message=text)
+
     def _handle_still_recognizable(self, frame: PreparedFrame, crops: list[np.ndarray], result: FrameResult,
-                                   generation: Generation | None, report: Progress) -> FrameResult:
+                                   generation: Generation | None,
+                                   report: Progress) -> tuple[PreparedFrame, FrameResult]:
         """on_same_person: "retry" regenerates faces the identity check still matches, once, with a
         new seed (attempt 1) and d + 0.1 (at most 1.5); a redaction method hides them instead."""
         still = {r.face.index for r in result.faces if r.method == DIFFUSION and r.same_person}
         if not still or not self.on_same_person:
-            return result
+            return frame, result
         similarity = {r.face.index: r.identity_similarity for r in result.faces}
         plans = []
         for plan in frame.plans:
@@ -475,7 +562,7 @@ class FaceAnonymizer:
                 plans.append(FacePlan(plan.face, self.on_same_person, message=(
                     f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
                     f"{_DONE_INSTEAD[self.on_same_person]}")))
-        retried = self.prepare_frame(frame.rgb, plans, frame.tone)
+        retried = self.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned, frame.leak_guard)
         # Faces generated already keep their crop; only the retried ones are generated again.
         previous = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
         again = [i for i, p in enumerate(retried.generated) if p.face.index in still]
@@ -483,11 +570,11 @@ class FaceAnonymizer:
         kept = [previous[p.face.index] for p in retried.generated]
         for i, crop in zip(again, new, strict=True):
             kept[i] = crop
-        final = self.finish_frame(retried, kept)
+        final = self._finish(retried, kept)
         for face in final.faces:
             if face.face.index in still and face.method == DIFFUSION and face.same_person:
                 face.message = "still recognizable after a retry with a new seed and a higher degree"
-        return final
+        return retried, final
 
     @staticmethod
     def _no_faces(photo) -> AnonymizationResult:
@@ -505,7 +592,8 @@ def _report(plan: FacePlan) -> FaceReport:
     generated = plan.method == DIFFUSION
     return FaceReport(face=plan.face, changed=bool(plan.method), method=plan.method,
                       seed=plan.seed if generated else None, degree=plan.degree if generated else None,
-                      message=plan.message)
+                      message=plan.message, kept_as=plan.kept.name if plan.kept else None,
+                      kept_similarity=plan.kept.similarity if plan.kept else None)
 
 
 def _weights_present() -> tuple[bool, str]:
@@ -517,6 +605,7 @@ def _weights_present() -> tuple[bool, str]:
 
 
 _DONE_INSTEAD = {"blur": "blurred instead", "pixelate": "pixelated instead", "solid": "filled instead", None: "left unchanged"}
+_DONE = {"blur": "blurred", "pixelate": "pixelated", "solid": "filled"}
 
 
 def _too_small(face: DetectedFace, min_size: float, method: str | None) -> str:
@@ -528,21 +617,58 @@ def _summary(reports: Iterable[FaceReport], note: str) -> str:
     reports = list(reports)
     changed = sum(r.changed for r in reports)
     text = f"{len(reports)} face(s) found, {changed} changed."
-    return " ".join(filter(None, [text, _identity_summary(reports), note if changed else ""]))
+    return " ".join(filter(None, [text, _kept_summary(reports), _guard_summary(reports), _identity_summary(reports),
+                                  note if changed else ""]))
+
+
+def _kept_summary(reports: list[FaceReport]) -> str:
+    kept = [r for r in reports if r.kept_as]
+    if not kept:
+        return ""
+    return "Kept (keep-list): " + ", ".join(f"#{r.face.index} {r.kept_as} ({r.kept_similarity:.2f})" for r in kept) + "."
+
+
+def _guard_summary(reports: list[FaceReport]) -> str:
+    """The leak guard's findings: "1 face found only on the second pass: blurred." and the like."""
+    sentences = []
+    for prefix in (FOUND_ON_SECOND_PASS, STILL_SAME_PERSON):
+        groups: dict[str, int] = {}
+        for r in reports:
+            if r.guard.startswith(prefix):
+                outcome = r.guard.rsplit(": ", 1)[-1] if r.changed else "left (only the chosen faces are changed)"
+                groups[outcome] = groups.get(outcome, 0) + 1
+        for outcome, count in groups.items():
+            what = "found only on the second pass" if prefix == FOUND_ON_SECOND_PASS else \
+                "still looked like the same person"
+            sentences.append(f"{count} face{'s' if count > 1 else ''} {what}: {outcome}.")
+    return " ".join(sentences)
 
 
 def _identity_summary(reports: list[FaceReport]) -> str:
     """The identity verdicts of changed faces in one sentence, the worst first."""
     checked = [r for r in reports if r.changed and r.identity_similarity is not None]
+    small = sum(1 for r in reports if r.changed and r.identity_note)
+    too_small = f"{small} changed face(s) too small to verify." if small else ""
     if not checked:
-        return ""
+        return f"Identity check: {too_small}" if small else ""
     recognizable = [r for r in checked if r.same_person]
     highest = max(r.identity_similarity for r in checked)
     if recognizable:
         faces = ", ".join(f"#{r.face.index}" for r in recognizable)
-        return (f"Identity check: face(s) {faces} still look like the same person (highest similarity {highest:.2f}); "
-                "use a higher degree, another seed, or redact them.")
-    return f"Identity check: every changed face is a different person (highest similarity {highest:.2f})."
+        return " ".join(filter(None, [f"Identity check: face(s) {faces} still look like the same person (highest "
+                                      f"similarity {highest:.2f}); {_advice(recognizable)}.", too_small]))
+    return " ".join(filter(None, [f"Identity check: every verifiable changed face is a different person (highest "
+                                  f"similarity {highest:.2f}).", too_small]))
+
+
+def _advice(recognizable: list[FaceReport]) -> str:
+    """What helps for the methods used: diffusion and redaction fail differently."""
+    advice = []
+    if any(r.method == DIFFUSION for r in recognizable):
+        advice.append("for new faces use a higher degree or another seed")
+    if any(r.method in REDACTION_METHODS for r in recognizable):
+        advice.append("for redacted faces use a stronger redaction (strength 1, or solid)")
+    return "; ".join(advice) + ", or keep the leak guard on"
 
 
 @contextmanager

@@ -51,7 +51,12 @@ class FaceReport:
     # Filled by the trust checks (faceanon.trust) when they run.
     identity_similarity: float | None = None
     same_person: bool | None = None
+    identity_note: str = ""  # e.g. "too small to verify (18 px; ...)": no verdict where the model is noise
     attributes: dict = field(default_factory=dict)  # e.g. yaw/pitch/roll and expression deltas
+    # Filled by the anonymizer's leak guard (faceanon.faces.leak_guard) and keep-list (faceanon.keep).
+    guard: str = ""  # e.g. "found only on the second pass": what the leak guard found and did
+    kept_as: str | None = None  # the kept person this face matched (left untouched)
+    kept_similarity: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)

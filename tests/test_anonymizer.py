@@ -25,7 +25,9 @@ def union_of_masks(rgb, faces) -> np.ndarray:
 
 @pytest.fixture
 def anonymizer(identity_pipeline):
-    return FaceAnonymizer(pipeline=identity_pipeline, watermark=False)
+    # The stand-in pipeline gives every face back unchanged, which the leak guard would (rightly) blur;
+    # these tests measure the round trip, the guard has tests/test_leak_guard.py.
+    return FaceAnonymizer(pipeline=identity_pipeline, watermark=False, leak_guard=False)
 
 
 def test_group_photo_goes_through_the_pipeline_in_one_batched_call(anonymizer, identity_pipeline, group_photo_rgb):
@@ -86,7 +88,8 @@ def test_small_faces_are_reported_and_redacted_instead(identity_pipeline, group_
     result = anonymizer.anonymize(small)
     assert identity_pipeline.calls == []
     assert result.faces and all(r.method == "blur" and r.changed for r in result.faces)
-    assert all("too small" in r.message and "blurred instead" in r.message for r in result.faces)
+    first_pass = [r for r in result.faces if not r.guard]  # the guard blurs a face YuNet scores under 0.6 here
+    assert first_pass and all("too small" in r.message and "blurred instead" in r.message for r in first_pass)
     untouched = FaceAnonymizer(pipeline=identity_pipeline, min_face_size=1000, small_face_method=None)
     result = untouched.anonymize(small)
     assert result.num_changed == 0 and np.array_equal(np.asarray(result.image), small)
@@ -174,7 +177,8 @@ def test_batched_call_equals_one_by_one_calls_with_the_same_seeds(tiny_anonymize
 
 
 def test_identity_check_flags_an_unchanged_face_and_redacts_it_on_request(identity_pipeline, group_photo_rgb):
-    reporting = FaceAnonymizer(pipeline=identity_pipeline, watermark=False).anonymize(group_photo_rgb, faces=[0, 1])
+    reporting = FaceAnonymizer(pipeline=identity_pipeline, watermark=False, leak_guard=False).anonymize(
+        group_photo_rgb, faces=[0, 1])
     assert [r.same_person for r in reporting.faces[:3]] == [True, True, None]
     assert reporting.faces[0].identity_similarity > 0.9  # the identity "generator" changed nothing
     assert "#0, #1 still look like the same person" in reporting.message
@@ -201,7 +205,7 @@ def test_retry_regenerates_matching_faces_with_a_new_seed_and_higher_degree(iden
 def test_generated_faces_carry_the_watermark_and_nothing_outside_changes(identity_pipeline, astronaut_rgb):
     from faceanon.trust.watermark import detect_watermark
 
-    result = FaceAnonymizer(pipeline=identity_pipeline).anonymize(astronaut_rgb)
+    result = FaceAnonymizer(pipeline=identity_pipeline, leak_guard=False).anonymize(astronaut_rgb)
     output = np.asarray(result.image)
     face = result.faces[0].face
     found, _ = detect_watermark(Image.fromarray(align_face(output, face.landmarks).crop))
@@ -340,7 +344,9 @@ class _ColourDonor:
 
 
 def test_black_and_white_photos_stay_black_and_white(tmp_path, grace_hopper_rgb):
-    anonymizer = FaceAnonymizer(pipeline=_ColourDonor(), watermark=False, identity_check=False)
+    # The donor face is not FFHQ-aligned: it lands off the original face, where the leak guard would
+    # (rightly) find a face of its own.
+    anonymizer = FaceAnonymizer(pipeline=_ColourDonor(), watermark=False, identity_check=False, leak_guard=False)
     grey_file = tmp_path / "grey.png"
     Image.fromarray(grace_hopper_rgb).convert("L").save(grey_file)
     result = anonymizer.anonymize(grey_file, method="diffusion")

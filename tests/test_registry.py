@@ -15,6 +15,9 @@ def test_implementations_are_keyed_by_the_registry_names():
 
     assert set(_DETECTORS) == set(registry.DETECTORS)
     assert tuple(REDACTION_METHODS) == registry.REDACTION_METHODS
+    from faceanon.faces.redaction import REDACTORS
+
+    assert tuple(REDACTORS) == registry.REDACTION_METHODS
     assert tuple(SCHEDULERS) == registry.SCHEDULERS
 
 

@@ -92,3 +92,52 @@ def test_sizes_must_match(people):
     photo, face = people[0]
     with pytest.raises(ImageInputError, match="same size"):
         check_identity(photo, photo[:100], [face])
+
+
+def _downscaled(photo, face, size):
+    """The photo around `face` shrunk (area averaging) so the face is `size` px, and the face moved along."""
+    from faceanon.results import DetectedFace
+
+    scale = size / face.size
+    x0, y0 = (max(0, int(v - face.size)) for v in face.box[:2])
+    x1, y1 = int(face.box[2] + face.size), int(face.box[3] + face.size)
+    region = photo[y0:y1, x0:x1]
+    small = cv2.resize(region, (round(region.shape[1] * scale), round(region.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
+    landmarks = (face.landmarks - (x0, y0)) * scale
+    box = tuple((np.asarray(face.box) - (x0, y0, x0, y0)) * scale)
+    return np.ascontiguousarray(small), DetectedFace(face.index, box, landmarks.astype(np.float32), face.score)
+
+
+def test_below_the_verifiable_size_there_is_no_verdict(people):
+    from faceanon.results import FaceReport
+    from faceanon.trust.checks import identity_verdict, measure_reports
+    from faceanon.trust.identity import MIN_VERIFIABLE_FACE
+
+    photo, face = people[0]
+    for size, verifiable in ((MIN_VERIFIABLE_FACE - 8, False), (MIN_VERIFIABLE_FACE + 8, True)):
+        small, moved = _downscaled(photo, face, size)
+        blurred = cv2.GaussianBlur(small, (0, 0), size / 3)
+        report = FaceReport(face=moved, changed=True, method="blur")
+        measure_reports(small, blurred, [report], attributes=False)
+        if verifiable:
+            assert report.same_person is False and report.identity_similarity is not None and not report.identity_note
+        else:
+            assert report.identity_similarity is None and report.same_person is None
+            assert identity_verdict(report).startswith("too small to verify")
+
+
+def test_people_are_told_apart_from_the_verifiable_size_on(people):
+    # The reliability table of benchmarks/redaction_strength.py, on the 8 people of the fixtures.
+    from faceanon.trust.identity import MIN_VERIFIABLE_FACE
+
+    model = get_identity_model("arcface")
+    small = [_downscaled(photo, face, MIN_VERIFIABLE_FACE) for photo, face in people]
+    embeddings = [model.embed(image, face.landmarks) for image, face in small]
+    impostor = [model.similarity(a, b) for a, b in itertools.combinations(embeddings, 2)]
+    assert max(impostor) < model.threshold
+    for (image, face), embedding in zip(small, embeddings, strict=True):
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        assert model.same_person(model.similarity(embedding, model.embed(cv2.imdecode(data, 1), face.landmarks)))
+        blurred = cv2.GaussianBlur(image, (0, 0), MIN_VERIFIABLE_FACE / 3)
+        assert not model.same_person(model.compare(image, face.landmarks, blurred, face.landmarks))

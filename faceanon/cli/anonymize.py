@@ -35,6 +35,9 @@ def add_anonymize(subparsers) -> None:
                         help="diffusion (new identity; default when the weights are available, otherwise blur), "
                              "blur, pixelate or solid")
     parser.add_argument("--strength", type=float, default=DEFAULTS.strength, help="how strongly blur/pixelate/solid hide, (0, 1]")
+    parser.add_argument("--keep", action="append", type=Path, default=None, metavar="PERSON.jpg",
+                        help="leave this person's face untouched: a photo of them (repeatable), or a folder of "
+                             "photos, one person each; everyone else is anonymized")
     add_diffusion_options(parser)
     add_face_options(parser)
     add_output_options(parser)
@@ -50,9 +53,11 @@ def run_anonymize(args) -> int:
         say(args, describe(entry), always=entry["status"] == "error")
     sweep_leftovers(jobs)
     anonymizer = make_anonymizer(args) if jobs else None
+    # Every keep photo is read before the first photo is touched: a bad one stops the run here.
+    keep = anonymizer.load_keep(args.keep) if anonymizer and args.keep else None
     note_fallback(args, anonymizer)
     options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
-                   faces=args.faces, scheduler=args.scheduler, strength=args.strength)
+                   faces=args.faces, scheduler=args.scheduler, strength=args.strength, keep=keep)
     for job in progress(jobs, args):
         if is_video(job.source):
             entry = process_video(job, args, anonymizer)

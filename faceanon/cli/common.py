@@ -27,6 +27,9 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                             f"redacted with --small-faces instead (default: {DEFAULTS.min_face_size:g})")
     group.add_argument("--small-faces", choices=(*REDACTION_METHODS, "none"), default=DEFAULTS.small_face_method,
                        help=f"what to do with faces below --min-face (default: {DEFAULTS.small_face_method})")
+    group.add_argument("--no-leak-guard", action="store_true",
+                       help="skip the leak guard: by default faces are detected again on the output, and any face "
+                            "found only then, or still recognized as the person, is blurred and reported")
 
 
 def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) -> None:
@@ -105,7 +108,8 @@ def make_anonymizer(args):
                           color_match=getattr(args, "color_match", False),
                           batch_size=getattr(args, "batch_size", None),
                           watermark=not getattr(args, "no_watermark", False),
-                          on_same_person=getattr(args, "on_same_person", None))
+                          on_same_person=getattr(args, "on_same_person", None),
+                          leak_guard=not getattr(args, "no_leak_guard", False))
 
 
 

@@ -37,17 +37,29 @@ def measure_reports(before: np.ndarray, after: np.ndarray, reports: list[FaceRep
         return
     faces = [report.face for report in reports]
     if identity:
-        from faceanon.trust.identity import check_identity, get_identity_model
-
-        model = identity_model or get_identity_model()
-        for report, similarity in zip(reports, check_identity(before, after, faces, model), strict=True):
-            report.identity_similarity = round(float(similarity), 4)
-            report.same_person = bool(model.same_person(similarity))
+        _measure_identity(before, after, reports, identity_model)
     if attributes:
         from faceanon.trust.attributes import check_attributes
 
         for report, entry in zip(reports, check_attributes(before, after, faces, attribute_model), strict=True):
             report.attributes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items()}
+
+
+def _measure_identity(before: np.ndarray, after: np.ndarray, reports: list[FaceReport], model=None) -> None:
+    """Similarity and verdict for faces large enough to verify; "too small to verify" for the others
+    (their similarity is noise, so none is reported)."""
+    from faceanon.trust.identity import check_identity, get_identity_model, too_small_note, verifiable
+
+    model = model or get_identity_model()
+    large = [report for report in reports if verifiable(report.face.size)]
+    for report in reports:
+        if not verifiable(report.face.size):
+            report.identity_similarity, report.same_person = None, None
+            report.identity_note = too_small_note(report.face.size)
+    for report, similarity in zip(large, check_identity(before, after, [r.face for r in large], model), strict=True):
+        report.identity_similarity = round(float(similarity), 4)
+        report.same_person = bool(model.same_person(similarity))
+        report.identity_note = ""
 
 
 def still_recognizable(result: AnonymizationResult) -> list[FaceReport]:
@@ -56,9 +68,10 @@ def still_recognizable(result: AnonymizationResult) -> list[FaceReport]:
 
 
 def identity_verdict(report: FaceReport) -> str:
-    """A short line for people: "different person (similarity 0.08)", or "" when not measured."""
+    """A short line for people: "different person (similarity 0.08)", "too small to verify (...)", or ""
+    when not measured."""
     if report.identity_similarity is None:
-        return ""
+        return report.identity_note
     from faceanon.trust.identity import DIFFERENT_PERSON, SAME_PERSON
 
     verdict = SAME_PERSON if report.same_person else DIFFERENT_PERSON

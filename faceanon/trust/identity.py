@@ -13,7 +13,8 @@ erring low calls more faces "same person", the safe side for an anonymizer. Meas
 the same person in two different photos (Obama x3, Biden x2) 0.66-0.94 / 0.73-0.93; a face
 against itself after JPEG q=75 or a half-size resize >= 0.97 / >= 0.98; pairs of 10 different
 people (astronaut, Grace Hopper, insightface t1.jpg, US government photos) <= 0.20 / <= 0.30;
-13 faces under faceanon's blur / pixelate / solid redaction <= 0.23 / 0.24 / 0.14 (ArcFace). SFace 0.363 is the threshold OpenCV publishes
+13 faces at 64-512 px under faceanon's blur / pixelate / solid redaction, any strength, <= 0.23 / 0.27 / 0.14
+(ArcFace; benchmarks/redaction_strength.py). SFace 0.363 is the threshold OpenCV publishes
 with the model (its `FaceRecognizerSF` sample); it separates people less well.
 
 ArcFace is the default because an identity check must not call a still-recognizable face
@@ -37,6 +38,13 @@ from faceanon.results import DetectedFace
 
 SAME_PERSON = "same person"
 DIFFERENT_PERSON = "different person"
+TOO_SMALL_TO_VERIFY = "too small to verify"
+# Below this face size (pixels, the larger side of the detector's box) verdicts are noise. Measured with
+# benchmarks/redaction_strength.py (13 real faces downscaled, landmarks as YuNet finds them at that size,
+# ArcFace): at 8-12 px different people reach 0.43 (7 of 74 pairs "same person"); a face against its
+# own blur scores 0.57 at 12 px, 0.46 at 16, 0.31-0.34 at 28-32 px, and stays under 0.30 from 40 px on,
+# where different people stay <= 0.22 and the same face resampled >= 0.74. No verdict is given below.
+MIN_VERIFIABLE_FACE = 40
 ENV_VAR = "FACEANON_IDENTITY_MODEL"
 
 # InsightFace's ArcFace template: where the 5 landmarks go in the 112x112 crop.
@@ -52,12 +60,13 @@ class RecognizerSpec:
     threshold: float
     licence: str
     description: str
+    keep_threshold: float  # faceanon.keep: stricter, a false match would leave a stranger visible
 
 
 RECOGNIZERS = {
     "arcface": RecognizerSpec("arcface", ARCFACE_FILE, 0.30, "non-commercial (InsightFace model terms)",
-                              "ArcFace MobileFaceNet (InsightFace buffalo_s w600k_mbf)"),
-    "sface": RecognizerSpec("sface", SFACE_FILE, 0.363, "Apache-2.0", "SFace (OpenCV Zoo, int8)"),
+                              "ArcFace MobileFaceNet (InsightFace buffalo_s w600k_mbf)", 0.40),
+    "sface": RecognizerSpec("sface", SFACE_FILE, 0.363, "Apache-2.0", "SFace (OpenCV Zoo, int8)", 0.50),
 }
 
 
@@ -103,6 +112,7 @@ class IdentityModel:
 
     name = property(lambda self: self.spec.name)
     threshold = property(lambda self: self.spec.threshold)
+    keep_threshold = property(lambda self: self.spec.keep_threshold)
     licence = property(lambda self: self.spec.licence)
 
     def embed(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -126,6 +136,15 @@ class IdentityModel:
 
     def __repr__(self) -> str:
         return f"IdentityModel({self.name!r}, threshold={self.threshold})"
+
+
+def verifiable(face_size: float) -> bool:
+    """Whether a face of this size (px) is large enough for an identity verdict to mean something."""
+    return face_size >= MIN_VERIFIABLE_FACE
+
+
+def too_small_note(face_size: float) -> str:
+    return f"{TOO_SMALL_TO_VERIFY} ({face_size:.0f} px; identity verdicts need {MIN_VERIFIABLE_FACE} px)"
 
 
 def _load_arcface():

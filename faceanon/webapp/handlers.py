@@ -106,6 +106,20 @@ def _run_diffusion(kind, image, other, num_faces, options, progress=None):
         return anonymizer.anonymize(image, method="diffusion", progress=progress, **options)
 
 
+def _keep_list(paths: list[str] | None):
+    """The keep-list of the uploaded photos (faceanon.keep), read before any work; None when empty."""
+    paths = [p for p in ([paths] if isinstance(paths, str) else paths or []) if p]
+    if not paths:
+        return None
+    for path in paths:
+        L.check_image_file(path, _LIMITS, "keep photo")
+    with host().using(diffusion=False) as anonymizer:
+        try:  # names the photos by file name (the person's name for the report), never by server path
+            return anonymizer.load_keep(paths)
+        except FaceAnonError as error:
+            raise user_error(str(error), title="Cannot use a keep photo") from None
+
+
 def _redact(photo, method, options):
     with host().using(diffusion=False) as anonymizer:
         return anonymizer.anonymize(photo, method=method, **options)
@@ -148,6 +162,7 @@ def anonymize(
     steps: float = DEFAULTS.steps,
     guidance: float = DEFAULTS.guidance,
     scheduler: str = "default",
+    keep: list[str] | None = None,
     progress=gr.Progress(),  # noqa: B008  (Gradio's documented way to receive a progress tracker)
 ):
     """Gives every selected face in a photo a new identity (diffusion) or redacts it.
@@ -162,6 +177,7 @@ def anonymize(
         steps: denoising steps of the diffusion method (more is slower and finer).
         guidance: classifier-free guidance scale of the diffusion method.
         scheduler: diffusion sampler: "default", "ddpm", "ddim", "dpmsolver++" or "unipc".
+        keep: photos of people to leave untouched (one face each); faces matching them are kept.
 
     Returns:
         the anonymized photo (PNG, no input metadata), a summary for people, the per-face report, and the seed used.
@@ -171,7 +187,7 @@ def anonymize(
     photo = load_photo(image)
     selected = parse_faces(faces)
     seed_used = pick_seed(seed, randomize_seed)
-    options = dict(seed=seed_used, faces=selected)
+    options = dict(seed=seed_used, faces=selected, keep=_keep_list(keep))
     if method != "diffusion":
         progress(0.5, desc=f"Applying {method}")
         result = _call(lambda: _redact(photo, method, options))
@@ -513,13 +529,13 @@ def page_detect(image: str | None):
     return picture, faces, face_choices(faces), "all", selection_note([f["index"] for f in faces], faces), message()
 
 
-def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, guidance, scheduler,
+def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, guidance, scheduler, keep=None,
                    progress=gr.Progress()):  # noqa: B008
     """/anonymize for the page: (result, summary, report, seed, before/after, per-face table, message);
     on an error only the message box changes."""
     try:
         out, summary, report, seed_used = anonymize(image, method, degree, seed, randomize_seed, faces, steps,
-                                                    guidance, scheduler, progress=progress)
+                                                    guidance, scheduler, keep, progress=progress)
     except gr.Error as error:
         return (gr.skip(),) * 6 + (message(error.message),)
     from faceanon.webapp.report import COMPACT_FACES, face_rows

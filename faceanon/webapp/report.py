@@ -30,7 +30,7 @@ def add_identity_checks(original: Image.Image, result) -> None:
 
 def _verdict(report) -> str:
     if report.identity_similarity is None:
-        return "not checked"
+        return "too small to verify" if getattr(report, "identity_note", "") else "not checked"
     if report.same_person:
         return f"**same person** ({report.identity_similarity:.2f})"
     return f"different person ({report.identity_similarity:.2f})"

@@ -119,6 +119,8 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
             seed, randomize = _seed_controls()
             steps, guidance, scheduler = _diffusion_settings(H._LIMITS.max_steps, with_scheduler=True)
             picker = _face_picker(image)
+            keep = gr.File(label="Keep these people (a photo of each; their faces stay untouched)",
+                           file_count="multiple", file_types=["image"], type="filepath", elem_id="keep")
         with gr.Column(scale=1):
             result = gr.Image(label="Anonymized", format="png", interactive=False, height=420,
                               buttons=["download", "fullscreen"], elem_id="anon-output")
@@ -133,7 +135,7 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
             api_anonymize = gr.Button(visible=False)  # the named API endpoints' triggers (no UI)
             api_detect = gr.Button(visible=False)
 
-    inputs = [image, method, degree, seed, randomize, picker["faces"], steps, guidance, scheduler]
+    inputs = [image, method, degree, seed, randomize, picker["faces"], steps, guidance, scheduler, keep]
     outputs = [result, summary, report, seed]
     photo_work = dict(concurrency_id="photo", concurrency_limit=H._LIMITS.requests_at_once)
     run.click(H.page_anonymize, inputs, [*outputs, compare, table, error], api_visibility="private",
