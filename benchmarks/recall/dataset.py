@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -52,7 +52,7 @@ def labels() -> dict:
     return json.loads((HERE / "labels.json").read_text())["photos"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _base_pixels(name: str) -> np.ndarray:
     if name == "astronaut":
         from skimage import data
@@ -280,7 +280,7 @@ def _small(t1: Case, obama2: Case, hopper: Case) -> Case:
 
 def _crowd(t1: Case) -> Case:
     """A 36-face crowd: six copies of the group photo (some mirrored) at 24-70 px faces, JPEG-compressed."""
-    tiles, x = [], 0
+    tiles = []
     for i, factor in enumerate((0.5, 0.42, 0.36, 0.45, 0.3, 0.38)):
         source = mirrored(t1, "", ()) if i % 2 else t1
         tiles.append(scaled(source, factor, "", ()))

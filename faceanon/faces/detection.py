@@ -260,6 +260,8 @@ def _centerface_session():
             del model.graph.value_info[:]
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
+            # Idle threads that spin steal the cores from the other passes and from other programs.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             _CENTERFACE_SESSION = onnxruntime.InferenceSession(
                 model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return _CENTERFACE_SESSION
