@@ -260,7 +260,8 @@ def cases() -> list[Case]:
             occluded(t1, "hand", "t1_hand", ("hand",))]
     out += [cropped(obama, (450, 0, 910, 700), "obama_at_left_border", ("border",)),
             cropped(t1, (95, 95, 1280, 886), "t1_at_borders", ("border",))]
-    out += [_tiny(t1), _small(t1, obama2, hopper), _crowd(t1), scaled(t1, 3.125, "t1_12mp", ("large", "12 MP"))]
+    out += [_tiny(t1), _small(t1, obama2, hopper), _crowd(t1), scaled(t1, 3.125, "t1_12mp", ("large", "12 MP")),
+            _distant_groups(t1, two)]
     out += [negative("coffee"), negative("chelsea"), negative("rocket")]
     return out
 
@@ -276,6 +277,13 @@ def _small(t1: Case, obama2: Case, hopper: Case) -> Case:
     parts = [(scaled(t1, 0.35, "", ()), 40, 40), (scaled(obama2, 0.12, "", ()), 600, 60),
              (scaled(hopper, 0.18, "", ()), 800, 300), (scaled(t1, 0.28, "", ()), 500, 420)]
     return mosaic(parts, (1100, 700), "small_faces", ("small",), seed=3)
+
+
+def _distant_groups(t1: Case, two: Case) -> Case:
+    """A 12 MP frame with people far away: faces of 30-60 px in 4000x3000 pixels."""
+    parts = [(scaled(t1, 0.25, "", ()), 300, 400), (scaled(t1, 0.4, "", ()), 2200, 1700),
+             (scaled(two, 0.2, "", ()), 2600, 300), (scaled(mirrored(t1, "", ()), 0.3, "", ()), 500, 2000)]
+    return mosaic(parts, (4000, 3000), "distant_groups_12mp", ("12 MP", "small"), seed=5)
 
 
 def _crowd(t1: Case) -> Case:
