@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recall", description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="*", default=["yunet", "scrfd", "centerface"],
-                        help="single detectors to measure (default: yunet scrfd centerface)")
+                        help="single detectors to measure, with options as NAME:KEY=VALUE,... "
+                             "e.g. scrfd:input_size=1280 (default: yunet scrfd centerface)")
     parser.add_argument("--modes", nargs="*", default=list(DETECTION_MODES),
                         help=f"detection modes to measure (default: {' '.join(DETECTION_MODES)})")
     parser.add_argument("--only", nargs="*", default=None, metavar="TEXT", help="only cases whose name has TEXT")
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 def _measure(label: str, detector_name: str, selected, details: bool) -> dict:
     from faceanon.faces.detection import create_detector
 
-    detector = create_detector(detector_name)
+    name, _, options = detector_name.partition(":")
+    kwargs = {key: float(value) if "." in value else int(value)
+              for key, value in (item.split("=") for item in options.split(",") if item)}
+    detector = create_detector(name, **kwargs)
     detector.detect(selected[0].image)  # loads the model and warms up the runtime
     start = time.perf_counter()
     results = []
