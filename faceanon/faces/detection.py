@@ -2,9 +2,12 @@
 
 Detectors return `DetectedFace` objects in the photo's pixel coordinates, sorted left to right,
 with landmarks in insightface order (image-left eye, image-right eye, nose tip, image-left mouth
-corner, image-right mouth corner). Model files ship inside registry packages and are
+corner, image-right mouth corner) for upright faces; for a face upside down or sideways the points
+keep their meaning (index 0 is the person's right eye, wherever it is), which is what the aligner
+needs to turn the crop upright. Model files ship inside registry packages and are
 sha256-verified before they are loaded (see DESIGN.md section 5).
 
+    detector = create_detector("recall")      # the default: ensemble, see faces/ensemble.py
     detector = create_detector("yunet", threshold=0.6, min_face_size=16)
     faces = detector.detect(rgb_uint8_array)
 """
@@ -18,6 +21,7 @@ import numpy as np
 
 from faceanon.bundled import CENTERFACE_FILE, SCRFD_FILE, YUNET_FILE
 from faceanon.errors import FaceAnonError, ImageInputError
+from faceanon.registry import DEFAULTS
 from faceanon.registry import DETECTORS as DETECTOR_NAMES
 from faceanon.results import DetectedFace
 
@@ -180,7 +184,7 @@ class CenterFaceDetector(Detector):
     detectors on small, blurred and occluded faces (WIDER FACE hard 0.880 against YuNet's 0.708).
 
     About 1 s per megapixel of network input on one CPU core, so the photo is reduced to at most
-    `max_side` pixels (longer side) first; `RecallDetector` adds tiles for the small faces. Frames
+    `max_side` pixels (longer side) first; `RecallDetector` adds a YuNet pass for the small faces. Frames
     that a face fills get a margin, as with SCRFD.
     """
 
@@ -330,9 +334,10 @@ _DETECTORS = {"recall": _recall_detector, "yunet": YuNetDetector, "scrfd": Scrfd
               "centerface": CenterFaceDetector, "insightface": InsightFaceDetector}
 
 
-def create_detector(name: str | Detector = "yunet", threshold: float | None = None,
+def create_detector(name: str | Detector = DEFAULTS.detector, threshold: float | None = None,
                     min_face_size: float = 0.0, **options) -> Detector:
-    """Build a detector by name ("yunet", "scrfd", "insightface"); a Detector passes through."""
+    """Build a detector by name (faceanon.registry.DETECTORS; "recall" is the recall mode's ensemble);
+    a Detector passes through."""
     if isinstance(name, Detector):
         return name
     key = str(name).lower()
