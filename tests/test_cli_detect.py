@@ -68,3 +68,14 @@ def test_anonymize_takes_the_same_flags(tmp_path, group_photo_path, capsys):
     assert main(["anonymize", str(group_photo_path), "-o", str(out), "--method", "solid", "--mode", "fast",
                  "--json"]) == 0
     assert _report(capsys)["faces_changed"] == 6
+
+
+def test_folders_are_read_recursively(tmp_path, grace_hopper_path, capsys):
+    import shutil
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(grace_hopper_path, tmp_path / "a" / "b" / "hopper.jpg")
+    (tmp_path / "a" / "notes.txt").write_text("not a photo")
+    assert main(["detect", str(tmp_path / "a"), "--mode", "fast", "--json"]) == 0
+    report = _report(capsys)
+    assert [f["input"].endswith("hopper.jpg") for f in report["files"]] == [True] and report["faces_found"] == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from faceanon.cli.common import add_detection_options, error, say
@@ -52,14 +51,15 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def _photos(paths: list[Path]) -> tuple[list[Path], list[dict]]:
-    from faceanon.cli.jobs import _images_in
+    from faceanon.media.photo import IMAGE_EXTENSIONS
 
     photos, problems = [], []
     for path in paths:
         if path.is_file():
             photos.append(path)
-        elif path.is_dir():
-            photos.extend(_images_in(path, Path(os.devnull)))
+        elif path.is_dir():  # photos under it, recursively, hidden files left out
+            photos.extend(f for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".")
+                          and f.suffix.lower() in IMAGE_EXTENSIONS)
         else:
             problems.append({"input": str(path), "status": "error", "error": "does not exist"})
     return photos, problems
