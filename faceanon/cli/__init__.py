@@ -2,6 +2,7 @@
 
     faceanon anonymize PATH... -o OUT [--degree 1.25 --seed 0 --steps 25 --method diffusion ...]
     faceanon swap SOURCE TARGET -o OUT
+    faceanon detect PATH... [--json]
     faceanon download
     faceanon serve [app options]
     faceanon evaluate FOLDER -o OUT
@@ -21,6 +22,7 @@ import sys
 from faceanon import __version__
 from faceanon.cli.anonymize import add_anonymize
 from faceanon.cli.common import error
+from faceanon.cli.detect import add_detect
 from faceanon.cli.download import add_download
 from faceanon.cli.evaluate import add_evaluate
 from faceanon.cli.serve import add_serve
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS = [add_anonymize, add_swap, add_download, add_serve, add_evaluate, add_verify]
+SUBCOMMANDS = [add_anonymize, add_swap, add_detect, add_download, add_serve, add_evaluate, add_verify]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceanon.media.atomic import write_text_atomic
-from faceanon.registry import DEFAULTS, DETECTORS, DTYPES, REDACTION_METHODS, SCHEDULERS
+from faceanon.registry import DEFAULTS, DETECTION_MODES, DETECTORS, DTYPES, REDACTION_METHODS, SCHEDULERS
 from faceanon.speed import add_speed_arguments, speed_options_from_args
 
 
@@ -18,10 +18,7 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("faces")
     group.add_argument("--faces", type=face_list, default=None, metavar="I,J,...",
                        help="only these faces (numbered left to right from 0); default: all")
-    group.add_argument("--detector", choices=DETECTORS, default=DEFAULTS.detector,
-                       help=f"face detector (default: {DEFAULTS.detector})")
-    group.add_argument("--detection-threshold", type=float, default=DEFAULTS.detection_threshold, metavar="P",
-                       help="detector confidence needed to count a face (default: the detector's)")
+    add_detection_options(group)
     group.add_argument("--min-face", type=float, default=DEFAULTS.min_face_size, metavar="PX",
                        help="faces smaller than this (pixels) are too small for a new identity and are "
                             f"redacted with --small-faces instead (default: {DEFAULTS.min_face_size:g})")
@@ -30,6 +27,29 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-leak-guard", action="store_true",
                        help="skip the leak guard: by default faces are detected again on the output, and any face "
                             "found only then, or still recognized as the person, is blurred and reported")
+
+
+def add_detection_options(group) -> None:
+    """--mode, --detector, --detection-threshold: both set args.detector; --detector wins."""
+    group.add_argument("--mode", choices=tuple(DETECTION_MODES), action=_ModeAction, dest="detector",
+                       default=DEFAULTS.detector,
+                       help=f"recall: every face the bundled detectors can find (ensemble, ~1 s a photo); "
+                            f"fast: YuNet alone (default: {DEFAULTS.detection_mode})")
+    group.add_argument("--detector", choices=DETECTORS, action=_DetectorAction, default=DEFAULTS.detector,
+                       help="one detector instead of the mode's: " + ", ".join(DETECTORS))
+    group.add_argument("--detection-threshold", type=float, default=DEFAULTS.detection_threshold, metavar="P",
+                       help="detector confidence needed to count a face (default: the detector's)")
+
+
+class _DetectorAction(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.detector, namespace.detector_chosen = value, True
+
+
+class _ModeAction(argparse.Action):
+    def __call__(self, parser, namespace, value, option_string=None):
+        if not getattr(namespace, "detector_chosen", False):
+            namespace.detector = DETECTION_MODES[value]
 
 
 def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) -> None:
