@@ -13,6 +13,7 @@ import threading
 import time
 
 from faceanon.errors import FaceAnonError
+from faceanon.registry import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class ModelHost:
 
     LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
 
-    def __init__(self, device: str | None = None, local_files_only: bool = True, detector: str = "yunet",
+    def __init__(self, device: str | None = None, local_files_only: bool = True, detector: str = DEFAULTS.detector,
                  speed=None, cpu_jobs: int = 4):
         self.requested_device = device
         self.speed = speed  # faceanon.speed.SpeedOptions, or None for the defaults
