@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import speed as bench
+from benchmarks import speed_common
 
 TINY = ["--size", "tiny", "--height", "32", "--width", "32", "--steps", "2", "--repeats", "1"]
 
 
 def test_cpu_attention_flops_are_counted():
     query, key = torch.randn(2, 5, 64, 8), torch.randn(2, 5, 192, 8)
-    with bench.flop_counter() as counter:
+    with speed_common.flop_counter() as counter:
         F.scaled_dot_product_attention(query, key, key)
     assert counter.get_total_flops() == 4 * 2 * 5 * 64 * 192 * 8  # QK^T and PV, 2 FLOPs per MAC
 
@@ -82,7 +83,7 @@ def test_reference_with_pytorch_defaults_is_timed_before_weights_go_16_bit(capsy
     """The CUDA-only comparison (reference fp32 with TF32 convolutions) runs here too: on a CPU,
     TF32 does not exist, so the reference's output must be the strict fp32 one exactly."""
     config = bench.BenchConfig(size="tiny", device="cpu", height=32, width=32, steps=2, repeats=1, faces=0).resolve()
-    runner = bench.Runner(bench.build_pipeline("tiny", "cpu", "ddpm"), config, bench.face_images(1)[0])
+    runner = bench.Runner(speed_common.build_pipeline("tiny", "cpu", "ddpm"), config, speed_common.face_images(1)[0])
     results = {"config": bench.asdict(config), "environment": bench.environment(config), "build_seconds": 1.0,
                "parameters": {"unet": 1}, "phases": []}
     bench.run_phase(runner, "fp32", results)
