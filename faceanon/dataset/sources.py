@@ -1,0 +1,141 @@
+"""What a dataset job reads and where each result goes.
+
+A source is a folder tree of photos, a single photo, a glob (``"photos/**/*.jpg"``), or Parquet
+(a ``.parquet`` file or folder, or a glob ending in ``.parquet``) with a column of encoded image
+bytes. Every item has a *key*: its path relative to its folder (or glob base, or its name for a
+single file); for Parquet rows the key column, else the ``path`` of a Hugging Face image struct,
+else ``sha256-<first 16 hex digits of the bytes>``. The key names the output (``OUT/<key>``) and
+the item's rows in the audit, and it is what a rerun looks up to skip completed items.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from faceanon.dataset.errors import DatasetError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+GLOB_MAGIC = ("*", "?", "[")
+AUDIT_FOLDER = "_faceanon"  # inside the destination; '_' keeps it out of Parquet readers' listings
+
+
+@dataclass
+class Sources:
+    """The items of a job, split by kind."""
+
+    images: list[Path] = field(default_factory=list)  # files to read with read_binary_files
+    roots: list[str] = field(default_factory=list)  # folders keys are relative to (longest first)
+    parquet: list[str] = field(default_factory=list)  # Parquet files/folders for read_parquet
+    skipped: list[dict] = field(default_factory=list)  # {file, source, reason}: videos
+    problems: list[dict] = field(default_factory=list)  # {file, source, error}: missing paths
+
+
+def is_parquet(path: str | Path) -> bool:
+    return str(path).rstrip("/").lower().endswith(".parquet")
+
+
+def list_sources(paths: list[str | Path], destination: Path) -> Sources:
+    """Expand folders and globs into items. Files under `destination` are never inputs."""
+    from faceanon.media.photo import IMAGE_EXTENSIONS
+
+    sources = Sources()
+    destination = destination.resolve()
+    roots = set()
+    for given in map(str, paths):
+        if is_parquet(given):
+            sources.parquet.append(given)
+            continue
+        files, root = _expand(given)
+        if files is None:
+            sources.problems.append({"file": given, "source": given, "error": "does not exist"})
+            continue
+        if root is not None:
+            roots.add(str(root.resolve()))
+        for file in files:
+            if destination == file.resolve() or destination in file.resolve().parents:
+                continue
+            suffix = file.suffix.lower()
+            if suffix in VIDEO_EXTENSIONS:
+                sources.skipped.append({"file": file.name if root is None else _relative(file, root),
+                                        "source": str(file), "reason": VIDEO_REASON})
+            elif suffix in IMAGE_EXTENSIONS:
+                sources.images.append(file.resolve())
+    sources.roots = sorted(roots, key=len, reverse=True)
+    sources.images = sorted(set(sources.images))
+    return sources
+
+
+# Where video support plugs in: once FaceAnonymizer.anonymize_video lands (the video issue), videos
+# become items of their own (read_binary_files of the video paths, one worker call per video).
+VIDEO_REASON = ("videos are not anonymized by the dataset runner yet (FaceAnonymizer.anonymize_video has "
+                "not landed); run `faceanon anonymize` on them once it has")
+
+
+def _expand(given: str) -> tuple[list[Path] | None, Path | None]:
+    """(files, the root keys are relative to; None: a single file keyed by its name)."""
+    if any(magic in given for magic in GLOB_MAGIC):
+        base = _glob_base(given)
+        matches = [Path(p) for p in glob.glob(given, recursive=True)]
+        files = sorted(p for p in matches if p.is_file() and not p.name.startswith("."))
+        return (files or None), base
+    path = Path(given)
+    if path.is_file():
+        return [path], None
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path)))
+        return files, path
+    return None, None
+
+
+def _glob_base(pattern: str) -> Path:
+    parts = []
+    for part in Path(pattern).parts:
+        if any(magic in part for magic in GLOB_MAGIC):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") or part == AUDIT_FOLDER for part in relative.parts)
+
+
+def _relative(file: Path, root: Path) -> str:
+    return file.resolve().relative_to(root.resolve()).as_posix()
+
+
+def key_for_path(path: str, roots: list[str]) -> str:
+    """An image file's key: relative to the longest root that holds it, else its name."""
+    resolved = Path(path).resolve()
+    for root in roots:
+        if Path(root) in resolved.parents:
+            return resolved.relative_to(root).as_posix()
+    return resolved.name
+
+
+def key_for_bytes(data: bytes) -> str:
+    return "sha256-" + hashlib.sha256(data).hexdigest()[:16]
+
+
+def output_name(key: str) -> str:
+    """The output's relative path: the key, with the input's format when faceanon writes it, else PNG
+    (the single-process CLI's rule, so both put a file at the same place)."""
+    from faceanon.errors import FaceAnonError
+    from faceanon.media.photo import format_for_path
+
+    safe = PurePosixPath(key)
+    if safe.is_absolute() or ".." in safe.parts or not safe.parts:
+        raise DatasetError(f"The item key {key!r} is not a relative file name; give a --key-column whose values "
+                           "are relative paths such as 'folder/photo.jpg'.")
+    try:
+        format_for_path(key)
+        return safe.as_posix()
+    except FaceAnonError:
+        return safe.with_suffix(".png").as_posix() if safe.suffix else f"{safe.as_posix()}.png"
+
+
+__all__ = ["Sources", "list_sources", "key_for_path", "key_for_bytes", "output_name", "is_parquet",
+           "VIDEO_EXTENSIONS", "VIDEO_REASON", "AUDIT_FOLDER"]
