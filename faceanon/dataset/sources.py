@@ -27,7 +27,7 @@ class Sources:
     """The items of a job, split by kind."""
 
     images: list[Path] = field(default_factory=list)  # files to read with read_binary_files
-    roots: list[str] = field(default_factory=list)  # folders keys are relative to (longest first)
+    roots: list[str] = field(default_factory=list)  # folders keys are relative to (shortest first)
     parquet: list[str] = field(default_factory=list)  # Parquet files/folders for read_parquet
     skipped: list[dict] = field(default_factory=list)  # {file, source, reason}: videos
     problems: list[dict] = field(default_factory=list)  # {file, source, error}: missing paths
@@ -63,7 +63,7 @@ def list_sources(paths: list[str | Path], destination: Path) -> Sources:
                                         "source": str(file), "reason": VIDEO_REASON})
             elif suffix in IMAGE_EXTENSIONS:
                 sources.images.append(file.resolve())
-    sources.roots = sorted(roots, key=len, reverse=True)
+    sources.roots = sorted(roots, key=len)
     sources.images = sorted(set(sources.images))
     return sources
 
@@ -108,7 +108,8 @@ def _relative(file: Path, root: Path) -> str:
 
 
 def key_for_path(path: str, roots: list[str]) -> str:
-    """An image file's key: relative to the longest root that holds it, else its name."""
+    """An image file's key: relative to the outermost root that holds it (a folder and a glob
+    inside it give one tree), else its name."""
     resolved = Path(path).resolve()
     for root in roots:
         if Path(root) in resolved.parents:
