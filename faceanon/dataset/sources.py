@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 
 from faceanon.dataset.errors import DatasetError
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 GLOB_MAGIC = ("*", "?", "[")
 AUDIT_FOLDER = "_faceanon"  # inside the destination; '_' keeps it out of Parquet readers' listings
 
@@ -39,11 +38,11 @@ def is_parquet(path: str | Path) -> bool:
 
 def list_sources(paths: list[str | Path], destination: Path) -> Sources:
     """Expand folders and globs into items. Files under `destination` are never inputs."""
-    from faceanon.media.photo import IMAGE_EXTENSIONS
+    from faceanon.cli.jobs import not_read_reason, video_extensions
 
     sources = Sources()
     destination = destination.resolve()
-    roots = set()
+    roots, videos = set(), video_extensions()
     for given in map(str, paths):
         if is_parquet(given):
             sources.parquet.append(given)
@@ -57,11 +56,11 @@ def list_sources(paths: list[str | Path], destination: Path) -> Sources:
         for file in files:
             if destination == file.resolve() or destination in file.resolve().parents:
                 continue
-            suffix = file.suffix.lower()
-            if suffix in VIDEO_EXTENSIONS:
-                sources.skipped.append({"file": file.name if root is None else _relative(file, root),
-                                        "source": str(file), "reason": VIDEO_REASON})
-            elif suffix in IMAGE_EXTENSIONS:
+            reason = VIDEO_REASON if file.suffix.lower() in videos else not_read_reason(file)  # the CLI's rule
+            if reason:
+                key = file.name if root is None else _relative(file, root)
+                sources.skipped.append({"file": key, "source": str(file), "reason": reason})
+            else:
                 sources.images.append(file.resolve())
     sources.roots = sorted(roots, key=len)
     sources.images = sorted(set(sources.images))
@@ -100,7 +99,8 @@ def _glob_base(pattern: str) -> Path:
 
 
 def _hidden(relative: Path) -> bool:
-    return any(part.startswith(".") or part == AUDIT_FOLDER for part in relative.parts)
+    """Hidden files (faceanon's temporary files among them) and a destination's audit folder."""
+    return relative.name.startswith(".") or AUDIT_FOLDER in relative.parts[:-1]
 
 
 def _relative(file: Path, root: Path) -> str:
@@ -122,8 +122,8 @@ def key_for_bytes(data: bytes) -> str:
 
 
 def output_name(key: str) -> str:
-    """The output's relative path: the key, with the input's format when faceanon writes it, else PNG
-    (the single-process CLI's rule, so both put a file at the same place)."""
+    """The output's relative path: the key, with ".png" appended when faceanon cannot write the
+    input's format (photo.gif -> photo.gif.png: the single-process CLI's rule, so both agree)."""
     from faceanon.errors import FaceAnonError
     from faceanon.media.photo import format_for_path
 
@@ -135,8 +135,8 @@ def output_name(key: str) -> str:
         format_for_path(key)
         return safe.as_posix()
     except FaceAnonError:
-        return safe.with_suffix(".png").as_posix() if safe.suffix else f"{safe.as_posix()}.png"
+        return f"{safe.as_posix()}.png"
 
 
 __all__ = ["Sources", "list_sources", "key_for_path", "key_for_bytes", "output_name", "is_parquet",
-           "VIDEO_EXTENSIONS", "VIDEO_REASON", "AUDIT_FOLDER"]
+           "VIDEO_REASON", "AUDIT_FOLDER"]

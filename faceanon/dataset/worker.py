@@ -136,7 +136,7 @@ class AnonymizeBatch:
 
     def _prepare(self, item: Item) -> None:
         from faceanon.anonymizer import image_seed
-        from faceanon.media.photo import load_image, split_alpha
+        from faceanon.media.photo import describe_tone, load_image, split_alpha
 
         args, fa = self.args, self.anonymizer
         try:
@@ -148,7 +148,7 @@ class AnonymizeBatch:
                 item.seed = image_seed(args.seed, item.data)
                 plans = fa.plan_faces(detected, self.method, degree=args.degree, seed=item.seed, selected=selected,
                                       strength=args.strength)
-                item.frame = fa.prepare_frame(rgb, plans)
+                item.frame = fa.prepare_frame(rgb, plans, describe_tone(item.photo))
         except Exception as error:  # one bad photo must not stop the batch
             self._fail(item, error)
 
@@ -191,8 +191,6 @@ class AnonymizeBatch:
 
     def _finish(self, item: Item) -> None:
         from faceanon.anonymizer import FacePlan
-        from faceanon.media.photo import merge_alpha
-        from faceanon.results import AnonymizationResult
 
         if item.status == "error":
             return
@@ -205,14 +203,11 @@ class AnonymizeBatch:
             if item.crops is None:  # diffusion failed: redact the faces that were to be generated
                 plans = [FacePlan(p.face, FALLBACK_METHOD, message=item.error) if p.method == self.method else p
                          for p in frame.plans]
-                frame, item.crops = fa.prepare_frame(frame.rgb, plans), []
+                frame, item.crops = fa.prepare_frame(frame.rgb, plans, frame.tone), []
             result = fa.finish_frame(frame, item.crops)
             result = fa._handle_still_recognizable(frame, item.crops, result, self._generation(), _no_progress)
-            from faceanon.anonymizer import _summary
-
-            image = merge_alpha(result.image, item.alpha, item.photo.info.get("icc_profile"))
-            item.result = AnonymizationResult(image=image, faces=result.faces,
-                                              message=_summary(result.faces, self.method_note))
+            # FaceAnonymizer.anonymize's last step (alpha, ICC, greyscale files back to greyscale, message)
+            item.result = fa._photo_result(item.photo, item.alpha, result, self.method_note, frame.tone)
         except Exception as error:
             self._fail(item, error)
 
