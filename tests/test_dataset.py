@@ -21,7 +21,7 @@ from PIL import Image
 
 from faceanon.anonymizer import face_seed, image_seed
 from faceanon.cli import main
-from faceanon.dataset.sources import VIDEO_REASON, key_for_path, list_sources, output_name
+from faceanon.dataset.sources import key_for_path, list_sources, output_name
 
 pytest.importorskip("ray", reason="the optional extra faceanon[ray] (requirements-ray.txt) is not installed")
 
@@ -45,14 +45,18 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def photo_tree(tmp_path_factory, grace_hopper_path, group_photo_path, astronaut_rgb) -> Path:
-    """photos/: grace.jpg, people/group.jpg (6 faces), people/astronaut.png, broken.jpg, clip.mp4."""
+    """photos/: grace.jpg, people/group.jpg (6 faces), people/astronaut.png, broken.jpg, clip.mp4 (a real
+    10-frame H.264 clip of the Grace Hopper portrait), notes.txt."""
+    from faceanon.testing_video import make_test_clip
+
     root = tmp_path_factory.mktemp("photos")
     (root / "people").mkdir()
     shutil.copy(grace_hopper_path, root / "grace.jpg")
     shutil.copy(group_photo_path, root / "people" / "group.jpg")
     Image.fromarray(astronaut_rgb).save(root / "people" / "astronaut.png")
     (root / "broken.jpg").write_bytes(Path(grace_hopper_path).read_bytes()[:300])  # a truncated JPEG
-    (root / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    make_test_clip(root / "clip.mp4", photo="grace_hopper", motion="zoom", size=(160, 208), seconds=0.5, fps=20)
+    (root / "notes.txt").write_text("not a photo")
     return root
 
 
@@ -101,14 +105,15 @@ def test_sources_keys_and_output_names(photo_tree, tmp_path):
                             "data/*.parquet"], out)
     keys = sorted(key_for_path(str(p), sources.roots) for p in sources.images)
     assert keys == ["broken.jpg", "grace.jpg", "people/astronaut.png", "people/group.jpg"]  # one tree
-    assert sources.skipped == [{"file": "clip.mp4", "source": str(photo_tree / "clip.mp4"), "reason": VIDEO_REASON}]
+    assert sources.videos == [(photo_tree / "clip.mp4").resolve()]
+    assert [(s["file"], s["reason"]) for s in sources.skipped] == [("notes.txt", "not a photo faceanon reads (.txt)")]
     assert [p["error"] for p in sources.problems] == ["does not exist"]
     assert sources.parquet == ["data/*.parquet"]
     shutil.rmtree(out)
     alone = list_sources([str(photo_tree / "**" / "*.png")], tmp_path / "o")
     assert [key_for_path(str(p), alone.roots) for p in alone.images] == ["people/astronaut.png"]
     assert output_name("a/b.gif") == "a/b.gif.png" and output_name("a/b.jpg") == "a/b.jpg"
-    assert output_name("sha256-0123") == "sha256-0123.png"
+    assert output_name("sha256-0123") == "sha256-0123.png" and output_name("v/clip.mp4") == "v/clip.mp4"
     from faceanon.dataset.errors import DatasetError
 
     with pytest.raises(DatasetError, match="not a relative file name"):
@@ -197,15 +202,20 @@ def test_folder_with_redaction_equals_the_cli_and_is_audited(ray_local, photo_tr
 
     assert _cli([str(photo_tree), "-o", str(tmp_path / "cli"), "--method", "blur"], monkeypatch) == 1  # broken.jpg
     result = anonymize_dataset(photo_tree, tmp_path / "ray", method="blur", images_per_batch=2, quiet=True)
-    assert (result.done, result.failed, result.skipped, result.faces) == (3, 1, 1, 8)
-    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "cli")
+    assert (result.done, result.failed, result.skipped, result.faces) == (4, 1, 1, 9)  # 3 photos, 1 video
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "cli")  # the video too
     assert not (tmp_path / "ray" / "broken.jpg").exists()
 
     files, faces = read_audit(tmp_path / "ray")
     by_file = files.set_index("file")
-    assert sorted(by_file.index) == ["broken.jpg", "clip.mp4", "grace.jpg", "people/astronaut.png", "people/group.jpg"]
+    assert sorted(by_file.index) == ["broken.jpg", "clip.mp4", "grace.jpg", "notes.txt", "people/astronaut.png",
+                                     "people/group.jpg"]
     assert by_file.loc["broken.jpg", "status"] == "error" and "truncated" in by_file.loc["broken.jpg", "error"]
-    assert by_file.loc["clip.mp4", "status"] == "skipped" and "video" in by_file.loc["clip.mp4", "error"]
+    assert by_file.loc["notes.txt", "status"] == "skipped" and "not a photo" in by_file.loc["notes.txt", "error"]
+    assert by_file.loc["clip.mp4", "status"] == "done" and by_file.loc["clip.mp4", "faces"] == 1
+    track = faces[faces.file == "clip.mp4"]
+    assert list(track.face) == [0] and track.method.iloc[0] == "blur" and track.box.iloc[0] is None
+    faces = faces[faces.file != "clip.mp4"]
     assert list(by_file.loc[["grace.jpg", "people/group.jpg"], "faces"]) == [1, 6]
     assert (by_file.loc[["grace.jpg", "people/group.jpg", "people/astronaut.png"], "seconds"] > 0).all()
     group = faces[faces.file == "people/group.jpg"]

@@ -155,10 +155,16 @@ def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetRes
     datasets = []
     if todo:
         datasets.append((ray.data.read_binary_files([str(p) for p in todo], include_paths=True), common))
+    videos = [p for p in sources.videos if key_for_path(str(p), sources.roots) not in done]
+    result.already_done += len(sources.videos) - len(videos)
+    if videos:  # paths, not bytes: a worker decodes a video as a stream (shared storage on a cluster)
+        rows = [{"video": str(p), "path": str(p)} for p in videos]
+        datasets.append((ray.data.from_items(rows), dict(common, images_per_batch=1)))
     if sources.parquet:
         datasets.append(_parquet_dataset(ray, sources.parquet, settings, dict(common, done=done)))
     for dataset, kwargs in datasets:
-        for row in _map(ray, dataset, kwargs, settings).iter_rows():
+        batch = kwargs.pop("images_per_batch", None) or settings.get("images_per_batch") or 16
+        for row in _map(ray, dataset, kwargs, settings, batch).iter_rows():
             result.add(row)
             on_file(row)
     return result
@@ -198,13 +204,13 @@ def _parquet_dataset(ray, paths: list[str], settings: dict, kwargs: dict):
     return dataset, dict(kwargs, image_column=column, key_column=key)
 
 
-def _map(ray, dataset, kwargs: dict, settings: dict):
+def _map(ray, dataset, kwargs: dict, settings: dict, batch_size: int):
     """The one Ray Data stage: AnonymizeBatch on a fixed pool of actors."""
     workers, gpus = _workers(ray, settings)
     env = {k: v for k, v in os.environ.items() if k.startswith("FACEANON_")}  # weights sources, identity model
     remote = {"runtime_env": {"env_vars": env}} if env else {}
     return dataset.map_batches(
-        AnonymizeBatch, fn_constructor_kwargs=kwargs, batch_size=int(settings.get("images_per_batch") or 16),
+        AnonymizeBatch, fn_constructor_kwargs=kwargs, batch_size=int(batch_size),
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus, **remote)
 
 

@@ -28,7 +28,8 @@ class Sources:
     images: list[Path] = field(default_factory=list)  # files to read with read_binary_files
     roots: list[str] = field(default_factory=list)  # folders keys are relative to (shortest first)
     parquet: list[str] = field(default_factory=list)  # Parquet files/folders for read_parquet
-    skipped: list[dict] = field(default_factory=list)  # {file, source, reason}: videos
+    videos: list[Path] = field(default_factory=list)  # video files, one worker call each
+    skipped: list[dict] = field(default_factory=list)  # {file, source, reason}: files not read
     problems: list[dict] = field(default_factory=list)  # {file, source, error}: missing paths
 
 
@@ -38,7 +39,7 @@ def is_parquet(path: str | Path) -> bool:
 
 def list_sources(paths: list[str | Path], destination: Path) -> Sources:
     """Expand folders and globs into items. Files under `destination` are never inputs."""
-    from faceanon.cli.jobs import not_read_reason, video_extensions
+    from faceanon.cli.jobs import not_read_reason
 
     sources = Sources()
     destination = destination.resolve()
@@ -56,6 +57,9 @@ def list_sources(paths: list[str | Path], destination: Path) -> Sources:
         for file in files:
             if destination == file.resolve() or destination in file.resolve().parents:
                 continue
+            if file.suffix.lower() in videos and video_support():
+                sources.videos.append(file.resolve())
+                continue
             reason = VIDEO_REASON if file.suffix.lower() in videos else not_read_reason(file)  # the CLI's rule
             if reason:
                 key = file.name if root is None else _relative(file, root)
@@ -64,13 +68,30 @@ def list_sources(paths: list[str | Path], destination: Path) -> Sources:
                 sources.images.append(file.resolve())
     sources.roots = sorted(roots, key=len)
     sources.images = sorted(set(sources.images))
+    sources.videos = sorted(set(sources.videos))
     return sources
 
 
-# Where video support plugs in: once FaceAnonymizer.anonymize_video lands (the video issue), videos
-# become items of their own (read_binary_files of the video paths, one worker call per video).
-VIDEO_REASON = ("videos are not anonymized by the dataset runner yet (FaceAnonymizer.anonymize_video has "
-                "not landed); run `faceanon anonymize` on them once it has")
+VIDEO_REASON = "videos need FaceAnonymizer.anonymize_video, which this installation of faceanon does not have"
+
+
+def video_support() -> bool:
+    """Whether videos are items (FaceAnonymizer.anonymize_video exists), else listed as skipped."""
+    from faceanon.anonymizer import FaceAnonymizer
+
+    return hasattr(FaceAnonymizer, "anonymize_video")
+
+
+def video_extensions() -> frozenset[str]:
+    try:
+        from faceanon.media.video import VIDEO_EXTENSIONS
+    except ImportError:
+        return frozenset()
+    return frozenset(VIDEO_EXTENSIONS)
+
+
+def is_video_key(key: str) -> bool:
+    return PurePosixPath(key).suffix.lower() in video_extensions()
 
 
 def _expand(given: str) -> tuple[list[Path] | None, Path | None]:
@@ -131,6 +152,8 @@ def output_name(key: str) -> str:
     if safe.is_absolute() or ".." in safe.parts or not safe.parts:
         raise DatasetError(f"The item key {key!r} is not a relative file name; give a --key-column whose values "
                            "are relative paths such as 'folder/photo.jpg'.")
+    if is_video_key(key):
+        return safe.as_posix()  # a video keeps its container, as in the CLI
     try:
         format_for_path(key)
         return safe.as_posix()
