@@ -98,7 +98,7 @@ def estimate(images: int, faces_per_image: float, pack: int, cpu_seconds_per_ima
         "images": images, "faces_per_image": faces_per_image, "pack": pack, "faces_per_call": faces_per_call,
         "gpu_seconds_per_face": round(gpu_per_face, 3), "gpu_seconds_per_face_unpacked": round(gpu_alone, 3),
         "cpu_seconds_per_image": cpu_seconds_per_image, "worker_seconds_per_image": round(per_image, 3),
-        "gpu_hours": round(total / 3600, 1),
+        "gpu_held_hours": round(total / 3600, 1),  # a worker holds its GPU during its CPU work too
         "wall_hours": {str(n): round(total / n / 3600, 2) for n in gpus},
     }
 

@@ -207,6 +207,8 @@ def _parquet_dataset(ray, paths: list[str], settings: dict, kwargs: dict):
 def _map(ray, dataset, kwargs: dict, settings: dict, batch_size: int):
     """The one Ray Data stage: AnonymizeBatch on a fixed pool of actors."""
     workers, gpus = _workers(ray, settings)
+    if not gpus:  # CPU workers: the cluster's cores shared out (a local instance: all of this machine's)
+        kwargs = dict(kwargs, threads=max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
     env = {k: v for k, v in os.environ.items() if k.startswith("FACEANON_")}  # weights sources, identity model
     remote = {"runtime_env": {"env_vars": env}} if env else {}
     return dataset.map_batches(

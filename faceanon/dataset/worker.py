@@ -62,8 +62,16 @@ class AnonymizeBatch:
     """
 
     def __init__(self, settings: dict, destination: str, layout: str, run: str, roots: list[str] | None = None,
-                 done: frozenset | None = None, image_column: str | None = None, key_column: str | None = None):
+                 done: frozenset | None = None, image_column: str | None = None, key_column: str | None = None,
+                 threads: int | None = None):
         from faceanon.cli.common import make_anonymizer
+
+        if threads:
+            import torch
+
+            # Ray gives an actor OMP_NUM_THREADS=1; float sums on CPUs depend on the thread count, so a
+            # CPU worker uses the threads a single process would (its share of the node's cores).
+            torch.set_num_threads(int(threads))
 
         self.args = SimpleNamespace(**settings)
         self.destination, self.layout, self.run = Path(destination), layout, run
