@@ -146,6 +146,7 @@ def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetRes
     done = frozenset() if settings.get("overwrite") else frozenset(audit.completed_keys(destination))
     result = DatasetResult(destination)
     todo, driver_rows = _plan_images(sources, done, run, result)
+    _sweep_partials(destination, [key_for_path(str(p), sources.roots) for p in [*todo, *sources.videos]])
     for row in driver_rows:
         result.add(row)
         on_file(row)
@@ -233,6 +234,16 @@ def _sweep_uncommitted(destination: Path) -> None:
     for part in destination.glob("part-*.parquet"):
         if part.stem not in committed:
             part.unlink(missing_ok=True)
+
+
+def _sweep_partials(destination: Path, keys: list[str]) -> None:
+    """Remove temporary files a killed run left where this run writes (faceanon.media.atomic)."""
+    from faceanon.media.atomic import sweep_partials
+
+    folders = {destination, audit.audit_folder(destination) / "files", audit.audit_folder(destination) / "faces"}
+    folders |= {(destination / key).parent for key in keys}
+    for folder in folders:
+        sweep_partials(folder)
 
 
 def _ignore(row: dict) -> None:
