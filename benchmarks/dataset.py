@@ -117,7 +117,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="faceanon-bench-") as temp:
             work = Path(temp)
             build_photos(work / "photos", args.photos)
-            env = dict(os.environ)
+            env = dict(os.environ, RAY_TMPDIR=str(work))  # Ray's session files go with the rest, not /tmp/ray
             figures["redaction"] = measure(work / "photos", work / "blur", ["--method", "blur"], env, args.photos)
     cpu = args.cpu_seconds_per_image
     if cpu is None:
