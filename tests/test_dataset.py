@@ -224,7 +224,7 @@ def test_folder_with_redaction_equals_the_cli_and_is_audited(ray_local, photo_tr
     np.testing.assert_allclose(np.stack(group.box.to_numpy()), [d.box for d in detected], atol=1e-3)
     assert set(faces.method) == {"blur"} and faces.seed.isna().all() and not faces.watermark.any()
     assert faces.identity_similarity.notna().all() and set(faces.verdict) == {"different person"}
-    assert faces.leak_guard_hits.isna().all()  # reserved until the leak guard lands
+    assert faces.leak_guard_hits.notna().all() and set(faces.leak_guard_hits) <= {0, 1}  # the guard ran (default)
 
 
 @pytest.mark.slow

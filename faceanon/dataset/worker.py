@@ -80,6 +80,8 @@ class AnonymizeBatch:
         self.anonymizer = make_anonymizer(self.args)
         self.anonymizer.resolution = int(settings.get("resolution") or 512)
         self.method, self.method_note = self._method()
+        keep = getattr(self.args, "keep", None)  # --keep photos: loaded once per worker, as the CLI does per run
+        self.keep = self.anonymizer.load_keep(keep) if keep else None
 
     def _method(self) -> tuple[str, str]:
         from faceanon.registry import DIFFUSION
@@ -204,7 +206,8 @@ class AnonymizeBatch:
                 item.seed = image_seed(args.seed, item.data)
                 plans = fa.plan_faces(detected, self.method, degree=args.degree, seed=item.seed, selected=selected,
                                       strength=args.strength)
-                item.frame = fa.prepare_frame(rgb, plans, describe_tone(item.photo))
+                plans = fa.keep_plans(rgb, plans, self.keep)
+                item.frame = fa.prepare_frame(rgb, plans, describe_tone(item.photo), only_planned=args.faces is not None)
         except Exception as error:  # one bad photo must not stop the batch
             self._fail(item, error)
 
@@ -259,9 +262,12 @@ class AnonymizeBatch:
             if item.crops is None:  # diffusion failed: redact the faces that were to be generated
                 plans = [FacePlan(p.face, FALLBACK_METHOD, message=item.error) if p.method == self.method else p
                          for p in frame.plans]
-                frame, item.crops = fa.prepare_frame(frame.rgb, plans, frame.tone), []
-            result = fa.finish_frame(frame, item.crops)
-            result = fa._handle_still_recognizable(frame, item.crops, result, self._generation(), _no_progress)
+                frame = fa.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned, frame.leak_guard)
+                item.crops = []
+            # FaceAnonymizer.anonymize_frame's steps after generate: finish, --on-same-person, leak guard
+            result = fa._finish(frame, item.crops)
+            frame, result = fa._handle_still_recognizable(frame, item.crops, result, self._generation(), _no_progress)
+            result = fa._guard(frame, result)
             # FaceAnonymizer.anonymize's last step (alpha, ICC, greyscale files back to greyscale, message)
             item.result = fa._photo_result(item.photo, item.alpha, result, self.method_note, frame.tone)
         except Exception as error:
@@ -304,8 +310,9 @@ class AnonymizeBatch:
                 "file": item.key, "face": report.face.index, "box": [float(v) for v in report.face.box],
                 "score": float(report.face.score), "method": report.method, "seed": report.seed,
                 "degree": report.degree, "identity_similarity": report.identity_similarity,
-                "verdict": _verdict(report), "leak_guard_hits": getattr(report, "leak_guard_hits", None),
-                "watermark": bool(marked and report.method == "diffusion"), "message": report.message,
+                "verdict": _verdict(report), "leak_guard_hits": _guard_hits(report, self.anonymizer),
+                "watermark": bool(marked and report.method == "diffusion"),
+                "message": report.message or getattr(report, "guard", ""),
                 "run": self.run})
         return rows
 
@@ -334,6 +341,14 @@ def _timed(item: Item, step):
         return step(item)
     finally:
         item.seconds += time.perf_counter() - started
+
+
+def _guard_hits(report, anonymizer) -> int | None:
+    """1 when the leak guard acted on or reported this face (FaceReport.guard says what), 0 when it ran
+    and found nothing, None when it did not run."""
+    if not getattr(anonymizer, "leak_guard", False):
+        return None
+    return int(bool(getattr(report, "guard", "")))
 
 
 def _verdict(report) -> str | None:
