@@ -61,6 +61,15 @@ def face_seed(seed: int, index: int, attempt: int = 0) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
+def image_seed(seed: int, data: bytes) -> int:
+    """The seed of one photo of a batch (CLI folders, datasets): the first 63 bits of
+    sha256("faceanon-image:{seed}:" + sha256(file bytes)). Its faces then get face_seed(image_seed, index).
+    From the content, so an output depends on neither the file's name, the order, nor how a dataset
+    is split between workers; different photos get different faces for the same user seed."""
+    digest = hashlib.sha256(f"faceanon-image:{int(seed)}:".encode() + hashlib.sha256(data).digest()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 # ---------------------------------------------------------------------------------------------
 # The seam's types
 
@@ -701,4 +710,5 @@ def _no_progress(fraction: float, description: str) -> None:
 
 
 __all__ = ["FaceAnonymizer", "FacePlan", "Generation", "CropRequest", "PreparedFrame", "FrameResult", "face_seed",
+           "image_seed",
            "METHODS"]

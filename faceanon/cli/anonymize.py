@@ -16,6 +16,7 @@ from faceanon.cli.common import (
     progress,
     say,
 )
+from faceanon.cli.dataset import add_dataset_options, run_dataset
 from faceanon.cli.jobs import plan_jobs, process, sweep_leftovers
 from faceanon.cli.video import add_video_options, is_video, process_video
 from faceanon.registry import DEFAULTS, METHODS
@@ -42,11 +43,16 @@ def add_anonymize(subparsers) -> None:
     add_face_options(parser)
     add_output_options(parser)
     add_video_options(parser)
+    add_dataset_options(parser)
     parser.set_defaults(run=run_anonymize)
 
 
 
 def run_anonymize(args) -> int:
+    if args.ray is not None:
+        return run_dataset(args)
+    from faceanon.anonymizer import image_seed
+
     jobs, planned = plan_jobs(args.paths, args.output)
     report = BatchReport(files=planned)
     for entry in planned:  # inputs refused, and files of a folder that are not read
@@ -56,13 +62,14 @@ def run_anonymize(args) -> int:
     # Every keep photo is read before the first photo is touched: a bad one stops the run here.
     keep = anonymizer.load_keep(args.keep) if anonymizer and args.keep else None
     note_fallback(args, anonymizer)
-    options = dict(degree=args.degree, seed=args.seed, steps=args.steps, guidance=args.guidance, method=args.method,
+    options = dict(degree=args.degree, steps=args.steps, guidance=args.guidance, method=args.method,
                    faces=args.faces, scheduler=args.scheduler, strength=args.strength, keep=keep)
     for job in progress(jobs, args):
         if is_video(job.source):
             entry = process_video(job, args, anonymizer)
-        else:
-            entry = process(job, args, lambda source, job=job: anonymizer.anonymize(source, **options))
+        else:  # a photo's seed comes from its bytes (image_seed), as in a --ray dataset job
+            entry = process(job, args, lambda source: anonymizer.anonymize(
+                source, seed=image_seed(args.seed, Path(source).read_bytes()), **options))
         report.files.append(entry)
         say(args, describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
     return finish(args, report)

@@ -1,0 +1,253 @@
+"""anonymize_dataset: `faceanon anonymize` over datasets of any size, on Ray Data.
+
+    from faceanon.dataset import anonymize_dataset, read_audit
+    result = anonymize_dataset("photos/", "anonymized/", seed=7)             # a local Ray instance
+    result = anonymize_dataset("s3-mounted/*.parquet", "out.parquet", address="auto", degree=1.3)
+    print(result.summary()); files, faces = read_audit("anonymized/")
+
+Plan: list the items (faceanon.dataset.sources), drop those the audit says are done, read them
+with `ray.data.read_binary_files` (photos) or `ray.data.read_parquet` (image-bytes columns), and
+`map_batches` the callable class faceanon.dataset.worker.AnonymizeBatch on a pool of actors
+(`ActorPoolStrategy(size=workers)`, `num_gpus` each): every actor loads the detector and the
+diffusion pipeline once. Ray schedules, retries and shows progress; faceanon writes each batch's
+outputs and audit rows atomically from the worker, which is what makes a rerun resumable.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faceanon.dataset import audit
+from faceanon.dataset.errors import RAY_MISSING, DatasetError
+from faceanon.dataset.sources import is_parquet, key_for_path, list_sources
+from faceanon.dataset.worker import AnonymizeBatch
+
+IMAGE_COLUMNS = ("image", "bytes", "image_bytes", "img", "content")
+_NOT_SETTINGS = ("paths", "output", "run", "func", "command", "extra")
+
+
+@dataclass
+class DatasetResult:
+    """What a dataset job did. Counts cover this run; `already_done` were skipped from earlier runs."""
+
+    destination: Path
+    done: int = 0
+    redacted: int = 0
+    failed: int = 0
+    skipped: int = 0
+    already_done: int = 0
+    faces: int = 0
+    changed: int = 0
+    seconds: float = 0.0
+    errors: list[dict] = field(default_factory=list)  # {file, error} of failed and redacted items
+
+    @property
+    def audit(self) -> Path:
+        return audit.audit_folder(self.destination)
+
+    def add(self, row: dict) -> None:
+        status = row["status"]
+        if status == "already done":
+            self.already_done += 1
+            return
+        attribute = {"done": "done", "redacted": "redacted", "error": "failed", "skipped": "skipped"}[status]
+        setattr(self, attribute, getattr(self, attribute) + 1)
+        self.faces += int(row.get("faces") or 0)
+        self.changed += int(row.get("changed") or 0)
+        if status in ("error", "redacted"):
+            self.errors.append({"file": row["file"], "status": status, "error": row.get("error")})
+
+    def summary(self) -> str:
+        processed = self.done + self.redacted + self.failed
+        rate = f"{processed / self.seconds:.2f} images/s" if self.seconds > 0 else "0 images/s"
+        return (f"{self.done} item(s) done, {self.redacted} redacted after a failure, {self.failed} failed, "
+                f"{self.skipped} skipped, {self.already_done} already done; {self.faces} face(s) found, "
+                f"{self.changed} changed; {self.seconds:.1f} s ({rate}). Audit: {self.audit}")
+
+
+def anonymize_dataset(source, destination, address: str | None = None, *,
+                      on_file: Callable[[dict], None] | None = None, **options) -> DatasetResult:
+    """Anonymize every photo of `source` into `destination` with Ray Data (see the module doc).
+
+    source: a folder, a photo, a glob, a Parquet file/folder/glob, or a list of them.
+    destination: a folder (the same tree of outputs) or a name ending in ".parquet" (a folder of
+        Parquet parts with columns file, output, image).
+    address: None starts a local Ray instance (or uses the one this process already started);
+        "auto" or "ray://host:10001" connects to an existing cluster.
+    options: any option of `faceanon anonymize` by its Python name (degree, seed, steps, method,
+        faces, batch_size, on_same_person, no_watermark, overwrite, quality, ...), plus workers,
+        gpus_per_worker, images_per_batch, pack, image_column, key_column and resolution (tests only).
+    on_file: called in this process with each item's row as it completes (may raise to stop).
+    """
+    settings = dataset_settings(options)
+    destination = Path(destination)
+    started = time.perf_counter()
+    sources = list_sources(source if isinstance(source, list | tuple) else [source], destination)
+    ray, started_here = connect(address)
+    try:
+        result = _run(ray, sources, destination, settings, on_file or _ignore)
+    finally:
+        if started_here:
+            ray.shutdown()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def dataset_settings(options: dict) -> dict:
+    """`faceanon anonymize`'s defaults (from its argument parser: one definition), updated by `options`."""
+    from faceanon.cli import build_parser
+
+    defaults = vars(build_parser().parse_args(["anonymize", "-", "-o", "-"]))
+    settings = {k: v for k, v in defaults.items() if k not in _NOT_SETTINGS}
+    settings.setdefault("resolution", 512)
+    unknown = sorted(set(options) - set(settings))
+    if unknown:
+        raise TypeError(f"Unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(settings))}.")
+    settings.update(options)
+    return settings
+
+
+def connect(address: str | None):
+    """(the ray module, whether this call started Ray). A clear DatasetError when it cannot."""
+    try:
+        import ray
+    except ImportError:
+        raise DatasetError(RAY_MISSING) from None
+    if ray.is_initialized():
+        return ray, False
+    try:
+        if address in (None, "local"):
+            ray.init(configure_logging=True, logging_level="warning")
+        else:
+            ray.init(address=address, logging_level="warning")
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError, TimeoutError... by path
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if address in (None, "local"):
+            raise DatasetError(f"A local Ray instance could not start ({first}). Check free memory and "
+                               "/tmp space, or connect to a running cluster with --ray auto.") from None
+        raise DatasetError(f"The Ray cluster at {address!r} cannot be reached ({first}). Check the address "
+                           "(`ray status` on the head node prints it; ray://HOST:10001 for Ray Client), or "
+                           "leave it out to start a local Ray instance on this machine.") from None
+    return ray, True
+
+
+def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetResult:
+    layout = "parquet" if is_parquet(destination) else "tree"
+    destination.mkdir(parents=True, exist_ok=True)
+    run = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    if layout == "parquet":
+        _sweep_uncommitted(destination)
+    ray.data.DataContext.get_current().enable_progress_bars = not settings.get("quiet")
+    done = frozenset() if settings.get("overwrite") else frozenset(audit.completed_keys(destination))
+    result = DatasetResult(destination)
+    todo, driver_rows = _plan_images(sources, done, run, result)
+    _sweep_partials(destination, [key_for_path(str(p), sources.roots) for p in [*todo, *sources.videos]])
+    for row in driver_rows:
+        result.add(row)
+        on_file(row)
+    if driver_rows:
+        audit.write_part(destination, "files", f"part-{run}-listing", driver_rows)
+    common = dict(settings=settings, destination=str(destination), layout=layout, run=run, roots=sources.roots)
+    datasets = []
+    if todo:
+        datasets.append((ray.data.read_binary_files([str(p) for p in todo], include_paths=True), common))
+    videos = [p for p in sources.videos if key_for_path(str(p), sources.roots) not in done]
+    result.already_done += len(sources.videos) - len(videos)
+    if videos:  # paths, not bytes: a worker decodes a video as a stream (shared storage on a cluster)
+        rows = [{"video": str(p), "path": str(p)} for p in videos]
+        datasets.append((ray.data.from_items(rows), dict(common, images_per_batch=1)))
+    if sources.parquet:
+        datasets.append(_parquet_dataset(ray, sources.parquet, settings, dict(common, done=done)))
+    for dataset, kwargs in datasets:
+        batch = kwargs.pop("images_per_batch", None) or settings.get("images_per_batch") or 16
+        for row in _map(ray, dataset, kwargs, settings, batch).iter_rows():
+            result.add(row)
+            on_file(row)
+    return result
+
+
+def _plan_images(sources, done: frozenset, run: str, result: DatasetResult) -> tuple[list[Path], list[dict]]:
+    """Image files still to do, and the rows this process records itself (missing paths, videos,
+    two inputs with one key)."""
+    rows = [audit.file_row(p["file"], p["source"], "error", run, error=p["error"]) for p in sources.problems]
+    rows += [audit.file_row(s["file"], s["source"], "skipped", run, error=s["reason"]) for s in sources.skipped]
+    todo, owners = [], {}
+    for path in sources.images:
+        key = key_for_path(str(path), sources.roots)
+        if key in owners:
+            rows.append(audit.file_row(key, str(path), "error", run, error=(
+                f"{owners[key]} already has the output name {key}; run the two folders separately")))
+            continue
+        owners[key] = str(path)
+        if key in done:
+            result.already_done += 1
+        else:
+            todo.append(path)
+    return todo, rows
+
+
+def _parquet_dataset(ray, paths: list[str], settings: dict, kwargs: dict):
+    dataset = ray.data.read_parquet(paths, include_paths=True)
+    names = dataset.schema().names
+    column = settings.get("image_column") or next((c for c in IMAGE_COLUMNS if c in names), None)
+    if column not in names:
+        raise DatasetError(f"No image column in {', '.join(paths)}: its columns are {', '.join(names)}. Name "
+                           "the column of encoded image bytes with --image-column.")
+    key = settings.get("key_column")
+    if key and key not in names:
+        raise DatasetError(f"--key-column {key!r} is not a column of {', '.join(paths)} ({', '.join(names)}).")
+    dataset = dataset.select_columns([c for c in (column, key, "path") if c])
+    return dataset, dict(kwargs, image_column=column, key_column=key)
+
+
+def _map(ray, dataset, kwargs: dict, settings: dict, batch_size: int):
+    """The one Ray Data stage: AnonymizeBatch on a fixed pool of actors."""
+    workers, gpus = _workers(ray, settings)
+    if not gpus:  # CPU workers: the cluster's cores shared out (a local instance: all of this machine's)
+        kwargs = dict(kwargs, threads=max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
+    env = {k: v for k, v in os.environ.items() if k.startswith("FACEANON_")}  # weights sources, identity model
+    remote = {"runtime_env": {"env_vars": env}} if env else {}
+    return dataset.map_batches(
+        AnonymizeBatch, fn_constructor_kwargs=kwargs, batch_size=int(batch_size),
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus, **remote)
+
+
+def _workers(ray, settings: dict) -> tuple[int, float]:
+    """(actors, GPUs per actor): by default one actor per GPU of the cluster, or one on CPUs."""
+    gpus_total = float(ray.cluster_resources().get("GPU", 0))
+    per_worker = settings.get("gpus_per_worker")
+    per_worker = (1.0 if gpus_total else 0.0) if per_worker is None else float(per_worker)
+    workers = settings.get("workers")
+    if workers is None:
+        workers = max(1, int(gpus_total // per_worker)) if per_worker else 1
+    return int(workers), per_worker
+
+
+def _sweep_uncommitted(destination: Path) -> None:
+    """Parquet destinations: remove output parts of batches that never wrote their audit rows."""
+    committed = audit.committed_parts(destination)
+    for part in destination.glob("part-*.parquet"):
+        if part.stem not in committed:
+            part.unlink(missing_ok=True)
+
+
+def _sweep_partials(destination: Path, keys: list[str]) -> None:
+    """Remove temporary files a killed run left where this run writes (faceanon.media.atomic)."""
+    from faceanon.media.atomic import sweep_partials
+
+    folders = {destination, audit.audit_folder(destination) / "files", audit.audit_folder(destination) / "faces"}
+    folders |= {(destination / key).parent for key in keys}
+    for folder in folders:
+        sweep_partials(folder)
+
+
+def _ignore(row: dict) -> None:
+    pass
+
+
+__all__ = ["anonymize_dataset", "DatasetResult", "dataset_settings", "connect"]

@@ -1,0 +1,319 @@
+"""The dataset runner (faceanon.dataset): sources, seeds, packing, audit, and real Ray Data runs.
+
+The Ray tests share one local Ray instance (2 CPUs, its own temporary folder, removed at the end)
+and run on real photos with the real detector, identity model and atomic writers; diffusion runs on
+tiny random checkpoints (the 12 GB weights cannot exist here) at 64 px, since at 512 px the tiny
+model's reference attention takes minutes per face on 2 cores. The single-process CLI they are
+compared with gets the same 64 px through a patched make_anonymizer (it has no flag for it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faceanon.anonymizer import face_seed, image_seed
+from faceanon.cli import main
+from faceanon.dataset.sources import key_for_path, list_sources, output_name
+
+pytest.importorskip("ray", reason="the optional extra faceanon[ray] (requirements-ray.txt) is not installed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the session (starting one takes ~25 s on 2 cores)."""
+    import ray
+
+    temp = tempfile.mkdtemp(prefix="fa-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, object_store_memory=300 * 1024**2,
+             logging_level="warning")
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def photo_tree(tmp_path_factory, grace_hopper_path, group_photo_path, astronaut_rgb) -> Path:
+    """photos/: grace.jpg, people/group.jpg (6 faces), people/astronaut.png, broken.jpg, clip.mp4 (a real
+    10-frame H.264 clip of the Grace Hopper portrait), notes.txt."""
+    from faceanon.testing_video import make_test_clip
+
+    root = tmp_path_factory.mktemp("photos")
+    (root / "people").mkdir()
+    shutil.copy(grace_hopper_path, root / "grace.jpg")
+    shutil.copy(group_photo_path, root / "people" / "group.jpg")
+    Image.fromarray(astronaut_rgb).save(root / "people" / "astronaut.png")
+    (root / "broken.jpg").write_bytes(Path(grace_hopper_path).read_bytes()[:300])  # a truncated JPEG
+    make_test_clip(root / "clip.mp4", photo="grace_hopper", motion="zoom", size=(160, 208), seconds=0.5, fps=20)
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_env(tmp_path_factory) -> dict:
+    from faceanon.testing import tiny_pipeline_env
+
+    return tiny_pipeline_env(tmp_path_factory.mktemp("tiny-weights"))
+
+
+def _cli(args: list[str], monkeypatch, resolution: int | None = None) -> int:
+    """The single-process CLI, in this process (at `resolution` for tiny checkpoints)."""
+    if resolution:
+        import faceanon.cli.anonymize as anonymize_command
+        from faceanon.cli.common import make_anonymizer
+
+        def at_resolution(args):
+            anonymizer = make_anonymizer(args)
+            anonymizer.resolution = resolution
+            return anonymizer
+
+        monkeypatch.setattr(anonymize_command, "make_anonymizer", at_resolution)
+    return main(["anonymize", *args, "-q"])
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "_faceanon" not in p.parts}
+
+
+# ---------------------------------------------------------------------------------------------
+# Without Ray: seeds, sources, the worker
+
+
+def test_image_seed_is_pinned_and_comes_from_the_bytes():
+    assert image_seed(0, b"photo") == 2673260842943984361
+    assert image_seed(0, b"photo") != image_seed(1, b"photo") != image_seed(0, b"other")
+    assert 0 <= image_seed(123, b"") < 2**63
+
+
+def test_sources_keys_and_output_names(photo_tree, tmp_path):
+    out = photo_tree / "out"  # an output inside the source is never read back as input
+    (out / "x").mkdir(parents=True)
+    shutil.copy(photo_tree / "grace.jpg", out / "x" / "old.jpg")
+    sources = list_sources([photo_tree, str(photo_tree / "people" / "*.png"), tmp_path / "missing",
+                            "data/*.parquet"], out)
+    keys = sorted(key_for_path(str(p), sources.roots) for p in sources.images)
+    assert keys == ["broken.jpg", "grace.jpg", "people/astronaut.png", "people/group.jpg"]  # one tree
+    assert sources.videos == [(photo_tree / "clip.mp4").resolve()]
+    assert [(s["file"], s["reason"]) for s in sources.skipped] == [("notes.txt", "not a photo faceanon reads (.txt)")]
+    assert [p["error"] for p in sources.problems] == ["does not exist"]
+    assert sources.parquet == ["data/*.parquet"]
+    shutil.rmtree(out)
+    alone = list_sources([str(photo_tree / "**" / "*.png")], tmp_path / "o")
+    assert [key_for_path(str(p), alone.roots) for p in alone.images] == ["people/astronaut.png"]
+    assert output_name("a/b.gif") == "a/b.gif.png" and output_name("a/b.jpg") == "a/b.jpg"
+    assert output_name("sha256-0123") == "sha256-0123.png" and output_name("v/clip.mp4") == "v/clip.mp4"
+    from faceanon.dataset.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="not a relative file name"):
+        output_name("../escape.jpg")
+
+
+def _worker(tmp_path, photo_tree, pipeline, **options):
+    from faceanon.dataset.runner import dataset_settings
+    from faceanon.dataset.worker import AnonymizeBatch
+
+    worker = AnonymizeBatch(dataset_settings(dict(method="diffusion", **options)), str(tmp_path / "out"), "tree",
+                            "run1", roots=[str(photo_tree.resolve())])
+    worker.anonymizer._pipeline = pipeline  # stands in for the 12 GB weights
+    files = ["grace.jpg", "people/group.jpg", "people/astronaut.png"]
+    batch = {"bytes": np.array([(photo_tree / f).read_bytes() for f in files], dtype=object),
+             "path": np.array([str((photo_tree / f).resolve()) for f in files], dtype=object)}
+    return worker, batch
+
+
+def test_pack_puts_faces_of_several_photos_into_one_pipeline_call(identity_pipeline, photo_tree, tmp_path):
+    worker, batch = _worker(tmp_path, photo_tree, identity_pipeline, pack=3)
+    rows = worker(batch)
+    assert rows["status"] == ["done"] * 3 and rows["faces"] == [1, 6, 1]
+    assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [8]
+    seeds = [g.initial_seed() for g in identity_pipeline.calls[0]["generator"]]
+    expected = [face_seed(image_seed(0, data), i) for data, n in zip(batch["bytes"], (1, 6, 1), strict=True)
+                for i in range(n)]
+    assert seeds == expected
+
+    identity_pipeline.calls.clear()
+    worker, batch = _worker(tmp_path / "alone", photo_tree, identity_pipeline, pack=1, batch_size=4)
+    worker(batch)
+    assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [1, 4, 2, 1]
+
+
+class BrokenPipeline:
+    def __call__(self, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+def test_a_failed_diffusion_is_redacted_never_written_unchanged(photo_tree, tmp_path):
+    from faceanon.dataset import read_audit
+
+    worker, batch = _worker(tmp_path, photo_tree, BrokenPipeline(), pack=3)
+    rows = worker(batch)
+    assert rows["status"] == ["redacted"] * 3
+    assert all("diffusion failed (unexpected RuntimeError: CUDA out of memory" in e for e in rows["error"])
+    files, faces = read_audit(tmp_path / "out")
+    assert list(files["status"]) == ["redacted"] * 3 and set(faces["method"]) == {"blur"}
+    original = np.asarray(Image.open(photo_tree / "grace.jpg").convert("RGB")).astype(int)
+    written = np.asarray(Image.open(tmp_path / "out" / "grace.jpg").convert("RGB")).astype(int)
+    x0, y0, x1, y1 = (int(v) for v in faces[faces.file == "grace.jpg"].box.iloc[0])
+    assert np.abs(original - written)[y0:y1, x0:x1].mean() > 5  # the face is hidden
+
+
+def test_ray_missing_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from faceanon.dataset.errors import DatasetError
+    from faceanon.dataset.runner import connect
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(DatasetError, match=r"pip install 'faceanon\[ray\]'"):
+        connect(None)
+
+
+def test_unreachable_cluster_is_a_clear_error(tmp_path, photo_tree, capsys):
+    # `auto` with no cluster (the tests' instance is not registered with `auto`) fails fast;
+    # this test runs before the session's Ray instance starts or connect() reuses it.
+    import ray
+
+    if ray.is_initialized() or Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray instance is running here, so `auto` would find it")
+    assert main(["anonymize", str(photo_tree), "-o", str(tmp_path / "out"), "--ray=auto", "-q"]) == 1
+    assert "The Ray cluster at 'auto' cannot be reached" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# With a local Ray instance
+
+
+@pytest.mark.slow
+def test_folder_with_redaction_equals_the_cli_and_is_audited(ray_local, photo_tree, tmp_path, monkeypatch):
+    from faceanon.anonymizer import FaceAnonymizer
+    from faceanon.dataset import anonymize_dataset, read_audit
+
+    assert _cli([str(photo_tree), "-o", str(tmp_path / "cli"), "--method", "blur"], monkeypatch) == 1  # broken.jpg
+    result = anonymize_dataset(photo_tree, tmp_path / "ray", method="blur", images_per_batch=2, quiet=True)
+    assert (result.done, result.failed, result.skipped, result.faces) == (4, 1, 1, 9)  # 3 photos, 1 video
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "cli")  # the video too
+    assert not (tmp_path / "ray" / "broken.jpg").exists()
+
+    files, faces = read_audit(tmp_path / "ray")
+    by_file = files.set_index("file")
+    assert sorted(by_file.index) == ["broken.jpg", "clip.mp4", "grace.jpg", "notes.txt", "people/astronaut.png",
+                                     "people/group.jpg"]
+    assert by_file.loc["broken.jpg", "status"] == "error" and "truncated" in by_file.loc["broken.jpg", "error"]
+    assert by_file.loc["notes.txt", "status"] == "skipped" and "not a photo" in by_file.loc["notes.txt", "error"]
+    assert by_file.loc["clip.mp4", "status"] == "done" and by_file.loc["clip.mp4", "faces"] == 1
+    track = faces[faces.file == "clip.mp4"]
+    assert list(track.face) == [0] and track.method.iloc[0] == "blur" and track.box.iloc[0] is None
+    faces = faces[faces.file != "clip.mp4"]
+    assert list(by_file.loc[["grace.jpg", "people/group.jpg"], "faces"]) == [1, 6]
+    assert (by_file.loc[["grace.jpg", "people/group.jpg", "people/astronaut.png"], "seconds"] > 0).all()
+    group = faces[faces.file == "people/group.jpg"]
+    detected = FaceAnonymizer().detect(photo_tree / "people" / "group.jpg")
+    assert list(group.face) == list(range(6))
+    np.testing.assert_allclose(np.stack(group.box.to_numpy()), [d.box for d in detected], atol=1e-3)
+    assert set(faces.method) == {"blur"} and faces.seed.isna().all() and not faces.watermark.any()
+    assert faces.identity_similarity.notna().all() and set(faces.verdict) == {"different person"}
+    assert faces.leak_guard_hits.notna().all() and set(faces.leak_guard_hits) <= {0, 1}  # the guard ran (default)
+
+
+@pytest.mark.slow
+def test_tiny_diffusion_equals_the_cli_bit_for_bit(ray_local, photo_tree, tiny_env, tmp_path, monkeypatch):
+    from faceanon.dataset import anonymize_dataset, read_audit
+
+    for name, value in tiny_env.items():
+        monkeypatch.setenv(name, value)  # the runner forwards FACEANON_* to its workers
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(photo_tree / "grace.jpg", source)
+    shutil.copy(photo_tree / "people" / "astronaut.png", source)
+    options = ["--method", "diffusion", "--steps", "1", "--seed", "3"]
+    assert _cli([str(source), "-o", str(tmp_path / "cli"), *options], monkeypatch, resolution=64) == 0
+    result = anonymize_dataset(source, tmp_path / "ray", method="diffusion", steps=1, seed=3, resolution=64,
+                               images_per_batch=2, quiet=True)
+    assert (result.done, result.changed) == (2, 2)
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "cli")
+
+    files, faces = read_audit(tmp_path / "ray")
+    for name in ("astronaut.png", "grace.jpg"):
+        seed = image_seed(3, (source / name).read_bytes())
+        assert files.set_index("file").loc[name, "image_seed"] == seed
+        row = faces[faces.file == name].iloc[0]
+        assert row.seed == face_seed(seed, 0) and row.degree == 1.25 and row.method == "diffusion"
+        assert row.watermark and row.verdict in ("same person", "different person")
+        assert -1 <= row.identity_similarity <= 1
+
+
+@pytest.mark.slow
+def test_a_rerun_after_an_interruption_does_only_the_rest(ray_local, photo_tree, tmp_path):
+    from faceanon.dataset import anonymize_dataset, read_audit
+    from faceanon.dataset.audit import completed_keys
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(6):
+        shutil.copy(photo_tree / "grace.jpg", source / f"p{i}.jpg")
+
+    def stop_after_the_first(row):
+        raise KeyboardInterrupt  # what Ctrl-C does to the driver
+
+    with pytest.raises(KeyboardInterrupt):
+        anonymize_dataset(source, tmp_path / "out", method="blur", images_per_batch=1, quiet=True,
+                          on_file=stop_after_the_first)
+    first = completed_keys(tmp_path / "out")
+    assert 1 <= len(first) < 6
+    stamps = {key: (tmp_path / "out" / key).stat().st_mtime_ns for key in first}
+
+    result = anonymize_dataset(source, tmp_path / "out", method="blur", images_per_batch=1, quiet=True)
+    assert (result.already_done, result.done) == (len(first), 6 - len(first))
+    assert {key: (tmp_path / "out" / key).stat().st_mtime_ns for key in first} == stamps  # not redone
+    files, faces = read_audit(tmp_path / "out")
+    assert sorted(files.file) == [f"p{i}.jpg" for i in range(6)] and set(files.status) == {"done"}
+    assert len(faces) == 6 and len(set(files.run)) == 2
+
+
+@pytest.mark.slow
+def test_parquet_in_parquet_out(ray_local, photo_tree, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from faceanon.dataset import anonymize_dataset, read_audit
+
+    names = ["grace.jpg", "people/group.jpg"]
+    images = [{"bytes": (photo_tree / n).read_bytes(), "path": n} for n in names]
+    images.append({"bytes": b"not an image", "path": "bad.jpg"})
+    pq.write_table(pa.table({"image": images, "label": [0, 1, 2]}), tmp_path / "in.parquet")
+
+    result = anonymize_dataset(tmp_path / "in.parquet", tmp_path / "out.parquet", method="blur", quiet=True)
+    assert (result.done, result.failed) == (2, 1)
+    table = pq.read_table(tmp_path / "out.parquet")  # the audit folder (_faceanon) is not part of it
+    assert sorted(table.column("file").to_pylist()) == names
+    for row in table.to_pylist():
+        written = Image.open(io.BytesIO(row["image"]))
+        assert written.format == "JPEG" and written.size == Image.open(photo_tree / row["file"]).size
+    files, _ = read_audit(tmp_path / "out.parquet")
+    assert files.set_index("file").loc["bad.jpg", "status"] == "error"
+
+    again = anonymize_dataset(tmp_path / "in.parquet", tmp_path / "out.parquet", method="blur", quiet=True)
+    assert (again.already_done, again.done, again.failed) == (2, 0, 1)
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 2
+
+
+@pytest.mark.slow
+def test_cli_ray_flag_prints_the_summary_and_a_json_report(ray_local, photo_tree, tmp_path, capsys):
+    code = main(["anonymize", str(photo_tree / "grace.jpg"), "-o", str(tmp_path / "out"), "--method", "pixelate",
+                 "--ray", "--json", "-q"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # with --json, people's lines go to stderr
+    assert code == 0 and report["done"] == 1 and report["faces"] == 1
+    assert "1 item(s) done" in captured.err and (tmp_path / "out" / "grace.jpg").exists()
