@@ -524,9 +524,12 @@ def page_detect(image: str | None):
 
 
 def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, guidance, scheduler,
-                   progress=gr.Progress()):  # noqa: B008
+                   found=None, chosen=None, progress=gr.Progress()):  # noqa: B008
     """/anonymize for the page: (result, summary, report, seed, before/after, per-face table, message);
-    on an error only the message box changes."""
+    on an error only the message box changes. The faces are the picker's selection (server state),
+    not the hidden text box, which the browser may not have updated yet."""
+    if found:
+        faces = faces_spec(chosen, found)
     try:
         out, summary, report, seed_used = anonymize(image, method, degree, seed, randomize_seed, faces, steps,
                                                     guidance, scheduler, progress=progress)

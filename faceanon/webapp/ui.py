@@ -133,7 +133,8 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
     inputs = [image, method, degree, seed, randomize, picker["faces"], steps, guidance, scheduler]
     outputs = [result, summary, report, seed]
     photo_work = dict(concurrency_id="photo", concurrency_limit=H._LIMITS.requests_at_once)
-    run.click(H.page_anonymize, inputs, [*outputs, compare, table, error], api_visibility="private",
+    run.click(H.page_anonymize, [*inputs, picker["found"], picker["chosen"]], [*outputs, compare, table, error],
+              api_visibility="private",
               show_progress_on=[result], **photo_work).then(None, js=SCROLL_TO_RESULT)
     api_anonymize.click(H.anonymize, inputs, outputs, api_name="anonymize", api_description=_doc(H.anonymize),
                         **photo_work)
