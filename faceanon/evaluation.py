@@ -205,8 +205,10 @@ def evaluate(folder: str | Path, out_dir: str | Path, anonymizer=None, degrees: 
 
 def evaluate_photo(anonymizer, image, degrees: Sequence[float] = DEFAULT_DEGREES, seeds: int | Sequence[int] = 3,
                    baselines: Sequence[str] = BASELINES, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance,
-                   evaluator: Evaluator | None = None, progress: Progress | None = None):
-    """For the app: evaluate one photo in memory; returns (rows, [identity, detection, attributes] PIL figures)."""
+                   evaluator: Evaluator | None = None, progress: Progress | None = None,
+                   on_run: Callable[[int, int, Run], None] | None = None):
+    """For the app: evaluate one photo in memory; returns (rows, [identity, detection, attributes] PIL figures).
+    `on_run(done, total, run)` is told after each run (the structured form of `progress`)."""
     evaluator = evaluator or Evaluator()
     runs = plan_runs(degrees, seeds, baselines, anonymizer.diffusion_available)
     rows = []
@@ -214,6 +216,8 @@ def evaluate_photo(anonymizer, image, degrees: Sequence[float] = DEFAULT_DEGREES
         rows += [{c: _cell(r.get(c)) for c in COLUMNS} for r in run_rows]
         if progress:
             progress(done / len(runs), f"{run.method} d={_fmt(run.degree)} seed={_fmt(run.seed)}")
+        if on_run:
+            on_run(done, len(runs), run)
     rows = [_parse(r) for r in rows]
     figures = [_to_pil(figure) for figure in make_figures(rows, evaluator.identity.threshold)]
     return rows, figures

@@ -36,6 +36,18 @@ def test_starts_quickly_without_weights(started):
     assert started[1] < 45, f"start-up took {started[1]:.1f} s"
 
 
+def test_status_line_is_true_from_the_first_paint(started):
+    """The page's first status line (in the config the browser renders first) already says that
+    diffusion is unavailable: the look for local weights is done before the page is built."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(started[0] + "config", timeout=30) as response:
+        config = json.load(response)
+    status = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "status")
+    assert "Diffusion unavailable" in status["props"]["value"], status["props"]["value"]
+
+
 def test_redaction_works_without_weights(client):
     out, summary, report, _ = client.predict(handle_file(EXAMPLES / "astronaut.jpg"), method="blur",
                                              api_name="/anonymize")

@@ -109,7 +109,7 @@ def test_truncated_jpeg_is_explained(client, tmp_path):
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(whole[: len(whole) // 3])
     message = _refusal(client, truncated)
-    assert "“cut.jpg”" in message and "truncated or damaged" in message
+    assert "“cut.jpg” is truncated" in message and "get the complete file again" in message
 
 
 def test_tiny_and_too_wide_images_are_explained(client, tmp_path):

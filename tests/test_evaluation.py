@@ -105,9 +105,12 @@ def test_redaction_baselines_only(photo_folder, tmp_path):
 
 def test_evaluate_photo_for_the_app(astronaut_rgb, tiny_pipe):
     small = astronaut_rgb[::2, ::2].copy()
+    told = []
     rows, figures = evaluate_photo(FaceAnonymizer(pipeline=tiny_pipe), small, degrees=(1.2,), seeds=1,
-                                   baselines=(), steps=1, guidance=1.0)
+                                   baselines=(), steps=1, guidance=1.0,
+                                   on_run=lambda done, total, run: told.append((done, total, run.method, run.degree)))
     assert [r["method"] for r in rows] == ["original", "diffusion"]
+    assert told == [(1, 2, "original", None), (2, 2, "diffusion", 1.2)]  # what the app's progress shows
     assert len(figures) == 3 and all(f.mode == "RGB" and f.width > 500 for f in figures)
 
 

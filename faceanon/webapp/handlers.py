@@ -126,12 +126,19 @@ def _redact(photo, method, options):
 
 
 def _count_generated(image, faces: list[int] | None) -> tuple[int, int]:
-    """(selected faces large enough for a new identity, selected faces only blurred: too small)."""
+    """(selected faces that will get a new identity, selected faces redacted instead: too small)."""
     with host().using(diffusion=False) as anonymizer:
         found = anonymizer.detect(image)
-    selected = found if faces is None else [f for f in found if f.index in faces]
-    large = sum(1 for f in selected if f.size >= host().min_face_size)
-    return large, len(selected) - large
+    return _tally(found, faces)
+
+
+def _tally(found, faces: list[int] | None) -> tuple[int, int]:
+    """Counts the anonymizer's own plan (FaceAnonymizer.plan_faces), so the app and the library
+    never disagree about which faces are generated."""
+    selected = None if faces is None else [f for f in found if f.index in faces]
+    methods = [plan.method for plan in host().plan_faces(found, DIFFUSION, selected=selected)]
+    generated = methods.count(DIFFUSION)
+    return generated, sum(1 for m in methods if m is not None) - generated
 
 
 # -- endpoints -----------------------------------------------------------------------------------
@@ -328,8 +335,7 @@ def evaluate(
     photo = load_photo(image)
     options = evaluation_options(degrees, seeds, steps, baselines)
     diffusion = host().diffusion_ready
-    total = len(options["degrees"]) * options["seeds"] + len(options["baselines"]) + 1  # + the original
-    options["progress"] = _evaluation_progress(progress, total)
+    options["on_run"] = _evaluation_progress(progress)
     rows, figures = _call(lambda: _run_evaluation(photo, diffusion, options))
     return (*figures, evaluation_table(rows))
 
@@ -374,17 +380,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _evaluation_progress(progress, total: int):
-    """faceanon.trust's progress ("blur d= seed=") in plain words, counted in runs."""
+def _evaluation_progress(progress):
+    """faceanon.evaluation's runs in plain words, counted in runs."""
 
-    def report(fraction: float, description: str = "") -> None:
-        done = min(total, round(float(fraction) * total))
-        method, _, rest = (description or "").partition(" ")
-        details = dict(part.split("=", 1) for part in rest.split() if "=" in part)
-        what = method
-        if method == DIFFUSION:
-            what = f"diffusion, d = {details.get('d', '?')}, seed {details.get('seed', '?')}"
-        progress((done, total), desc=f"Measured {what}" if what else "Measuring", unit="runs")
+    def report(done: int, total: int, run) -> None:
+        what = run.method
+        if run.method == DIFFUSION:
+            what = f"diffusion, d = {run.degree:g}, seed {run.seed}"
+        progress((done, total), desc=f"Measured {what}", unit="runs")
 
     return report
 
@@ -452,53 +455,59 @@ def faces_spec(selected: list[int] | None, faces: list[dict] | None) -> str:
 
 def selection_note(selected: list[int] | None, faces: list[dict] | None) -> str:
     """'3 of 130 faces selected (2 large enough for a new identity)' above the picker."""
-    faces, chosen = faces or [], set(selected or [])
+    faces, chosen = faces or [], sorted(set(selected or []))
     if not faces:
         return ""
-    large = sum(1 for f in faces if f["index"] in chosen and _size(f) >= host().min_face_size)
-    return (f"**{len(chosen)} of {len(faces)} faces selected** ({large} large enough for a new identity; "
+    generated, _ = _tally(_detected(faces), chosen)
+    return (f"**{len(chosen)} of {len(faces)} faces selected** ({generated} large enough for a new identity; "
             "smaller ones are blurred). Click a face on the picture to select or leave it.")
 
 
-def _size(face: dict) -> float:
-    x0, y0, x1, y1 = face["box"]
-    return max(x1 - x0, y1 - y0)
+def _detected(faces: list[dict]):
+    """The picker's faces (as /detect returns them) as DetectedFace, for drawing and planning."""
+    from faceanon.results import DetectedFace
+
+    return [DetectedFace(index=f["index"], box=tuple(f["box"]), landmarks=None, score=f.get("score", 1.0))
+            for f in faces]
 
 
 def show_selection(image: str | None, faces: list[dict] | None, selected: list[int] | None):
     """(picture, faces text, note) for a new selection."""
     picture = None
     if image and faces is not None:
-        from faceanon.results import DetectedFace
-
-        detected = [DetectedFace(index=f["index"], box=tuple(f["box"]), landmarks=None, score=f.get("score", 1.0))
-                    for f in faces]
-        picture = draw_faces(load_photo(image), detected, set(selected or []))
+        picture = draw_faces(load_photo(image), _detected(faces), set(selected or []))
     return picture, faces_spec(selected, faces), selection_note(selected, faces)
 
 
-def toggle_face(image, faces, selected, evt: gr.SelectData):
+# The selection lives in a gr.State (the page's `chosen`): the number checkboxes sit in a closed
+# accordion, and Gradio 6 does not mount those, so their value in the browser is not kept up to date.
+def _new_selection(image, faces, chosen: list[int]):
+    chosen = sorted(set(chosen))
+    return chosen, gr.CheckboxGroup(value=chosen), *show_selection(image, faces, chosen)
+
+
+def toggle_face(image, faces, chosen, evt: gr.SelectData):
     """A click on the Detected faces picture selects or leaves the face under it."""
     x, y = evt.index
     index = face_at(faces or [], x, y)
-    selected = set(selected or [])
+    chosen = set(chosen or [])
     if index is not None:
-        selected ^= {index}
-    chosen = sorted(selected)
-    return chosen, *show_selection(image, faces, chosen)
+        chosen ^= {index}
+    return _new_selection(image, faces, chosen)
 
 
 def select_all(image, faces):
-    chosen = [f["index"] for f in faces or []]
-    return chosen, *show_selection(image, faces, chosen)
+    return _new_selection(image, faces, [f["index"] for f in faces or []])
 
 
 def select_none(image, faces):
-    return [], *show_selection(image, faces, [])
+    return _new_selection(image, faces, [])
 
 
-def select_numbers(image, faces, selected):
-    return show_selection(image, faces, selected)
+def select_numbers(image, faces, ticked):
+    """The number checkboxes changed (they are mounted then: the person is using them)."""
+    chosen = sorted(set(ticked or []))
+    return chosen, *show_selection(image, faces, chosen)
 
 
 def degree_hint(degree: float) -> str:
@@ -519,20 +528,24 @@ def message(text: str | None = None):
 
 
 def page_detect(image: str | None):
-    """Detection after an upload, for the page: (picture, faces, picker, faces text, note, message)."""
+    """Detection after an upload, for the page: (picture, faces, picker, chosen, faces text, note, message)."""
     if not image:
-        return None, [], face_choices([]), "all", "", message()
+        return None, [], face_choices([]), [], "all", "", message()
     try:
         picture, faces = detect(image)
     except gr.Error as error:
-        return None, [], face_choices([]), "all", "", message(error.message)
-    return picture, faces, face_choices(faces), "all", selection_note([f["index"] for f in faces], faces), message()
+        return None, [], face_choices([]), [], "all", "", message(error.message)
+    everyone = [f["index"] for f in faces]
+    return picture, faces, face_choices(faces), everyone, "all", selection_note(everyone, faces), message()
 
 
 def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, guidance, scheduler, keep=None,
-                   progress=gr.Progress()):  # noqa: B008
+                   found=None, chosen=None, progress=gr.Progress()):  # noqa: B008
     """/anonymize for the page: (result, summary, report, seed, before/after, per-face table, message);
-    on an error only the message box changes."""
+    on an error only the message box changes. The faces are the picker's selection (server state),
+    not the hidden text box, which the browser may not have updated yet."""
+    if found:
+        faces = faces_spec(chosen, found)
     try:
         out, summary, report, seed_used = anonymize(image, method, degree, seed, randomize_seed, faces, steps,
                                                     guidance, scheduler, keep, progress=progress)

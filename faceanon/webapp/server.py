@@ -58,7 +58,6 @@ def _limits(args):
 def create_app(args: argparse.Namespace):
     """(demo, host, limits): the Blocks app with its models loading (synchronously on ZeroGPU)."""
     from faceanon.webapp.service import ModelHost
-    from faceanon.webapp.ui import CSS, build_demo
 
     limits = _limits(args)
     zero_gpu = on_zero_gpu()
@@ -66,6 +65,9 @@ def create_app(args: argparse.Namespace):
                      speed=speed_options_from_args(args), cpu_jobs=limits.cpu_jobs)
     # ZeroGPU only moves models that exist before launch onto the GPU; elsewhere never block start-up.
     host.start(background=not zero_gpu)
+    from faceanon.webapp.ui import CSS, build_demo  # imports Gradio meanwhile (seconds)
+
+    host.wait_for_check()  # the page's first status line says whether diffusion is coming
     demo = build_demo(host, limits, gpu_present=zero_gpu or _cuda_available())
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo, host, limits, CSS

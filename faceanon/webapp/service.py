@@ -46,23 +46,60 @@ class ModelHost:
         self.cpu_jobs = max(1, int(cpu_jobs))
         self._cpu_slots = threading.Semaphore(self.cpu_jobs)
         self._free_redactors: list = []
+        self._planner = None  # plans faces while the diffusion anonymizer is not loaded
         self._step_seconds: float | None = None
         self._thread: threading.Thread | None = None
+        self._checked = threading.Event()  # set once the quick look for local weights is done
 
     # -- loading -----------------------------------------------------------------------------
     def start(self, background: bool = True) -> ModelHost:
         """Loads the diffusion weights, in a daemon thread unless `background` is False."""
         if background:
-            self._thread = threading.Thread(target=self._load, name="faceanon-weights", daemon=True)
+            self._thread = threading.Thread(target=self._check_then_load, name="faceanon-weights", daemon=True)
             self._thread.start()
         else:
-            self._load()
+            self._check_then_load()
         return self
 
     def wait(self, timeout: float | None = None) -> str:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.state
+
+    def wait_for_check(self, timeout: float = 30.0) -> str:
+        """Waits (at most `timeout` s) until it is known whether the weights are on this machine,
+        so that the page's first status line is true; loading them goes on in the background."""
+        self._checked.wait(timeout)
+        return self.state
+
+    def _check_then_load(self) -> None:
+        try:
+            problem = self._quick_problem()
+        finally:
+            self._checked.set()
+        if problem:
+            self._set(self.UNAVAILABLE, problem)
+            log.warning("diffusion unavailable: %s", self.reason)
+            return
+        self._load()
+
+    def _quick_problem(self) -> str:
+        """Why diffusion cannot run here, found in about a second where loading takes minutes: an
+        option this device cannot do, or weights missing from this machine ("" when neither, or
+        when the weights may still be downloaded)."""
+        try:
+            from faceanon.speed import SpeedOptions
+            from faceanon.weights import default_device_and_dtype, weights_status
+
+            device, _ = default_device_and_dtype(self.requested_device)
+            (self.speed or SpeedOptions()).check_device(device)
+            present, reason = weights_status() if self.local_files_only else (True, "")
+        except FaceAnonError as error:
+            return _reason_for_people(error)
+        except Exception:  # the full load reports what is wrong
+            log.exception("the quick look for the diffusion weights failed")
+            return ""
+        return "" if present else _reason_for_people(reason)
 
     def _load(self) -> None:
         started = time.perf_counter()
@@ -123,6 +160,20 @@ class ModelHost:
                 with self._lock:
                     self._free_redactors.append(redactor)
 
+    def plan_faces(self, faces, method: str, selected=None) -> list:
+        """FaceAnonymizer.plan_faces of the anonymizer that will run (what each face will get).
+        Planning only reads settings, so it takes no slot: a click in the picker never waits for
+        a redaction or an evaluation in progress."""
+        with self._lock:
+            planner = self._anonymizer
+            if planner is None:
+                if self._planner is None:
+                    from faceanon.anonymizer import FaceAnonymizer
+
+                    self._planner = FaceAnonymizer(detector=self.detector, device="cpu")
+                planner = self._planner
+        return planner.plan_faces(faces, method, selected=selected)
+
     def _borrow_redactor(self):
         with self._lock:
             if self._free_redactors:
@@ -130,14 +181,6 @@ class ModelHost:
         from faceanon.anonymizer import FaceAnonymizer
 
         return FaceAnonymizer(detector=self.detector, device="cpu")
-
-    @property
-    def min_face_size(self) -> float:
-        """Faces smaller than this (pixels) are redacted, not generated."""
-        from faceanon.registry import DEFAULTS
-
-        anonymizer = self._anonymizer
-        return float(getattr(anonymizer, "min_face_size", DEFAULTS.min_face_size))
 
     def unavailable_message(self) -> str:
         """What a visitor is told: what they can do, not how the server is set up (that is in the
@@ -151,7 +194,8 @@ class ModelHost:
     def status_markdown(self) -> str:
         """One line for the top of the page."""
         if self.state == self.LOADING:
-            return "**Loading the diffusion model…** Blur, pixelate and solid work already."
+            fetching = "" if self.local_files_only else " (downloading what is missing first: about 12 GB)"
+            return f"**Loading the diffusion model{fetching}…** Blur, pixelate and solid work already."
         if self.state == self.UNAVAILABLE:
             return ("**Diffusion unavailable** on this server: blur, pixelate and solid work. "
                     f"*For the operator: {self.operator_hint()} (details in the server log).*")
@@ -191,7 +235,7 @@ class DiffusionUnavailable(FaceAnonError):
     """The diffusion method was asked for but its weights are not loaded."""
 
 
-def _reason_for_people(error: BaseException) -> str:
+def _reason_for_people(error: BaseException | str) -> str:
     text = str(error).strip() or type(error).__name__
     if not text.endswith("."):
         text += "."

@@ -138,14 +138,15 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
     inputs = [image, method, degree, seed, randomize, picker["faces"], steps, guidance, scheduler, keep]
     outputs = [result, summary, report, seed]
     photo_work = dict(concurrency_id="photo", concurrency_limit=H._LIMITS.requests_at_once)
-    run.click(H.page_anonymize, inputs, [*outputs, compare, table, error], api_visibility="private",
+    run.click(H.page_anonymize, [*inputs, picker["found"], picker["chosen"]], [*outputs, compare, table, error],
+              api_visibility="private",
               show_progress_on=[result], **photo_work).then(None, js=SCROLL_TO_RESULT)
     api_anonymize.click(H.anonymize, inputs, outputs, api_name="anonymize", api_description=_doc(H.anonymize),
                         **photo_work)
     api_detect.click(H.detect, image, [picker["detected"], picker["json"]], api_name="detect",
                      api_description=_doc(H.detect), **photo_work)
-    image.change(H.page_detect, image, [picker["detected"], picker["json"], picker["choose"], picker["faces"],
-                                        picker["note"], error],
+    image.change(H.page_detect, image, [picker["detected"], picker["found"], picker["choose"], picker["chosen"],
+                                        picker["faces"], picker["note"], error],
                  api_visibility="private", show_progress_on=[picker["detected"]], **photo_work)
     degree.change(H.degree_hint, degree, degree_note, api_visibility="private", queue=False)
     _anonymize_examples(inputs, outputs, gpu_present)
@@ -173,15 +174,18 @@ def _face_picker(image) -> dict:
         with gr.Accordion("Faces by number", open=False, elem_id="faces-by-number"):
             choose = gr.CheckboxGroup(label="Faces to change (none found yet)", elem_id="choose-faces")
         faces = gr.Textbox(value="all", label="Faces (for the API)", visible=False)
-        faces_json = gr.JSON(visible=False)
+        faces_json = gr.JSON(visible=False)  # /detect's output
+    # The page's truth, kept on the server: the faces found and those selected (see H._new_selection).
+    found, chosen = gr.State([]), gr.State([])
     shown = [detected, faces, note]
     private = dict(api_visibility="private", show_progress="hidden", concurrency_id="picker",
                    concurrency_limit=H._LIMITS.cpu_jobs)
-    detected.select(H.toggle_face, [image, faces_json, choose], [choose, *shown], **private)
-    every.click(H.select_all, [image, faces_json], [choose, *shown], **private)
-    nobody.click(H.select_none, [image, faces_json], [choose, *shown], **private)
-    choose.input(H.select_numbers, [image, faces_json, choose], shown, **private)
-    return {"detected": detected, "json": faces_json, "choose": choose, "faces": faces, "note": note}
+    detected.select(H.toggle_face, [image, found, chosen], [chosen, choose, *shown], **private)
+    every.click(H.select_all, [image, found], [chosen, choose, *shown], **private)
+    nobody.click(H.select_none, [image, found], [chosen, choose, *shown], **private)
+    choose.input(H.select_numbers, [image, found, choose], [chosen, *shown], **private)
+    return {"detected": detected, "json": faces_json, "found": found, "chosen": chosen, "choose": choose,
+            "faces": faces, "note": note}
 
 
 def _anonymize_examples(inputs, outputs, gpu_present: bool) -> None:
