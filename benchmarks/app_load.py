@@ -54,18 +54,30 @@ def run_load(url: str, photo: Path, clients: int, method: str) -> dict:
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - wall
-    figures = {"clients": clients, "method": method, "photo": photo.name, "ok": len(latencies),
-               "errors": len(errors), "wall_s": round(wall, 2)}
+    figures = {
+        "clients": clients,
+        "method": method,
+        "photo": photo.name,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "wall_s": round(wall, 2),
+    }
     if latencies:
-        figures.update(p50_s=round(statistics.median(latencies), 2), p95_s=round(percentile(latencies, 0.95), 2),
-                       max_s=round(max(latencies), 2), min_s=round(min(latencies), 2))
+        figures.update(
+            p50_s=round(statistics.median(latencies), 2),
+            p95_s=round(percentile(latencies, 0.95), 2),
+            max_s=round(max(latencies), 2),
+            min_s=round(min(latencies), 2),
+        )
     if errors:
         figures["first_error"] = errors[0][:300]
     return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clients", type=int, default=24)
     parser.add_argument("--method", default="blur")
     parser.add_argument("--photo", type=Path, default=None, help="default: insightface's t1.jpg (6 faces)")
@@ -76,8 +88,10 @@ def main() -> None:
     from faceanon.webapp.testing import running_app
 
     photo = args.photo or group_photo()
-    with tempfile.TemporaryDirectory(prefix="faceanon-load-") as workdir, running_app(
-            {"HF_HOME": os.path.join(workdir, "hf")}, workdir=workdir) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="faceanon-load-") as workdir,
+        running_app({"HF_HOME": os.path.join(workdir, "hf")}, workdir=workdir) as url,
+    ):
         run_load(url, photo, 2, args.method)  # warm-up: models loaded, first-call costs paid
         figures = run_load(url, photo, args.clients, args.method)
     print(json.dumps(figures, indent=2))

@@ -70,12 +70,18 @@ def measure(photos: Path, work: Path, options: list[str], env: dict, count: int)
 
     files, faces = read_audit(work / "ray")
     per_image = float(files.seconds.mean())
-    return {"photos": count, "faces": int(len(faces)), "options": options,
-            "cli_seconds": round(single, 1), "cli_images_per_s": round(count / single, 3),
-            "ray_seconds": round(ray, 1), "ray_images_per_s": round(count / ray, 3),
-            "ray_overhead_seconds": round(ray - single, 1),
-            "worker_seconds_per_image": round(per_image, 3),
-            "worker_images_per_s": round(1 / per_image, 3)}
+    return {
+        "photos": count,
+        "faces": int(len(faces)),
+        "options": options,
+        "cli_seconds": round(single, 1),
+        "cli_images_per_s": round(count / single, 3),
+        "ray_seconds": round(ray, 1),
+        "ray_images_per_s": round(count / ray, 3),
+        "ray_overhead_seconds": round(ray - single, 1),
+        "worker_seconds_per_image": round(per_image, 3),
+        "worker_images_per_s": round(1 / per_image, 3),
+    }
 
 
 def gpu_seconds_per_call(faces: int) -> float:
@@ -85,8 +91,9 @@ def gpu_seconds_per_call(faces: int) -> float:
     return GPU_SECONDS_SIX_FACES * faces / 6
 
 
-def estimate(images: int, faces_per_image: float, pack: int, cpu_seconds_per_image: float,
-             gpus: tuple[int, ...]) -> dict:
+def estimate(
+    images: int, faces_per_image: float, pack: int, cpu_seconds_per_image: float, gpus: tuple[int, ...]
+) -> dict:
     """GPU-hours and wall time of `images` photos; one worker per GPU, CPU work of a photo runs in
     the same actor between its GPU calls (not overlapped: the pessimistic case)."""
     faces_per_call = max(1, round(faces_per_image * pack))
@@ -95,20 +102,31 @@ def estimate(images: int, faces_per_image: float, pack: int, cpu_seconds_per_ima
     per_image = faces_per_image * gpu_per_face + cpu_seconds_per_image
     total = images * per_image
     return {
-        "images": images, "faces_per_image": faces_per_image, "pack": pack, "faces_per_call": faces_per_call,
-        "gpu_seconds_per_face": round(gpu_per_face, 3), "gpu_seconds_per_face_unpacked": round(gpu_alone, 3),
-        "cpu_seconds_per_image": cpu_seconds_per_image, "worker_seconds_per_image": round(per_image, 3),
+        "images": images,
+        "faces_per_image": faces_per_image,
+        "pack": pack,
+        "faces_per_call": faces_per_call,
+        "gpu_seconds_per_face": round(gpu_per_face, 3),
+        "gpu_seconds_per_face_unpacked": round(gpu_alone, 3),
+        "cpu_seconds_per_image": cpu_seconds_per_image,
+        "worker_seconds_per_image": round(per_image, 3),
         "gpu_held_hours": round(total / 3600, 1),  # a worker holds its GPU during its CPU work too
         "wall_hours": {str(n): round(total / n / 3600, 2) for n in gpus},
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--estimate-only", action="store_true")
-    parser.add_argument("--cpu-seconds-per-image", type=float, default=None,
-                        help="CPU side per photo for the estimate (default: measured here with redaction)")
+    parser.add_argument(
+        "--cpu-seconds-per-image",
+        type=float,
+        default=None,
+        help="CPU side per photo for the estimate (default: measured here with redaction)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args()
 
@@ -118,12 +136,15 @@ def main() -> None:
             work = Path(temp)
             build_photos(work / "photos", args.photos)
             env = dict(os.environ, RAY_TMPDIR=str(work))  # Ray's session files go with the rest, not /tmp/ray
-            figures["redaction"] = measure(work / "photos", work / "blur", ["--method", "blur"], env, args.photos)
+            figures["redaction"] = measure(
+                work / "photos", work / "blur", ["--method", "blur"], env, args.photos
+            )
     cpu = args.cpu_seconds_per_image
     if cpu is None:
         cpu = figures["redaction"]["worker_seconds_per_image"] if "redaction" in figures else 0.15
-    figures["estimate_1m"] = [estimate(1_000_000, faces, pack, cpu, (1, 8, 64))
-                              for faces, pack in ((1.0, 1), (1.0, 6), (1.5, 4))]
+    figures["estimate_1m"] = [
+        estimate(1_000_000, faces, pack, cpu, (1, 8, 64)) for faces, pack in ((1.0, 1), (1.0, 6), (1.5, 4))
+    ]
     text = json.dumps(figures, indent=2)
     print(text)
     if args.json:

@@ -43,12 +43,17 @@ def main() -> int:
                 start = time.perf_counter()
                 result = anonymizer.anonymize(photo, seed=0, steps=4)
                 seconds = time.perf_counter() - start
-                changed = np.asarray(result.image, dtype=np.int16) - np.asarray(photo.convert("RGB"), dtype=np.int16)
+                changed = np.asarray(result.image, dtype=np.int16) - np.asarray(
+                    photo.convert("RGB"), dtype=np.int16
+                )
                 fraction = float(np.mean(np.abs(changed).max(axis=-1) > 0))
                 checks += [result.num_changed == len(result.faces) > 0, 0 < fraction < 0.5]
-                print(f"{speed}: {path.name}: {device} {dtype}, {len(result.faces)} face(s), {result.num_changed} "
-                      f"changed, {fraction:.1%} of pixels touched, {seconds:.2f} s, suggested batch "
-                      f"{pipe.suggested_batch_size()}; {result.message}", flush=True)
+                print(
+                    f"{speed}: {path.name}: {device} {dtype}, {len(result.faces)} face(s), {result.num_changed} "
+                    f"changed, {fraction:.1%} of pixels touched, {seconds:.2f} s, suggested batch "
+                    f"{pipe.suggested_batch_size()}; {result.message}",
+                    flush=True,
+                )
             if not all(checks):
                 failures += 1
                 print(f"  FAILED checks: {checks}", flush=True)

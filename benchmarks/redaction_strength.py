@@ -40,8 +40,12 @@ from faceanon.trust.identity import get_identity_model  # noqa: E402
 
 PEOPLE_DIR = ROOT / "tests" / "data" / "people"
 # Who is who in tests/data/people (checked with ArcFace: same person 0.66-0.94, others <= 0.07).
-PEOPLE = {"biden.jpg": ["biden"], "obama.jpg": ["obama"], "obama2.jpg": ["obama"],
-          "two_people.jpg": ["obama", "biden"]}
+PEOPLE = {
+    "biden.jpg": ["biden"],
+    "obama.jpg": ["obama"],
+    "obama2.jpg": ["obama"],
+    "two_people.jpg": ["obama", "biden"],
+}
 
 
 def labelled_faces() -> list[tuple[str, np.ndarray, DetectedFace]]:
@@ -51,8 +55,10 @@ def labelled_faces() -> list[tuple[str, np.ndarray, DetectedFace]]:
     from skimage import data
 
     detector = create_detector("yunet")
-    photos = [("astronaut", data.astronaut()),
-              ("hopper", _rgb(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))]
+    photos = [
+        ("astronaut", data.astronaut()),
+        ("hopper", _rgb(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")),
+    ]
     t1 = _rgb(Path(os.path.dirname(insightface.__file__)) / "data" / "images" / "t1.jpg")
     found = [(name, photo, face) for name, photo in photos for face in detector.detect(photo)]
     found += [(f"t1-{face.index}", t1, face) for face in detector.detect(t1)]
@@ -81,15 +87,21 @@ def at_size(photo: np.ndarray, face: DetectedFace, size: float, shift: float = 0
         # Area averaging first (as a camera would have recorded a smaller face), then the sub-pixel shift.
         region = cv2.resize(photo[cy0:cy1, cx0:cx1], out_size, interpolation=cv2.INTER_AREA)
         local = np.array([[1, 0, -shift * scale], [0, 1, -shift * scale]])
-        small = cv2.warpAffine(region, local, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        small = cv2.warpAffine(
+            region, local, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        )
     else:
-        small = cv2.warpAffine(photo, matrix, out_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+        small = cv2.warpAffine(
+            photo, matrix, out_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101
+        )
 
     def move(points):
-        return (np.asarray(points, np.float64).reshape(-1, 2) @ matrix[:, :2].T + matrix[:, 2])
+        return np.asarray(points, np.float64).reshape(-1, 2) @ matrix[:, :2].T + matrix[:, 2]
 
     box = move(np.reshape(face.box, (2, 2))).ravel()
-    moved = DetectedFace(face.index, tuple(float(v) for v in box), move(face.landmarks).astype(np.float32), face.score)
+    moved = DetectedFace(
+        face.index, tuple(float(v) for v in box), move(face.landmarks).astype(np.float32), face.score
+    )
     return np.ascontiguousarray(small), moved
 
 
@@ -112,10 +124,20 @@ def redaction_rows(faces, sizes, strengths=(1.0, 0.1), model=None) -> list[dict]
             scores = []
             for _, photo, face in faces:
                 small, moved = at_size(photo, face, size)
-                scores.append(model.compare(small, moved.landmarks, redacted(small, moved, method, strength),
-                                            moved.landmarks))
-            rows.append({"method": method, "strength": strength, "size": size, "max": round(max(scores), 3),
-                         "mean": round(float(np.mean(scores)), 3)})
+                scores.append(
+                    model.compare(
+                        small, moved.landmarks, redacted(small, moved, method, strength), moved.landmarks
+                    )
+                )
+            rows.append(
+                {
+                    "method": method,
+                    "strength": strength,
+                    "size": size,
+                    "max": round(max(scores), 3),
+                    "mean": round(float(np.mean(scores)), 3),
+                }
+            )
     return rows
 
 
@@ -144,16 +166,24 @@ def reliability_rows(faces, sizes, model=None) -> list[dict]:
             embedding = model.embed(small, moved.landmarks)
             embeddings.append(embedding)
             self_pairs.append(model.similarity(embedding, model.embed(jpeg(other), other_face.landmarks)))
-            blurred.append(model.compare(small, moved.landmarks, redacted(small, moved, "blur"), moved.landmarks))
+            blurred.append(
+                model.compare(small, moved.landmarks, redacted(small, moved, "blur"), moved.landmarks)
+            )
         same_photo_pairs, cross_photo, impostor = self_pairs, [], []
         for (a, ea), (b, eb) in itertools.combinations(zip(faces, embeddings, strict=True), 2):
             (cross_photo if a[0] == b[0] else impostor).append(model.similarity(ea, eb))
-        rows.append({"size": size, "self_min": round(min(same_photo_pairs), 3),
-                     "same_person_min": round(min(cross_photo), 3), "impostor_max": round(max(impostor), 3),
-                     "blurred_max": round(max(blurred), 3),
-                     "self_below_threshold": sum(s < model.threshold for s in same_photo_pairs),
-                     "impostor_above_threshold": sum(s >= model.threshold for s in impostor),
-                     "pairs": len(impostor)})
+        rows.append(
+            {
+                "size": size,
+                "self_min": round(min(same_photo_pairs), 3),
+                "same_person_min": round(min(cross_photo), 3),
+                "impostor_max": round(max(impostor), 3),
+                "blurred_max": round(max(blurred), 3),
+                "self_below_threshold": sum(s < model.threshold for s in same_photo_pairs),
+                "impostor_above_threshold": sum(s >= model.threshold for s in impostor),
+                "pairs": len(impostor),
+            }
+        )
     return rows
 
 
@@ -169,25 +199,36 @@ def reliable_from(rows: list[dict]) -> int | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="64,96,128,192,256,384,512", help="face sizes for the redaction table")
-    parser.add_argument("--small-sizes", default="8,12,16,20,24,28,32,40,48,56,64,80,96,112",
-                        help="face sizes for the reliability table")
+    parser.add_argument(
+        "--sizes", default="64,96,128,192,256,384,512", help="face sizes for the redaction table"
+    )
+    parser.add_argument(
+        "--small-sizes",
+        default="8,12,16,20,24,28,32,40,48,56,64,80,96,112",
+        help="face sizes for the reliability table",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write both tables here")
     args = parser.parse_args(argv)
     faces = labelled_faces()
     redaction = redaction_rows(faces, [int(s) for s in args.sizes.split(",")])
     reliability = reliability_rows(faces, [int(s) for s in args.small_sizes.split(",")])
-    print(f"{len(faces)} faces. Redaction: highest ArcFace similarity to the original (threshold "
-          f"{get_identity_model('arcface').threshold}; 'same person' at or above)")
+    print(
+        f"{len(faces)} faces. Redaction: highest ArcFace similarity to the original (threshold "
+        f"{get_identity_model('arcface').threshold}; 'same person' at or above)"
+    )
     for method, strength in itertools.product(REDACTORS, (1.0, 0.1)):
         picked = [r for r in redaction if r["method"] == method and r["strength"] == strength]
         cells = "  ".join(f"{r['size']}px {r['max']:+.2f}" for r in picked)
-        print(f"  {method:8s} strength {strength:.1f}: highest {max(r['max'] for r in picked):+.2f}   {cells}")
+        print(
+            f"  {method:8s} strength {strength:.1f}: highest {max(r['max'] for r in picked):+.2f}   {cells}"
+        )
     print("Identity reliability by face size (ArcFace):")
     print("  size  self_min  same_person_min  impostor_max  blurred_max  impostor>=thr")
     for r in reliability:
-        print(f"  {r['size']:4d}  {r['self_min']:8.2f}  {r['same_person_min']:15.2f}  {r['impostor_max']:12.2f}"
-              f"  {r['blurred_max']:11.2f}  {r['impostor_above_threshold']:4d}/{r['pairs']}")
+        print(
+            f"  {r['size']:4d}  {r['self_min']:8.2f}  {r['same_person_min']:15.2f}  {r['impostor_max']:12.2f}"
+            f"  {r['blurred_max']:11.2f}  {r['impostor_above_threshold']:4d}/{r['pairs']}"
+        )
     print(f"Verdicts are reliable from {reliable_from(reliability)} px on.")
     if args.json:
         args.json.write_text(json.dumps({"redaction": redaction, "reliability": reliability}, indent=2))

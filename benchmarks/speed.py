@@ -88,11 +88,16 @@ class BenchConfig:
         gpu = device.startswith("cuda")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        return BenchConfig(**{
-            **asdict(self), "device": device,
-            "height": self.height or (512 if gpu else 256), "width": self.width or (512 if gpu else 256),
-            "steps": self.steps or (25 if gpu else 2), "repeats": self.repeats or (3 if gpu else 1),
-        })
+        return BenchConfig(
+            **{
+                **asdict(self),
+                "device": device,
+                "height": self.height or (512 if gpu else 256),
+                "width": self.width or (512 if gpu else 256),
+                "steps": self.steps or (25 if gpu else 2),
+                "repeats": self.repeats or (3 if gpu else 1),
+            }
+        )
 
 
 @dataclass
@@ -154,8 +159,14 @@ class Runner:
 
     def kwargs(self, steps: int) -> dict:
         c = self.config
-        return dict(anonymization_degree=c.degree, guidance_scale=c.guidance, num_inference_steps=steps,
-                    height=c.height, width=c.width, output_type="np")
+        return dict(
+            anonymization_degree=c.degree,
+            guidance_scale=c.guidance,
+            num_inference_steps=steps,
+            height=c.height,
+            width=c.width,
+            output_type="np",
+        )
 
     def faceanon(self, steps: int):
         return self.pipe(None, self.face, generator=self.generator(), **self.kwargs(steps)).images
@@ -163,8 +174,14 @@ class Runner:
     def reference(self, steps: int):
         from faceanon.reference import reference_call
 
-        return reference_call(self.pipe, None, self.face, generator=self.generator(),
-                              own_record=self.config.reference_own_record, **self.kwargs(steps))
+        return reference_call(
+            self.pipe,
+            None,
+            self.face,
+            generator=self.generator(),
+            own_record=self.config.reference_own_record,
+            **self.kwargs(steps),
+        )
 
     def call(self, formulation: str, steps: int):
         """Output image (np) and final latents of one call."""
@@ -179,7 +196,8 @@ class Runner:
         unet = [f for name, f in calls if name == "unet"]
         measurement.unet_flops_per_step = unet[0] if unet else 0
         measurement.reference_net_flops_per_call = sum(
-            f for name, f in calls if name in ("referencenet", "conditioning_referencenet"))
+            f for name, f in calls if name in ("referencenet", "conditioning_referencenet")
+        )
         # total at the benchmark's steps: one more UNet call per extra step
         measurement.total_flops_per_face = total.get_total_flops() + (self.config.steps - 1) * sum(unet)
         return output
@@ -195,8 +213,9 @@ class Runner:
         measurement.seconds.append(seconds)
         measurement.cpu_seconds.append(cpu_seconds)
         measurement.peak_memory_bytes = max(measurement.peak_memory_bytes, memory.peak_bytes)
-        measurement.peak_memory_above_baseline_bytes = max(measurement.peak_memory_above_baseline_bytes,
-                                                           memory.above_baseline_bytes)
+        measurement.peak_memory_above_baseline_bytes = max(
+            measurement.peak_memory_above_baseline_bytes, memory.above_baseline_bytes
+        )
         measurement.memory_method = memory.method
         _log(f"{measurement.name} {measurement.dtype}: {seconds:.2f} s (CPU time {cpu_seconds:.2f} s)")
         return output
@@ -235,7 +254,9 @@ def run_phase(runner: Runner, dtype_name: str, results: dict) -> dict:
             "max_abs_diff_images_1_step": max_abs(one_step["reference"][0], one_step["faceanon"][0]),
             "max_abs_diff_latents_1_step": max_abs(one_step["reference"][1], one_step["faceanon"][1]),
             "latents_abs_max": float(full["faceanon"][1].abs().max()),
-            "saturated_pixels_fraction": float(np.mean((full["faceanon"][0] <= 0) | (full["faceanon"][0] >= 1))),
+            "saturated_pixels_fraction": float(
+                np.mean((full["faceanon"][0] <= 0) | (full["faceanon"][0] >= 1))
+            ),
         }
         if dtype_name == "fp32":
             agreement["tolerance"] = TOLERANCE_FP32
@@ -284,7 +305,10 @@ def run_batch(runner: Runner, results: dict) -> None:
 
     sync(device)
     start = time.perf_counter()
-    singles = [pipe(None, face, generator=runner.generator(s), **kwargs).images[0] for face, s in zip(faces, seeds, strict=True)]
+    singles = [
+        pipe(None, face, generator=runner.generator(s), **kwargs).images[0]
+        for face, s in zip(faces, seeds, strict=True)
+    ]
     sync(device)
     one_by_one = time.perf_counter() - start
     _log(f"{config.faces} faces one by one: {one_by_one:.2f} s")
@@ -297,8 +321,10 @@ def run_batch(runner: Runner, results: dict) -> None:
         batched_seconds = time.perf_counter() - start
     _log(f"{config.faces} faces batched: {batched_seconds:.2f} s")
     results["batch"] = {
-        "faces": config.faces, "dtype": DTYPE_NAMES[pipe.unet.dtype],
-        "one_by_one_seconds": one_by_one, "batched_seconds": batched_seconds,
+        "faces": config.faces,
+        "dtype": DTYPE_NAMES[pipe.unet.dtype],
+        "one_by_one_seconds": one_by_one,
+        "batched_seconds": batched_seconds,
         "speedup": one_by_one / batched_seconds,
         "batched_peak_memory_bytes": memory.peak_bytes,
         "batched_peak_memory_above_baseline_bytes": memory.above_baseline_bytes,
@@ -311,13 +337,20 @@ def environment(config: BenchConfig) -> dict:
     import transformers
 
     env = {
-        "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__, "machine": platform.machine(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "device": config.device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": config.device,
     }
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
-            env["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            env["cpu"] = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), ""
+            )
     with contextlib.suppress(OSError, AttributeError):
         env["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     if config.device.startswith("cuda"):
@@ -332,11 +365,18 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
     start = time.perf_counter()
     pipe = build_pipeline(config.size, config.device, config.scheduler, seed=config.seed)
     build_seconds = time.perf_counter() - start
-    parameters = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
-                  for name in ("unet", "referencenet", "conditioning_referencenet", "vae", "image_encoder")}
+    parameters = {
+        name: sum(p.numel() for p in getattr(pipe, name).parameters())
+        for name in ("unet", "referencenet", "conditioning_referencenet", "vae", "image_encoder")
+    }
     _log(f"built in {build_seconds:.1f} s")
-    results = {"config": asdict(config), "environment": environment(config), "build_seconds": build_seconds,
-               "parameters": parameters, "phases": []}
+    results = {
+        "config": asdict(config),
+        "environment": environment(config),
+        "build_seconds": build_seconds,
+        "parameters": parameters,
+        "phases": [],
+    }
     runner = Runner(pipe, config, face_images(1)[0])
     if config.options is not None:
         return _run_options(pipe, config, results, runner.face, out)
@@ -346,7 +386,9 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
         dtypes = ["fp32", config.dtype]  # the "faster than the reference in fp32" comparison
     if config.device.startswith("cuda"):
         set_tf32(convolutions=False, matmuls=False)
-        results["environment"]["fp32_on_cuda"] = "IEEE fp32 (TF32 off for cuDNN convolutions and cuBLAS matmuls)"
+        results["environment"]["fp32_on_cuda"] = (
+            "IEEE fp32 (TF32 off for cuDNN convolutions and cuBLAS matmuls)"
+        )
     for dtype_name in dtypes:
         _log(f"phase {dtype_name} ...")
         run_phase(runner, dtype_name, results)
@@ -354,9 +396,12 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
             run_reference_with_pytorch_defaults(runner, results)  # before the weights are rounded to 16 bits
     if len(results["phases"]) == 2:  # half precision against fp32, faceanon, same seed
         fp32, half = (p["outputs"]["faceanon"] for p in results["phases"])
-        results["half_vs_fp32"] = {"dtype": config.dtype, "max_abs_diff_images": max_abs(fp32[0], half[0]),
-                                   "mean_abs_diff_images": float(np.abs(fp32[0] - half[0]).mean()),
-                                   "max_abs_diff_latents": max_abs(fp32[1], half[1])}
+        results["half_vs_fp32"] = {
+            "dtype": config.dtype,
+            "max_abs_diff_images": max_abs(fp32[0], half[0]),
+            "mean_abs_diff_images": float(np.abs(fp32[0] - half[0]).mean()),
+            "max_abs_diff_latents": max_abs(fp32[1], half[1]),
+        }
     with contextlib.suppress(OSError, AttributeError):
         results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["ok"] = all(p.get("agreement", {}).get("verdict") != "FAIL" for p in results["phases"])
@@ -371,9 +416,11 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
 
 def _run_options(pipe, config: BenchConfig, results: dict, face, out: Callable[[str], None]) -> dict:
     env = results["environment"]
-    out(f"machine: {env.get('gpu') or env.get('cpu', '?')}; torch {env['torch']}, diffusers {env['diffusers']}, "
+    out(
+        f"machine: {env.get('gpu') or env.get('cpu', '?')}; torch {env['torch']}, diffusers {env['diffusers']}, "
         f"transformers {env['transformers']}; components: {sum(results['parameters'].values()) / 1e6:,.0f} M "
-        f"parameters (random weights), built in {results['build_seconds']:.0f} s")
+        f"parameters (random weights), built in {results['build_seconds']:.0f} s"
+    )
     if pipe.unet.dtype != DTYPES[config.dtype]:
         pipe.to(dtype=DTYPES[config.dtype])
     results.update(run_options(pipe, config, face, parse_options(config.options), out))
@@ -431,19 +478,39 @@ def format_table(results: dict) -> str:
         return f"{label:<44}" + "".join(f"{v:>{width}}" for v in values)
 
     lines.append(row("per face (1 face, anonymize)", headers))
-    lines.append(row(f"  seconds per face (min of {config['repeats']})", [f"{m.seconds_per_face:.2f}" for m in columns]))
+    lines.append(
+        row(
+            f"  seconds per face (min of {config['repeats']})", [f"{m.seconds_per_face:.2f}" for m in columns]
+        )
+    )
     if not config["device"].startswith("cuda"):
-        lines.append(row("  CPU seconds per face (process, min)", [f"{min(m.cpu_seconds):.2f}" for m in columns]))
+        lines.append(
+            row("  CPU seconds per face (process, min)", [f"{min(m.cpu_seconds):.2f}" for m in columns])
+        )
     lines.append(row("  UNet GFLOP per step", [_g(m.unet_flops_per_step) for m in columns]))
-    lines.append(row("  reference nets GFLOP per call", [_g(m.reference_net_flops_per_call) for m in columns]))
-    lines.append(row(f"  total GFLOP per face ({config['steps']} steps)", [_g(m.total_flops_per_face) for m in columns]))
-    peak_label = "peak GPU MiB allocated (weights incl.)" if config["device"].startswith("cuda") else "peak process RSS MiB"
+    lines.append(
+        row("  reference nets GFLOP per call", [_g(m.reference_net_flops_per_call) for m in columns])
+    )
+    lines.append(
+        row(
+            f"  total GFLOP per face ({config['steps']} steps)", [_g(m.total_flops_per_face) for m in columns]
+        )
+    )
+    peak_label = (
+        "peak GPU MiB allocated (weights incl.)"
+        if config["device"].startswith("cuda")
+        else "peak process RSS MiB"
+    )
     lines.append(row(f"  {peak_label}", [mb(m.peak_memory_bytes) for m in columns]))
-    lines.append(row("  peak MiB above before the call", [mb(m.peak_memory_above_baseline_bytes) for m in columns]))
+    lines.append(
+        row("  peak MiB above before the call", [mb(m.peak_memory_above_baseline_bytes) for m in columns])
+    )
     once = [m for m in columns if m.null_records_flops_once]
     if once:
-        lines.append(f"  (faceanon also computes s0, the null-source records, once per loaded model: "
-                     f"{_g(once[0].null_records_flops_once)} GFLOP, excluded above)")
+        lines.append(
+            f"  (faceanon also computes s0, the null-source records, once per loaded model: "
+            f"{_g(once[0].null_records_flops_once)} GFLOP, excluded above)"
+        )
     lines.append(f"  memory: {memory_method}")
     lines.append("")
 
@@ -459,38 +526,49 @@ def format_table(results: dict) -> str:
             lines.append(
                 f"{phase['dtype']}: faceanon vs reference: {ref.seconds_per_face / ours.seconds_per_face:.2f}x faster "
                 f"per face{cpu_ratio(ref, ours)}; UNet FLOPs per step {ref.unet_flops_per_step / max(ours.unet_flops_per_step, 1):.2f}x fewer; "
-                f"total FLOPs per face {ref.total_flops_per_face / max(ours.total_flops_per_face, 1):.2f}x fewer")
+                f"total FLOPs per face {ref.total_flops_per_face / max(ours.total_flops_per_face, 1):.2f}x fewer"
+            )
     if len(results["phases"]) == 2 and "reference" in results["phases"][0]["measurements"]:
         ref32 = results["phases"][0]["measurements"]["reference"]
         half = results["phases"][1]["measurements"]["faceanon"]
-        lines.append(f"faceanon {half.dtype} vs reference fp32: {ref32.seconds_per_face / half.seconds_per_face:.2f}x "
-                     f"faster per face ({half.seconds_per_face:.2f} s vs {ref32.seconds_per_face:.2f} s)")
+        lines.append(
+            f"faceanon {half.dtype} vs reference fp32: {ref32.seconds_per_face / half.seconds_per_face:.2f}x "
+            f"faster per face ({half.seconds_per_face:.2f} s vs {ref32.seconds_per_face:.2f} s)"
+        )
         defaults = results.get("reference_fp32_pytorch_defaults")
         if defaults:
-            lines.append(f"faceanon {half.dtype} vs reference fp32 with PyTorch's CUDA defaults (TF32 convolutions): "
-                         f"{defaults['seconds_per_face'] / half.seconds_per_face:.2f}x faster per face "
-                         f"({half.seconds_per_face:.2f} s vs {defaults['seconds_per_face']:.2f} s; TF32 moves the "
-                         f"reference's images by {defaults['max_abs_diff_images_vs_ieee_fp32']:.3g})")
+            lines.append(
+                f"faceanon {half.dtype} vs reference fp32 with PyTorch's CUDA defaults (TF32 convolutions): "
+                f"{defaults['seconds_per_face'] / half.seconds_per_face:.2f}x faster per face "
+                f"({half.seconds_per_face:.2f} s vs {defaults['seconds_per_face']:.2f} s; TF32 moves the "
+                f"reference's images by {defaults['max_abs_diff_images_vs_ieee_fp32']:.3g})"
+            )
 
     for phase in results["phases"]:
         a = phase.get("agreement")
         if not a:
             continue
         tolerance = f", tolerance {a['tolerance']:g}" if "tolerance" in a else ""
-        lines.append(f"agreement {phase['dtype']} ({a['verdict']}{tolerance}): max |reference - faceanon| "
-                     f"images {a['max_abs_diff_images']:.3g} after {a['steps']} steps, "
-                     f"{a['max_abs_diff_images_1_step']:.3g} after 1 step (one UNet call); latents "
-                     f"{a['max_abs_diff_latents']:.3g} / {a['max_abs_diff_latents_1_step']:.3g} "
-                     f"(|latents| max {a['latents_abs_max']:.3g}; saturated pixels {a['saturated_pixels_fraction']:.1%})")
+        lines.append(
+            f"agreement {phase['dtype']} ({a['verdict']}{tolerance}): max |reference - faceanon| "
+            f"images {a['max_abs_diff_images']:.3g} after {a['steps']} steps, "
+            f"{a['max_abs_diff_images_1_step']:.3g} after 1 step (one UNet call); latents "
+            f"{a['max_abs_diff_latents']:.3g} / {a['max_abs_diff_latents_1_step']:.3g} "
+            f"(|latents| max {a['latents_abs_max']:.3g}; saturated pixels {a['saturated_pixels_fraction']:.1%})"
+        )
         if a["verdict"] == "PASS per UNet call only":
-            lines.append(f"  after {a['steps']} steps the difference exceeds {a['tolerance']:g}: float32 rounding, "
-                         "amplified by each step of the random-weight UNet; one UNet call agrees within tolerance")
+            lines.append(
+                f"  after {a['steps']} steps the difference exceeds {a['tolerance']:g}: float32 rounding, "
+                "amplified by each step of the random-weight UNet; one UNet call agrees within tolerance"
+            )
         elif a["verdict"] == "FAIL":
             lines.append("  FAIL: the formulations disagree even for one UNet call")
     if "half_vs_fp32" in results:
         h = results["half_vs_fp32"]
-        lines.append(f"faceanon {h['dtype']} vs fp32, same seed: max |diff| images {h['max_abs_diff_images']:.3g}, "
-                     f"mean {h['mean_abs_diff_images']:.3g}; latents max {h['max_abs_diff_latents']:.3g}")
+        lines.append(
+            f"faceanon {h['dtype']} vs fp32, same seed: max |diff| images {h['max_abs_diff_images']:.3g}, "
+            f"mean {h['mean_abs_diff_images']:.3g}; latents max {h['max_abs_diff_latents']:.3g}"
+        )
     return "\n".join(lines)
 
 
@@ -516,29 +594,50 @@ def parse_args(argv=None) -> BenchConfig:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.speed",
         description="faceanon vs the reference formulation of 'Face Anonymization Made Simple', side by side, "
-                    "on random-weight components of the real sizes (no download).")
-    parser.add_argument("--size", choices=("sd21", "tiny"), default="sd21",
-                        help="component sizes: SD 2.1 / CLIP ViT-L/14 (needs ~13 GB RAM) or tiny (seconds)")
+        "on random-weight components of the real sizes (no download).",
+    )
+    parser.add_argument(
+        "--size",
+        choices=("sd21", "tiny"),
+        default="sd21",
+        help="component sizes: SD 2.1 / CLIP ViT-L/14 (needs ~13 GB RAM) or tiny (seconds)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="fp32",
-                        help="on CUDA a non-fp32 dtype also runs both formulations in fp32 first")
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="fp32",
+        help="on CUDA a non-fp32 dtype also runs both formulations in fp32 first",
+    )
     parser.add_argument("--height", type=int, help="pixels (default: CPU 256, CUDA 512)")
     parser.add_argument("--width", type=int, help="pixels (default: CPU 256, CUDA 512)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: CPU 2, CUDA 25)")
-    parser.add_argument("--faces", type=int, default=6, help="faces in the batched vs one-by-one run (0 or 1: skip)")
+    parser.add_argument(
+        "--faces", type=int, default=6, help="faces in the batched vs one-by-one run (0 or 1: skip)"
+    )
     parser.add_argument("--scheduler", default="ddpm", help="ddpm (the reference), ddim, dpmsolver++, unipc")
     parser.add_argument("--degree", type=float, default=1.25, help="anonymization degree d")
     parser.add_argument("--guidance", type=float, default=4.0, help="guidance scale g")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, help="timed calls per formulation, min reported (default: CPU 1, CUDA 3)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed calls per formulation, min reported (default: CPU 1, CUDA 3)"
+    )
     parser.add_argument("--skip-reference", action="store_true", help="time faceanon only")
-    parser.add_argument("--reference-own-record", action="store_true",
-                        help="test the agreement check: the reference pairs each transformer with its own record "
-                             "(the plausible mistake), so the formulations disagree and the check must fail")
-    parser.add_argument("--options", nargs="?", const="all", metavar="LIST",
-                        help="instead of the side-by-side run, time faceanon alone option by option: "
-                             "baseline, batch (memory per face), offload, channels_last, xformers, compile "
-                             "(comma-separated; default all)")
+    parser.add_argument(
+        "--reference-own-record",
+        action="store_true",
+        help="test the agreement check: the reference pairs each transformer with its own record "
+        "(the plausible mistake), so the formulations disagree and the check must fail",
+    )
+    parser.add_argument(
+        "--options",
+        nargs="?",
+        const="all",
+        metavar="LIST",
+        help="instead of the side-by-side run, time faceanon alone option by option: "
+        "baseline, batch (memory per face), offload, channels_last, xformers, compile "
+        "(comma-separated; default all)",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the figures as JSON to OUT")
     args = parser.parse_args(argv)
     return BenchConfig(**vars(args))

@@ -29,7 +29,9 @@ def face_images(count: int) -> list[PIL.Image.Image]:
     from skimage import data
 
     astronaut = PIL.Image.fromarray(data.astronaut())
-    hopper = PIL.Image.open(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")).convert("RGB")
+    hopper = PIL.Image.open(
+        os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    ).convert("RGB")
     crops = [
         astronaut.crop((140, 40, 300, 200)),
         hopper.crop((120, 60, 400, 340)),
@@ -48,8 +50,9 @@ def build_pipeline(size: str, device: str, scheduler: str, seed: int = 0):
     from faceanon.testing import build_components
 
     components = build_components(size, seed=seed)
-    pipe = FaceAnonPipeline(**components, feature_extractor=default_feature_extractor(),
-                            scheduler=make_scheduler(scheduler))
+    pipe = FaceAnonPipeline(
+        **components, feature_extractor=default_feature_extractor(), scheduler=make_scheduler(scheduler)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -195,8 +198,5 @@ def max_abs(a, b) -> float:
     return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
 
 
-
 def mb(n: int) -> str:
     return f"{n / 2**20:,.0f}"
-
-

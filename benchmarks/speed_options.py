@@ -42,7 +42,16 @@ from benchmarks.speed_common import (
     sync,
 )
 
-OPTIONS = ("baseline", "batch", "offload", "channels_last", "xformers", "compile", "cudagraphs", "fp32_memory")
+OPTIONS = (
+    "baseline",
+    "batch",
+    "offload",
+    "channels_last",
+    "xformers",
+    "compile",
+    "cudagraphs",
+    "fp32_memory",
+)
 BATCH_SIZES = (1, 2, 4, 8)
 BATCH_STEPS = 2  # activation memory does not depend on the number of steps
 
@@ -77,9 +86,17 @@ class OptionsRunner:
     def _run(self, images: list, seeds: list[int], steps: int | None = None):
         c = self.config
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        return self.pipe(None, images, generator=generators, anonymization_degree=c.degree,
-                         guidance_scale=c.guidance, num_inference_steps=steps or c.steps,
-                         height=c.height, width=c.width, output_type="np").images
+        return self.pipe(
+            None,
+            images,
+            generator=generators,
+            anonymization_degree=c.degree,
+            guidance_scale=c.guidance,
+            num_inference_steps=steps or c.steps,
+            height=c.height,
+            width=c.width,
+            output_type="np",
+        ).images
 
     def _timed(self, faces: int = 1, steps: int | None = None) -> tuple[float, object, object]:
 
@@ -101,14 +118,19 @@ class OptionsRunner:
         if self.baseline_images is None:
             self.baseline_images = images
         figures = {
-            "seconds_per_face": seconds, "first_call_seconds_1_step": first_seconds,
-            "peak_memory_bytes": memory.peak_bytes, "peak_memory_above_baseline_bytes": memory.above_baseline_bytes,
-            "max_abs_diff_vs_baseline": max_abs(images, self.baseline_images), "note": note,
+            "seconds_per_face": seconds,
+            "first_call_seconds_1_step": first_seconds,
+            "peak_memory_bytes": memory.peak_bytes,
+            "peak_memory_above_baseline_bytes": memory.above_baseline_bytes,
+            "max_abs_diff_vs_baseline": max_abs(images, self.baseline_images),
+            "note": note,
         }
         self.results[name] = figures
-        self.out(f"  {name:<14} {seconds:8.3f} s/face   peak {mb(memory.peak_bytes):>7} MiB "
-                 f"({mb(memory.above_baseline_bytes):>6} above weights)   first 1-step call {first_seconds:7.2f} s   "
-                 f"max |diff vs baseline| {figures['max_abs_diff_vs_baseline']:.3g}{'   ' + note if note else ''}")
+        self.out(
+            f"  {name:<14} {seconds:8.3f} s/face   peak {mb(memory.peak_bytes):>7} MiB "
+            f"({mb(memory.above_baseline_bytes):>6} above weights)   first 1-step call {first_seconds:7.2f} s   "
+            f"max |diff vs baseline| {figures['max_abs_diff_vs_baseline']:.3g}{'   ' + note if note else ''}"
+        )
         return figures
 
     # -- the options -------------------------------------------------------------------------
@@ -188,8 +210,10 @@ class OptionsRunner:
                     self._call(steps=1)
                 label = "tf32" if tf32 else "ieee"
                 figures[label] = dict(peaks)
-                self.out(f"  fp32_memory {label}: MiB above the start of each call: "
-                         + ", ".join(f"{k} {mb(v)}" for k, v in peaks.items()))
+                self.out(
+                    f"  fp32_memory {label}: MiB above the start of each call: "
+                    + ", ".join(f"{k} {mb(v)}" for k, v in peaks.items())
+                )
         finally:
             set_tf32(convolutions=True, matmuls=False)  # PyTorch's defaults
             _set_dtype(self.pipe, DTYPES[self.config.dtype])
@@ -206,21 +230,45 @@ class OptionsRunner:
             for faces in BATCH_SIZES:
                 self._call(faces, steps=1)  # warm-up at this batch size
                 seconds, _, memory = self._timed(faces, steps=BATCH_STEPS)
-                rows.append({"faces": faces, "seconds": seconds, "peak_memory_bytes": memory.peak_bytes,
-                             "peak_memory_above_baseline_bytes": memory.above_baseline_bytes})
-                self.out(f"  batch {dtype_name} {faces} faces: {seconds:7.2f} s ({BATCH_STEPS} steps)   peak "
-                         f"{mb(memory.peak_bytes):>7} MiB ({mb(memory.above_baseline_bytes):>6} above weights)")
+                rows.append(
+                    {
+                        "faces": faces,
+                        "seconds": seconds,
+                        "peak_memory_bytes": memory.peak_bytes,
+                        "peak_memory_above_baseline_bytes": memory.above_baseline_bytes,
+                    }
+                )
+                self.out(
+                    f"  batch {dtype_name} {faces} faces: {seconds:7.2f} s ({BATCH_STEPS} steps)   peak "
+                    f"{mb(memory.peak_bytes):>7} MiB ({mb(memory.above_baseline_bytes):>6} above weights)"
+                )
             faces = np.array([r["faces"] for r in rows], dtype=np.float64)
             above = np.array([r["peak_memory_above_baseline_bytes"] for r in rows], dtype=np.float64)
             per_face, fixed = np.polyfit(faces, above, 1)
-            estimate = (ACTIVATION_BYTES_PER_FACE_512_FP32 * self.config.height * self.config.width / 512**2
-                        * DTYPES[dtype_name].itemsize / 4)
-            sweeps[dtype_name] = {"rows": rows, "bytes_per_face": per_face, "fixed_bytes": fixed,
-                                  "estimate_bytes_per_face": estimate}
-            self.out(f"  batch {dtype_name}: {per_face / 2**20:,.0f} MiB per face + {fixed / 2**20:,.0f} MiB "
-                     f"(least squares); suggested_batch_size assumes {estimate / 2**20:,.0f} MiB per face")
+            estimate = (
+                ACTIVATION_BYTES_PER_FACE_512_FP32
+                * self.config.height
+                * self.config.width
+                / 512**2
+                * DTYPES[dtype_name].itemsize
+                / 4
+            )
+            sweeps[dtype_name] = {
+                "rows": rows,
+                "bytes_per_face": per_face,
+                "fixed_bytes": fixed,
+                "estimate_bytes_per_face": estimate,
+            }
+            self.out(
+                f"  batch {dtype_name}: {per_face / 2**20:,.0f} MiB per face + {fixed / 2**20:,.0f} MiB "
+                f"(least squares); suggested_batch_size assumes {estimate / 2**20:,.0f} MiB per face"
+            )
         _set_dtype(self.pipe, DTYPES[self.config.dtype])
-        self.results["batch"] = {"steps": BATCH_STEPS, "sweeps": sweeps, "dtype_after": DTYPE_NAMES[self.pipe.unet.dtype]}
+        self.results["batch"] = {
+            "steps": BATCH_STEPS,
+            "sweeps": sweeps,
+            "dtype_after": DTYPE_NAMES[self.pipe.unet.dtype],
+        }
 
 
 @contextlib.contextmanager
@@ -251,8 +299,10 @@ def _set_dtype(pipe, dtype: torch.dtype) -> None:
 def run_options(pipe, config, face, names: list[str], out: Callable[[str], None] = print) -> dict:
     """Measure each named option on ``pipe`` (already at ``config.dtype`` on ``config.device``)."""
     c = config
-    out(f"faceanon options: device={c.device} dtype={c.dtype} {c.height}x{c.width} steps={c.steps} "
-        f"scheduler={c.scheduler} repeats={c.repeats} (seconds: min of repeats, warm-up excluded)")
+    out(
+        f"faceanon options: device={c.device} dtype={c.dtype} {c.height}x{c.width} steps={c.steps} "
+        f"scheduler={c.scheduler} repeats={c.repeats} (seconds: min of repeats, warm-up excluded)"
+    )
     runner = OptionsRunner(pipe, config, face, out)
     failures = {}
     for name in names:

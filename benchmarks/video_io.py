@@ -39,7 +39,9 @@ def measure_decode(path: Path) -> tuple[int, float, float]:
     return count, time.perf_counter() - start, time.process_time() - cpu
 
 
-def measure_round_trip(path: Path, out: Path, process=None, preset: str = "medium") -> tuple[int, float, float]:
+def measure_round_trip(
+    path: Path, out: Path, process=None, preset: str = "medium"
+) -> tuple[int, float, float]:
     start, cpu = time.perf_counter(), time.process_time()
     with open_video(path) as reader, VideoWriter(out, like=reader.info, source=path, preset=preset) as writer:
         for frame in reader:
@@ -52,8 +54,15 @@ def run(sizes: list[str], seconds: float, fps: int, preset: str, stages: list[st
     with tempfile.TemporaryDirectory(prefix="faceanon-video-bench-") as folder:
         for size in sizes:
             width, height = SIZES[size]
-            clip = make_test_clip(Path(folder) / f"{size}.mp4", photo="group", motion="pan", size=(width, height),
-                                  seconds=seconds, fps=fps, audio=True)
+            clip = make_test_clip(
+                Path(folder) / f"{size}.mp4",
+                photo="group",
+                motion="pan",
+                size=(width, height),
+                seconds=seconds,
+                fps=fps,
+                audio=True,
+            )
             frames, decode_s, decode_cpu = measure_decode(clip.path)
             rows.append(_row(size, "decode", frames, decode_s, decode_cpu, preset))
             for stage in stages:
@@ -63,17 +72,31 @@ def run(sizes: list[str], seconds: float, fps: int, preset: str, stages: list[st
                 frames, total_s, total_cpu = measure_round_trip(clip.path, out, process, preset)
                 rows.append(_row(size, f"decode+{stage}+encode", frames, total_s, total_cpu, preset))
                 if stage == "copy":  # encode alone = round trip minus decode
-                    rows.append(_row(size, "encode (derived)", frames, max(total_s - decode_s, 1e-9),
-                                     total_cpu - decode_cpu, preset))
+                    rows.append(
+                        _row(
+                            size,
+                            "encode (derived)",
+                            frames,
+                            max(total_s - decode_s, 1e-9),
+                            total_cpu - decode_cpu,
+                            preset,
+                        )
+                    )
     return rows
 
 
 def _row(size: str, what: str, frames: int, seconds: float, cpu_seconds: float, preset: str) -> dict:
     """fps: frames per wall second; cpu_ms_per_frame: CPU time of all threads (shared machines:
     the wall figure depends on what else runs, the CPU figure much less)."""
-    return {"size": size, "what": what, "frames": frames, "seconds": round(seconds, 3),
-            "fps": round(frames / seconds, 1), "cpu_ms_per_frame": round(1000 * cpu_seconds / frames, 1),
-            "x264_preset": preset}
+    return {
+        "size": size,
+        "what": what,
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 1),
+        "cpu_ms_per_frame": round(1000 * cpu_seconds / frames, 1),
+        "x264_preset": preset,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,17 +104,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["720p", "1080p"], choices=sorted(SIZES))
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--preset", default="medium", help="x264 preset of the output (ultrafast ... veryslow)")
+    parser.add_argument(
+        "--preset", default="medium", help="x264 preset of the output (ultrafast ... veryslow)"
+    )
     parser.add_argument("--stages", nargs="+", default=["copy"], choices=sorted(STAGES))
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
     rows = run(args.sizes, args.seconds, args.fps, args.preset, args.stages)
-    print(f"CPU cores: {os.cpu_count()}; clips: {args.seconds:g} s at {args.fps} fps, pan over a group photo, AAC audio")
+    print(
+        f"CPU cores: {os.cpu_count()}; clips: {args.seconds:g} s at {args.fps} fps, pan over a group photo, AAC audio"
+    )
     print(f"x264 preset {args.preset}, crf 18; load average {os.getloadavg()[0]:.1f}")
     print(f"{'size':6} {'what':26} {'frames':>6} {'seconds':>8} {'fps':>7} {'CPU ms/frame':>13}")
     for row in rows:
-        print(f"{row['size']:6} {row['what']:26} {row['frames']:6d} {row['seconds']:8.2f} {row['fps']:7.1f} "
-              f"{row['cpu_ms_per_frame']:13.1f}")
+        print(
+            f"{row['size']:6} {row['what']:26} {row['frames']:6d} {row['seconds']:8.2f} {row['fps']:7.1f} "
+            f"{row['cpu_ms_per_frame']:13.1f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

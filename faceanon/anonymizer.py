@@ -162,12 +162,25 @@ class FaceAnonymizer:
             check still calls the person (faceanon.faces.leak_guard). On by default; reported per face.
     """
 
-    def __init__(self, detector: str | Detector = DEFAULTS.detector, pipeline=None, device=None, torch_dtype=None,
-                 min_face_size: float = DEFAULTS.min_face_size, detection_threshold: float | None = None,
-                 small_face_method: str | None = DEFAULTS.small_face_method, color_match: bool = False,
-                 batch_size: int | None = None, resolution: int = 512, watermark: bool = True,
-                 identity_check: bool = True, on_same_person: str | None = None, speed=None,
-                 leak_guard: bool = True, guard_method: str = "blur"):
+    def __init__(
+        self,
+        detector: str | Detector = DEFAULTS.detector,
+        pipeline=None,
+        device=None,
+        torch_dtype=None,
+        min_face_size: float = DEFAULTS.min_face_size,
+        detection_threshold: float | None = None,
+        small_face_method: str | None = DEFAULTS.small_face_method,
+        color_match: bool = False,
+        batch_size: int | None = None,
+        resolution: int = 512,
+        watermark: bool = True,
+        identity_check: bool = True,
+        on_same_person: str | None = None,
+        speed=None,
+        leak_guard: bool = True,
+        guard_method: str = "blur",
+    ):
         if small_face_method not in (None, *REDACTION_METHODS):
             raise ValueError(f"small_face_method must be one of {REDACTION_METHODS} or None.")
         if on_same_person not in (None, "retry", *REDACTION_METHODS):
@@ -237,10 +250,21 @@ class FaceAnonymizer:
         rgb, _ = split_alpha(load_image(image))
         return self.detect_frame(rgb)
 
-    def anonymize(self, image, degree: float = DEFAULTS.degree, seed: int = DEFAULTS.seed,
-                  steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance, method: str | None = None,
-                  faces=None, scheduler: str | None = None, progress: Progress | None = None,
-                  strength: float = DEFAULTS.strength, keep=None, leak_guard: bool | None = None) -> AnonymizationResult:
+    def anonymize(
+        self,
+        image,
+        degree: float = DEFAULTS.degree,
+        seed: int = DEFAULTS.seed,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
+        method: str | None = None,
+        faces=None,
+        scheduler: str | None = None,
+        progress: Progress | None = None,
+        strength: float = DEFAULTS.strength,
+        keep=None,
+        leak_guard: bool | None = None,
+    ) -> AnonymizationResult:
         """Give every selected face of a photo a new identity (or redact it) and blend it back.
 
         method: "diffusion" (default when the weights are available, else "blur"), "blur",
@@ -260,16 +284,34 @@ class FaceAnonymizer:
         detected, selected = self._select(rgb, faces)
         if not detected:
             return self._no_faces(photo)
-        plans = self.plan_faces(detected, method, degree=degree, seed=seed, selected=selected, strength=strength)
+        plans = self.plan_faces(
+            detected, method, degree=degree, seed=seed, selected=selected, strength=strength
+        )
         plans = self.keep_plans(rgb, plans, keep)
         tone = describe_tone(photo)
-        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone,
-                                     only_planned=faces is not None, leak_guard=leak_guard)
+        frame = self.anonymize_frame(
+            rgb,
+            plans,
+            Generation(steps, guidance, scheduler),
+            report,
+            tone=tone,
+            only_planned=faces is not None,
+            leak_guard=leak_guard,
+        )
         return self._photo_result(photo, alpha, frame, method_note, tone)
 
-    def swap(self, source_image, target_image, seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps,
-             guidance: float = DEFAULTS.guidance, source_face: int = 0, faces=None, scheduler: str | None = None,
-             progress: Progress | None = None) -> AnonymizationResult:
+    def swap(
+        self,
+        source_image,
+        target_image,
+        seed: int = DEFAULTS.seed,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
+        source_face: int = 0,
+        faces=None,
+        scheduler: str | None = None,
+        progress: Progress | None = None,
+    ) -> AnonymizationResult:
         """Put the identity of `source_image`'s face number `source_face` on the selected faces
         of `target_image` (their pose, expression, lighting and background are kept)."""
         report = progress or _no_progress
@@ -280,16 +322,36 @@ class FaceAnonymizer:
         detected, selected = self._select(rgb, faces)
         if not detected:
             return self._no_faces(photo)
-        plans = self.plan_faces(detected, DIFFUSION, degree=0.0, seed=seed, selected=selected, source=source_crop)
+        plans = self.plan_faces(
+            detected, DIFFUSION, degree=0.0, seed=seed, selected=selected, source=source_crop
+        )
         tone = describe_tone(photo)
-        frame = self.anonymize_frame(rgb, plans, Generation(steps, guidance, scheduler), report, tone=tone,
-                                     only_planned=faces is not None)
+        frame = self.anonymize_frame(
+            rgb,
+            plans,
+            Generation(steps, guidance, scheduler),
+            report,
+            tone=tone,
+            only_planned=faces is not None,
+        )
         return self._photo_result(photo, alpha, frame, "", tone)
 
-    def anonymize_video(self, src, dst, method: str | None = None, degree: float = DEFAULTS.degree,
-                        seed: int = DEFAULTS.seed, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance,
-                        tracks=None, per_frame: bool = False, strength: float = DEFAULTS.strength,
-                        scheduler: str | None = None, progress: Progress | None = None, **options):
+    def anonymize_video(
+        self,
+        src,
+        dst,
+        method: str | None = None,
+        degree: float = DEFAULTS.degree,
+        seed: int = DEFAULTS.seed,
+        steps: int = DEFAULTS.steps,
+        guidance: float = DEFAULTS.guidance,
+        tracks=None,
+        per_frame: bool = False,
+        strength: float = DEFAULTS.strength,
+        scheduler: str | None = None,
+        progress: Progress | None = None,
+        **options,
+    ):
         """Anonymize the faces of the video `src` into `dst`, one identity per tracked person (see
         faceanon.media.video_anonymize). tracks: None (every person) or track ids from `scan_video`.
         per_frame: diffusion on every frame with the track's seed instead of keyframe + swap.
@@ -299,11 +361,23 @@ class FaceAnonymizer:
         from faceanon.media.video_anonymize import VideoSettings, anonymize_video
 
         extra = {k: options.pop(k) for k in ("tracking", "on_frames", "notify", "crf") if k in options}
-        settings = VideoSettings(method=method, degree=degree, seed=seed, steps=steps, guidance=guidance,
-                                 scheduler=scheduler, strength=strength, tracks=tracks, per_frame=per_frame, **options)
+        settings = VideoSettings(
+            method=method,
+            degree=degree,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            scheduler=scheduler,
+            strength=strength,
+            tracks=tracks,
+            per_frame=per_frame,
+            **options,
+        )
         return anonymize_video(self, src, dst, settings, progress=progress, **extra)
 
-    def _photo_result(self, photo, alpha, frame: FrameResult, note: str, tone: Tone | None) -> AnonymizationResult:
+    def _photo_result(
+        self, photo, alpha, frame: FrameResult, note: str, tone: Tone | None
+    ) -> AnonymizationResult:
         image = merge_alpha(frame.image, alpha, photo.info.get("icc_profile"))
         if tone is not None and tone.kind == "stored":
             image = restore_mode(image, like=photo)  # a greyscale file comes back greyscale
@@ -313,11 +387,15 @@ class FaceAnonymizer:
         source_rgb, _ = split_alpha(load_image(source_image))
         source_faces = self.detect_frame(source_rgb)
         if not source_faces:
-            raise ImageInputError("No face was found in the source photo. Use a photo where the face is clearly "
-                                  "visible, or lower the detection threshold.")
+            raise ImageInputError(
+                "No face was found in the source photo. Use a photo where the face is clearly "
+                "visible, or lower the detection threshold."
+            )
         if not 0 <= source_face < len(source_faces):
-            raise ValueError(f"The source photo has {len(source_faces)} face(s) (0-{len(source_faces) - 1}); "
-                             f"face {source_face} does not exist.")
+            raise ValueError(
+                f"The source photo has {len(source_faces)} face(s) (0-{len(source_faces) - 1}); "
+                f"face {source_face} does not exist."
+            )
         return align_face(source_rgb, source_faces[source_face].landmarks).crop
 
     # ---------------------------------------------------------------------------------------
@@ -327,9 +405,16 @@ class FaceAnonymizer:
         """Faces of one RGB uint8 frame, left to right."""
         return self.detector.detect(rgb)
 
-    def plan_faces(self, faces: list[DetectedFace], method: str, degree: float = DEFAULTS.degree,
-                   seed: int = DEFAULTS.seed, selected: Iterable[DetectedFace] | None = None,
-                   source: np.ndarray | None = None, strength: float = DEFAULTS.strength) -> list[FacePlan]:
+    def plan_faces(
+        self,
+        faces: list[DetectedFace],
+        method: str,
+        degree: float = DEFAULTS.degree,
+        seed: int = DEFAULTS.seed,
+        selected: Iterable[DetectedFace] | None = None,
+        source: np.ndarray | None = None,
+        strength: float = DEFAULTS.strength,
+    ) -> list[FacePlan]:
         """One plan per face: `method` for the selected faces (all when None), nothing for the others.
         Diffusion faces below `min_face_size` get `small_face_method` instead; each diffusion face
         gets the seed face_seed(seed, face.index)."""
@@ -339,11 +424,25 @@ class FaceAnonymizer:
             if face.index not in chosen:
                 plans.append(FacePlan(face, None, message="not selected"))
             elif method == DIFFUSION and face.size < self.min_face_size:
-                plans.append(FacePlan(face, self.small_face_method, strength=strength,
-                                      message=_too_small(face, self.min_face_size, self.small_face_method)))
+                plans.append(
+                    FacePlan(
+                        face,
+                        self.small_face_method,
+                        strength=strength,
+                        message=_too_small(face, self.min_face_size, self.small_face_method),
+                    )
+                )
             elif method == DIFFUSION:
-                plans.append(FacePlan(face, DIFFUSION, seed=face_seed(seed, face.index), degree=float(degree),
-                                      source=source, base_seed=int(seed)))
+                plans.append(
+                    FacePlan(
+                        face,
+                        DIFFUSION,
+                        seed=face_seed(seed, face.index),
+                        degree=float(degree),
+                        source=source,
+                        base_seed=int(seed),
+                    )
+                )
             else:
                 plans.append(FacePlan(face, method, strength=strength))
         return plans
@@ -360,25 +459,45 @@ class FaceAnonymizer:
         if not keep:
             return plans
         matches = match_faces(rgb, [plan.face for plan in plans], keep)
-        return [plan if match is None else FacePlan(plan.face, None, message=match.message, kept=match)
-                for plan, match in zip(plans, matches, strict=True)]
+        return [
+            plan if match is None else FacePlan(plan.face, None, message=match.message, kept=match)
+            for plan, match in zip(plans, matches, strict=True)
+        ]
 
-    def prepare_frame(self, rgb: np.ndarray, plans: list[FacePlan], tone: Tone | None = None,
-                      only_planned: bool = False, leak_guard: bool | None = None) -> PreparedFrame:
+    def prepare_frame(
+        self,
+        rgb: np.ndarray,
+        plans: list[FacePlan],
+        tone: Tone | None = None,
+        only_planned: bool = False,
+        leak_guard: bool | None = None,
+    ) -> PreparedFrame:
         """Align every face that will change and list the new faces to generate. `tone`
         (media.photo.describe_tone of a black-and-white or sepia photo) tones the new faces like it.
         only_planned: the caller chose these faces; faces the leak guard finds on the output are
         reported, not redacted."""
         aligned = {plan.face.index: align_face(rgb, plan.face.landmarks) for plan in plans if plan.method}
-        frame = PreparedFrame(rgb=rgb, plans=plans, aligned=aligned, tone=tone, only_planned=only_planned,
-                              leak_guard=leak_guard)
-        frame.requests = [CropRequest(condition=aligned[p.face.index].crop, degree=p.degree, seed=p.seed,
-                                      source=p.source, source_reference=p.source_reference)
-                          for p in frame.generated]
+        frame = PreparedFrame(
+            rgb=rgb, plans=plans, aligned=aligned, tone=tone, only_planned=only_planned, leak_guard=leak_guard
+        )
+        frame.requests = [
+            CropRequest(
+                condition=aligned[p.face.index].crop,
+                degree=p.degree,
+                seed=p.seed,
+                source=p.source,
+                source_reference=p.source_reference,
+            )
+            for p in frame.generated
+        ]
         return frame
 
-    def generate(self, requests: list[CropRequest], generation: Generation | None = None,
-                 progress: Progress | None = None) -> list[np.ndarray]:
+    def generate(
+        self,
+        requests: list[CropRequest],
+        generation: Generation | None = None,
+        progress: Progress | None = None,
+    ) -> list[np.ndarray]:
         """New 512x512 crops for `requests`, in order: batched pipeline calls (chunks of `batch_size`,
         or of what fits in free GPU memory), one generator per request."""
         if not requests:
@@ -401,15 +520,21 @@ class FaceAnonymizer:
 
     def _finish(self, frame: PreparedFrame, crops: list[np.ndarray]) -> FrameResult:
         if len(crops) != len(frame.requests):
-            raise ValueError(f"finish_frame needs one crop per request: {len(frame.requests)} requested, "
-                             f"{len(crops)} given.")
+            raise ValueError(
+                f"finish_frame needs one crop per request: {len(frame.requests)} requested, "
+                f"{len(crops)} given."
+            )
         output = frame.rgb.copy()
         new_faces = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
         reports = []
         for plan in frame.plans:
             if plan.method == DIFFUSION:
                 crop = new_faces[plan.face.index]
-                self._paste(output, frame.aligned[plan.face.index], crop if frame.tone is None else frame.tone.apply(crop))
+                self._paste(
+                    output,
+                    frame.aligned[plan.face.index],
+                    crop if frame.tone is None else frame.tone.apply(crop),
+                )
             elif plan.method:
                 redact_face(output, frame.aligned[plan.face.index], plan.method, plan.strength)
             reports.append(_report(plan))
@@ -417,9 +542,16 @@ class FaceAnonymizer:
         self._measure(frame.rgb, output, [r for r in reports if r.method == DIFFUSION], identity=False)
         return FrameResult(image=output, faces=reports)
 
-    def anonymize_frame(self, rgb: np.ndarray, plans: list[FacePlan], generation: Generation | None = None,
-                        progress: Progress | None = None, tone: Tone | None = None,
-                        only_planned: bool = False, leak_guard: bool | None = None) -> FrameResult:
+    def anonymize_frame(
+        self,
+        rgb: np.ndarray,
+        plans: list[FacePlan],
+        generation: Generation | None = None,
+        progress: Progress | None = None,
+        tone: Tone | None = None,
+        only_planned: bool = False,
+        leak_guard: bool | None = None,
+    ) -> FrameResult:
         """prepare_frame -> generate -> finish_frame for one frame, with `on_same_person` before the
         leak guard."""
         report = progress or _no_progress
@@ -438,8 +570,11 @@ class FaceAnonymizer:
         if method is None:
             if self.diffusion_available:
                 return DIFFUSION, ""
-            return "blur", f"Diffusion is not available here ({self.diffusion_unavailable_reason.rstrip('.')}), so " \
-                           "faces were blurred instead."
+            return (
+                "blur",
+                f"Diffusion is not available here ({self.diffusion_unavailable_reason.rstrip('.')}), so "
+                "faces were blurred instead.",
+            )
         if method not in METHODS:
             raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
         if method == DIFFUSION:
@@ -458,12 +593,20 @@ class FaceAnonymizer:
         chosen = sorted({int(i) for i in faces})
         missing = [i for i in chosen if not 0 <= i < len(detected)]
         if missing:
-            raise ValueError(f"This photo has {len(detected)} face(s), numbered 0 to {len(detected) - 1}; "
-                             f"there is no face {', '.join(map(str, missing))}.")
+            raise ValueError(
+                f"This photo has {len(detected)} face(s), numbered 0 to {len(detected) - 1}; "
+                f"there is no face {', '.join(map(str, missing))}."
+            )
         return detected, [detected[i] for i in chosen]
 
-    def _generate_chunk(self, pipe, requests: list[CropRequest], generation: Generation, report: Progress,
-                        span: tuple[float, float]) -> list[np.ndarray]:
+    def _generate_chunk(
+        self,
+        pipe,
+        requests: list[CropRequest],
+        generation: Generation,
+        report: Progress,
+        span: tuple[float, float],
+    ) -> list[np.ndarray]:
         import torch
         from PIL import Image
 
@@ -475,23 +618,38 @@ class FaceAnonymizer:
             # reuses its reference records instead of encoding the same face again.
             source_kwargs = {"source_image": None, "source_reference": requests[0].source_reference}
         else:
-            source_kwargs = {"source_image": [Image.fromarray(r.condition if r.source is None else r.source)
-                                              for r in requests]}
+            source_kwargs = {
+                "source_image": [
+                    Image.fromarray(r.condition if r.source is None else r.source) for r in requests
+                ]
+            }
         degrees = [r.degree for r in requests]
-        output = pipe(conditioning_image=conditions, **source_kwargs,
-                      anonymization_degree=degrees[0] if len(set(degrees)) == 1 else degrees,
-                      guidance_scale=generation.guidance, num_inference_steps=generation.steps,
-                      height=self.resolution, width=self.resolution,
-                      generator=[torch.Generator().manual_seed(r.seed) for r in requests],
-                      callback_on_step_end=_step_reporter(report, *span, generation.steps))
+        output = pipe(
+            conditioning_image=conditions,
+            **source_kwargs,
+            anonymization_degree=degrees[0] if len(set(degrees)) == 1 else degrees,
+            guidance_scale=generation.guidance,
+            num_inference_steps=generation.steps,
+            height=self.resolution,
+            width=self.resolution,
+            generator=[torch.Generator().manual_seed(r.seed) for r in requests],
+            callback_on_step_end=_step_reporter(report, *span, generation.steps),
+        )
         return [np.asarray(image.convert("RGB")) for image in output.images]
 
     def _paste(self, output: np.ndarray, aligned: AlignedFace, crop: np.ndarray) -> None:
         mask = face_mask(aligned.landmarks, aligned.size)
-        paste_face(output, self._watermarked(crop, output, aligned, mask), aligned, mask,
-                   color_match=self.color_match)
+        paste_face(
+            output,
+            self._watermarked(crop, output, aligned, mask),
+            aligned,
+            mask,
+            color_match=self.color_match,
+        )
 
-    def _watermarked(self, crop: np.ndarray, photo: np.ndarray, aligned: AlignedFace, mask: np.ndarray) -> np.ndarray:
+    def _watermarked(
+        self, crop: np.ndarray, photo: np.ndarray, aligned: AlignedFace, mask: np.ndarray
+    ) -> np.ndarray:
         if not self.watermark:
             return crop
         try:
@@ -504,8 +662,14 @@ class FaceAnonymizer:
         landmarks = generated_face_landmarks(photo, crop, aligned, mask, color_match=self.color_match)
         return add_face_watermark(crop, landmarks)
 
-    def _measure(self, original: np.ndarray, output: np.ndarray, reports: list[FaceReport], identity: bool = True,
-                 attributes: bool = True) -> None:
+    def _measure(
+        self,
+        original: np.ndarray,
+        output: np.ndarray,
+        reports: list[FaceReport],
+        identity: bool = True,
+        attributes: bool = True,
+    ) -> None:
         """Identity / pose checks of `reports` (faceanon.trust.checks.measure_reports, when installed)."""
         if not self.identity_check or not reports:
             return
@@ -523,8 +687,11 @@ class FaceAnonymizer:
         if not (self.leak_guard if frame.leak_guard is None else frame.leak_guard):
             return result
         known = [plan.face for plan in frame.plans]
-        found = new_faces(self._second_pass.detect(result.image), known,
-                          first_index=max((face.index for face in known), default=-1) + 1)
+        found = new_faces(
+            self._second_pass.detect(result.image),
+            known,
+            first_index=max((face.index for face in known), default=-1) + 1,
+        )
         leaking = [r for r in result.faces if r.changed and r.same_person]
         if not found and not leaking:
             return result
@@ -532,8 +699,10 @@ class FaceAnonymizer:
         for face_report in leaking:
             aligned = frame.aligned[face_report.face.index]
             redact_face(output, aligned, self.guard_method, mask=guard_mask(aligned))
-            face_report.guard = (f"{STILL_SAME_PERSON} after {face_report.method} (similarity "
-                                 f"{face_report.identity_similarity:.2f}): {_DONE[self.guard_method]}")
+            face_report.guard = (
+                f"{STILL_SAME_PERSON} after {face_report.method} (similarity "
+                f"{face_report.identity_similarity:.2f}): {_DONE[self.guard_method]}"
+            )
             face_report.method = self.guard_method
             face_report.message = "; ".join(filter(None, [face_report.message, face_report.guard]))
             redacted.append(face_report)
@@ -543,16 +712,24 @@ class FaceAnonymizer:
 
     def _guard_new_face(self, output: np.ndarray, face: DetectedFace, leave: bool) -> FaceReport:
         if leave:
-            return FaceReport(face=face, guard=f"{FOUND_ON_SECOND_PASS}; left: only the chosen faces are changed",
-                              message=f"{FOUND_ON_SECOND_PASS}; left, as only the chosen faces are changed")
+            return FaceReport(
+                face=face,
+                guard=f"{FOUND_ON_SECOND_PASS}; left: only the chosen faces are changed",
+                message=f"{FOUND_ON_SECOND_PASS}; left, as only the chosen faces are changed",
+            )
         aligned = align_face(output, face.landmarks)
         redact_face(output, aligned, self.guard_method, mask=guard_mask(aligned))
         text = f"{FOUND_ON_SECOND_PASS}: {_DONE[self.guard_method]}"
         return FaceReport(face=face, changed=True, method=self.guard_method, guard=text, message=text)
 
-    def _handle_still_recognizable(self, frame: PreparedFrame, crops: list[np.ndarray], result: FrameResult,
-                                   generation: Generation | None,
-                                   report: Progress) -> tuple[PreparedFrame, FrameResult]:
+    def _handle_still_recognizable(
+        self,
+        frame: PreparedFrame,
+        crops: list[np.ndarray],
+        result: FrameResult,
+        generation: Generation | None,
+        report: Progress,
+    ) -> tuple[PreparedFrame, FrameResult]:
         """on_same_person: "retry" regenerates faces the identity check still matches, once, with a
         new seed (attempt 1) and d + 0.1 (at most 1.5); a redaction method hides them instead."""
         still = {r.face.index for r in result.faces if r.method == DIFFUSION and r.same_person}
@@ -568,9 +745,16 @@ class FaceAnonymizer:
                 base = plan.seed if plan.base_seed is None else plan.base_seed
                 plans.append(replace(plan, seed=face_seed(base, plan.face.index, attempt=1), degree=degree))
             else:
-                plans.append(FacePlan(plan.face, self.on_same_person, message=(
-                    f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
-                    f"{_DONE_INSTEAD[self.on_same_person]}")))
+                plans.append(
+                    FacePlan(
+                        plan.face,
+                        self.on_same_person,
+                        message=(
+                            f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
+                            f"{_DONE_INSTEAD[self.on_same_person]}"
+                        ),
+                    )
+                )
         retried = self.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned, frame.leak_guard)
         # Faces generated already keep their crop; only the retried ones are generated again.
         previous = dict(zip((p.face.index for p in frame.generated), crops, strict=True))
@@ -587,22 +771,30 @@ class FaceAnonymizer:
 
     @staticmethod
     def _no_faces(photo) -> AnonymizationResult:
-        message = ("No face was found in this photo; it is returned unchanged. If there is a face, try a "
-                   "lower detection threshold or another detector.")
+        message = (
+            "No face was found in this photo; it is returned unchanged. If there is a face, try a "
+            "lower detection threshold or another detector."
+        )
         return AnonymizationResult(image=photo, faces=[], message=message)
 
 
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
-        yield start, items[start:start + size]
+        yield start, items[start : start + size]
 
 
 def _report(plan: FacePlan) -> FaceReport:
     generated = plan.method == DIFFUSION
-    return FaceReport(face=plan.face, changed=bool(plan.method), method=plan.method,
-                      seed=plan.seed if generated else None, degree=plan.degree if generated else None,
-                      message=plan.message, kept_as=plan.kept.name if plan.kept else None,
-                      kept_similarity=plan.kept.similarity if plan.kept else None)
+    return FaceReport(
+        face=plan.face,
+        changed=bool(plan.method),
+        method=plan.method,
+        seed=plan.seed if generated else None,
+        degree=plan.degree if generated else None,
+        message=plan.message,
+        kept_as=plan.kept.name if plan.kept else None,
+        kept_similarity=plan.kept.similarity if plan.kept else None,
+    )
 
 
 def _weights_present() -> tuple[bool, str]:
@@ -613,28 +805,49 @@ def _weights_present() -> tuple[bool, str]:
     return weights_status()
 
 
-_DONE_INSTEAD = {"blur": "blurred instead", "pixelate": "pixelated instead", "solid": "filled instead", None: "left unchanged"}
+_DONE_INSTEAD = {
+    "blur": "blurred instead",
+    "pixelate": "pixelated instead",
+    "solid": "filled instead",
+    None: "left unchanged",
+}
 _DONE = {"blur": "blurred", "pixelate": "pixelated", "solid": "filled"}
 
 
 def _too_small(face: DetectedFace, min_size: float, method: str | None) -> str:
-    return (f"face is {face.size:.0f} px, smaller than {min_size:.0f} px: too small for a new identity, "
-            f"{_DONE_INSTEAD[method]}")
+    return (
+        f"face is {face.size:.0f} px, smaller than {min_size:.0f} px: too small for a new identity, "
+        f"{_DONE_INSTEAD[method]}"
+    )
 
 
 def _summary(reports: Iterable[FaceReport], note: str) -> str:
     reports = list(reports)
     changed = sum(r.changed for r in reports)
     text = f"{len(reports)} face(s) found, {changed} changed."
-    return " ".join(filter(None, [text, _kept_summary(reports), _guard_summary(reports), _identity_summary(reports),
-                                  note if changed else ""]))
+    return " ".join(
+        filter(
+            None,
+            [
+                text,
+                _kept_summary(reports),
+                _guard_summary(reports),
+                _identity_summary(reports),
+                note if changed else "",
+            ],
+        )
+    )
 
 
 def _kept_summary(reports: list[FaceReport]) -> str:
     kept = [r for r in reports if r.kept_as]
     if not kept:
         return ""
-    return "Kept (keep-list): " + ", ".join(f"#{r.face.index} {r.kept_as} ({r.kept_similarity:.2f})" for r in kept) + "."
+    return (
+        "Kept (keep-list): "
+        + ", ".join(f"#{r.face.index} {r.kept_as} ({r.kept_similarity:.2f})" for r in kept)
+        + "."
+    )
 
 
 def _guard_summary(reports: list[FaceReport]) -> str:
@@ -644,11 +857,16 @@ def _guard_summary(reports: list[FaceReport]) -> str:
         groups: dict[str, int] = {}
         for r in reports:
             if r.guard.startswith(prefix):
-                outcome = r.guard.rsplit(": ", 1)[-1] if r.changed else "left (only the chosen faces are changed)"
+                outcome = (
+                    r.guard.rsplit(": ", 1)[-1] if r.changed else "left (only the chosen faces are changed)"
+                )
                 groups[outcome] = groups.get(outcome, 0) + 1
         for outcome, count in groups.items():
-            what = "found only on the second pass" if prefix == FOUND_ON_SECOND_PASS else \
-                "still looked like the same person"
+            what = (
+                "found only on the second pass"
+                if prefix == FOUND_ON_SECOND_PASS
+                else "still looked like the same person"
+            )
             sentences.append(f"{count} face{'s' if count > 1 else ''} {what}: {outcome}.")
     return " ".join(sentences)
 
@@ -664,10 +882,26 @@ def _identity_summary(reports: list[FaceReport]) -> str:
     highest = max(r.identity_similarity for r in checked)
     if recognizable:
         faces = ", ".join(f"#{r.face.index}" for r in recognizable)
-        return " ".join(filter(None, [f"Identity check: face(s) {faces} still look like the same person (highest "
-                                      f"similarity {highest:.2f}); {_advice(recognizable)}.", too_small]))
-    return " ".join(filter(None, [f"Identity check: every verifiable changed face is a different person (highest "
-                                  f"similarity {highest:.2f}).", too_small]))
+        return " ".join(
+            filter(
+                None,
+                [
+                    f"Identity check: face(s) {faces} still look like the same person (highest "
+                    f"similarity {highest:.2f}); {_advice(recognizable)}.",
+                    too_small,
+                ],
+            )
+        )
+    return " ".join(
+        filter(
+            None,
+            [
+                f"Identity check: every verifiable changed face is a different person (highest "
+                f"similarity {highest:.2f}).",
+                too_small,
+            ],
+        )
+    )
 
 
 def _advice(recognizable: list[FaceReport]) -> str:
@@ -699,7 +933,10 @@ def _step_reporter(report: Progress, done_before: float, share: float, steps: in
     """A diffusers callback_on_step_end mapping denoising steps onto progress 0.05 .. 0.95."""
 
     def on_step(_pipe, step, _timestep, callback_kwargs):
-        report(0.05 + 0.9 * (done_before + share * (step + 1) / steps), f"Generating faces: step {step + 1}/{steps}")
+        report(
+            0.05 + 0.9 * (done_before + share * (step + 1) / steps),
+            f"Generating faces: step {step + 1}/{steps}",
+        )
         return callback_kwargs
 
     return on_step
@@ -709,6 +946,14 @@ def _no_progress(fraction: float, description: str) -> None:
     pass
 
 
-__all__ = ["FaceAnonymizer", "FacePlan", "Generation", "CropRequest", "PreparedFrame", "FrameResult", "face_seed",
-           "image_seed",
-           "METHODS"]
+__all__ = [
+    "FaceAnonymizer",
+    "FacePlan",
+    "Generation",
+    "CropRequest",
+    "PreparedFrame",
+    "FrameResult",
+    "face_seed",
+    "image_seed",
+    "METHODS",
+]

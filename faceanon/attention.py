@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-_BLOCK_RE = re.compile(r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)\.attn1$")
+_BLOCK_RE = re.compile(
+    r"^(down_blocks\.\d+|mid_block|up_blocks\.\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)\.attn1$"
+)
 
 
 class ReferenceComplete(Exception):
@@ -55,7 +57,11 @@ def self_attention_sites(unet: torch.nn.Module) -> list[SelfAttentionSite]:
     for name, module in unet.named_modules():
         match = _BLOCK_RE.match(name)
         if match and isinstance(module, Attention):
-            block, attention_index, transformer_index = match.group(1), int(match.group(2)), int(match.group(3))
+            block, attention_index, transformer_index = (
+                match.group(1),
+                int(match.group(2)),
+                int(match.group(3)),
+            )
             found.append((name, block, attention_index, transformer_index, module))
     found.sort(key=lambda f: (_stage_order(f[1]), f[2], f[3]))
     return [
@@ -73,8 +79,14 @@ def recorded_blocks(unet: torch.nn.Module) -> list[str]:
 # The attention kernel shared by all processors
 
 
-def multihead_attention(attn: Attention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        backend: str = "sdpa", slice_size: int | str | None = None) -> torch.Tensor:
+def multihead_attention(
+    attn: Attention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    backend: str = "sdpa",
+    slice_size: int | str | None = None,
+) -> torch.Tensor:
     """Multi-head attention of already projected (B, tokens, inner) tensors, then the output
     projection. ``backend`` is "sdpa" (PyTorch) or "xformers". ``slice_size`` (SDPA only) computes
     the attention ``slice_size`` heads at a time (``"auto"``: half the heads, ``"max"``: one), as
@@ -90,16 +102,25 @@ def multihead_attention(attn: Attention, query: torch.Tensor, key: torch.Tensor,
         def split(t):  # xformers takes (B, tokens, heads, head_dim)
             return t.reshape(batch, -1, heads, head_dim)
 
-        out = xformers.ops.memory_efficient_attention(split(query), split(key), split(value), scale=attn.scale)
+        out = xformers.ops.memory_efficient_attention(
+            split(query), split(key), split(value), scale=attn.scale
+        )
         out = out.reshape(batch, -1, inner)
     else:
+
         def split(t):  # SDPA takes (B * heads, tokens, head_dim) here, so that heads can be sliced
             return t.reshape(batch, -1, heads, head_dim).transpose(1, 2).reshape(batch * heads, -1, head_dim)
 
         q, k, v = split(query), split(key), split(value)
         step = heads_per_slice(slice_size, heads) if slice_size is not None else batch * heads
-        out = torch.cat([F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step], scale=attn.scale)
-                         for i in range(0, batch * heads, step)])
+        out = torch.cat(
+            [
+                F.scaled_dot_product_attention(
+                    q[i : i + step], k[i : i + step], v[i : i + step], scale=attn.scale
+                )
+                for i in range(0, batch * heads, step)
+            ]
+        )
         out = out.reshape(batch, heads, -1, head_dim).transpose(1, 2).reshape(batch, -1, inner)
     out = attn.to_out[1](attn.to_out[0](out.to(query.dtype)))
     return out / attn.rescale_output_factor
@@ -116,13 +137,25 @@ def heads_per_slice(slice_size: int | str, heads: int) -> int:
     raise ValueError(f'slice_size must be "auto", "max" or a positive number of heads; got {slice_size!r}.')
 
 
-def _check_plain_self_attention(attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states,
-                                attention_mask, kwargs: dict) -> None:
+def _check_plain_self_attention(
+    attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states, attention_mask, kwargs: dict
+) -> None:
     # SD 2.1 transformers use none of these; refuse rather than silently compute something else.
-    if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None or attn.residual_connection:
+    if (
+        hidden_states.ndim != 3
+        or attn.spatial_norm is not None
+        or attn.group_norm is not None
+        or attn.residual_connection
+    ):
         raise NotImplementedError("reference attention supports SD 2.1-style transformer self-attention only")
-    given = [name for name, value in (("encoder_hidden_states", encoder_hidden_states),
-                                      ("attention_mask", attention_mask)) if value is not None]
+    given = [
+        name
+        for name, value in (
+            ("encoder_hidden_states", encoder_hidden_states),
+            ("attention_mask", attention_mask),
+        )
+        if value is not None
+    ]
     given += [f"{name} (cross_attention_kwargs)" for name, value in kwargs.items() if value is not None]
     if given:
         raise NotImplementedError(
@@ -140,23 +173,42 @@ class SelfAttnProcessor:
     net's forward pass is skipped by raising :class:`ReferenceComplete`.
     """
 
-    def __init__(self, records: dict | None = None, record_key: str | None = None, stop_after: bool = False,
-                 backend: str = "sdpa", slice_size: int | str | None = None):
+    def __init__(
+        self,
+        records: dict | None = None,
+        record_key: str | None = None,
+        stop_after: bool = False,
+        backend: str = "sdpa",
+        slice_size: int | str | None = None,
+    ):
         self.records = records
         self.record_key = record_key
         self.stop_after = stop_after
         self.backend = backend
         self.slice_size = slice_size
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        **kwargs,
+    ) -> torch.Tensor:
         _check_plain_self_attention(attn, hidden_states, encoder_hidden_states, attention_mask, kwargs)
         if self.record_key is not None and self.records is not None:
             self.records[self.record_key] = hidden_states
             if self.stop_after:
                 raise ReferenceComplete
-        return multihead_attention(attn, attn.to_q(hidden_states), attn.to_k(hidden_states),
-                                   attn.to_v(hidden_states), self.backend, self.slice_size)
+        return multihead_attention(
+            attn,
+            attn.to_q(hidden_states),
+            attn.to_k(hidden_states),
+            attn.to_v(hidden_states),
+            self.backend,
+            self.slice_size,
+        )
 
 
 @dataclass
@@ -192,7 +244,9 @@ class ReferenceAttnProcessor:
     ordinary self-attention.
     """
 
-    def __init__(self, block: str, backend: str = "sdpa", name: str = "", slice_size: int | str | None = None):
+    def __init__(
+        self, block: str, backend: str = "sdpa", name: str = "", slice_size: int | str | None = None
+    ):
         self.block = block
         self.backend = backend
         self.name = name
@@ -231,8 +285,15 @@ class ReferenceAttnProcessor:
             )
         return self._key_value
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        **kwargs,
+    ) -> torch.Tensor:
         _check_plain_self_attention(attn, hidden_states, encoder_hidden_states, attention_mask, kwargs)
         query = attn.to_q(hidden_states)
         key = attn.to_k(hidden_states)
@@ -254,8 +315,9 @@ METHOD_PROCESSORS = (SelfAttnProcessor, ReferenceAttnProcessor)
 # Installing processors
 
 
-def install_recording_processors(reference_net: torch.nn.Module, records: dict, backend: str = "sdpa",
-                                 slice_size: int | str | None = None) -> list[str]:
+def install_recording_processors(
+    reference_net: torch.nn.Module, records: dict, backend: str = "sdpa", slice_size: int | str | None = None
+) -> list[str]:
     """Make ``reference_net`` record the first transformer input of each block into ``records``
     and stop after the last one. Returns the recorded block names in forward order."""
     sites = self_attention_sites(reference_net)
@@ -263,14 +325,20 @@ def install_recording_processors(reference_net: torch.nn.Module, records: dict, 
     for site in sites:
         key = site.block if site.is_block_first else None
         site.module.set_processor(
-            SelfAttnProcessor(records, key, stop_after=(key is not None and key == blocks[-1]), backend=backend,
-                              slice_size=slice_size)
+            SelfAttnProcessor(
+                records,
+                key,
+                stop_after=(key is not None and key == blocks[-1]),
+                backend=backend,
+                slice_size=slice_size,
+            )
         )
     return blocks
 
 
-def install_reference_processors(unet: torch.nn.Module, backend: str = "sdpa",
-                                 slice_size: int | str | None = None) -> dict[str, list[ReferenceAttnProcessor]]:
+def install_reference_processors(
+    unet: torch.nn.Module, backend: str = "sdpa", slice_size: int | str | None = None
+) -> dict[str, list[ReferenceAttnProcessor]]:
     """Give every ``attn1`` of ``unet`` a :class:`ReferenceAttnProcessor`; returns them by block."""
     by_block: dict[str, list[ReferenceAttnProcessor]] = {}
     for site in self_attention_sites(unet):
@@ -295,8 +363,9 @@ def set_references(unet: torch.nn.Module, references: dict[str, BlockReference] 
         processor.set_reference(None if references is None else references[processor.block])
 
 
-def run_reference_net(reference_net: torch.nn.Module, records: dict, latents: torch.Tensor,
-                      embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_reference_net(
+    reference_net: torch.nn.Module, records: dict, latents: torch.Tensor, embeddings: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Run a reference net at timestep 0 and return its records (block -> (B, N, C))."""
     records.clear()
     try:

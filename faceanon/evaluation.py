@@ -42,9 +42,21 @@ FIGURE_NAMES = ("identity", "detection", "attributes")
 
 KEY_COLUMNS = ["photo", "method", "degree", "seed", "steps", "guidance"]
 COLUMNS = KEY_COLUMNS + [
-    "face", "face_size", "applied", "identity_model", "identity_similarity", "identity_distance", "same_person",
+    "face",
+    "face_size",
+    "applied",
+    "identity_model",
+    "identity_similarity",
+    "identity_distance",
+    "same_person",
     *(f"detected_{name}" for name in DETECTORS),
-    "yaw_delta", "pitch_delta", "roll_delta", "pose_distance", "expression_distance", "gaze_distance", "note",
+    "yaw_delta",
+    "pitch_delta",
+    "roll_delta",
+    "pose_distance",
+    "expression_distance",
+    "gaze_distance",
+    "note",
 ]
 Progress = Callable[[float, str], None]
 
@@ -59,8 +71,14 @@ class Run:
 
     def key(self, photo: str, steps: int, guidance: float) -> tuple[str, ...]:
         diffusion = self.method == "diffusion"
-        return (photo, self.method, _fmt(self.degree), _fmt(self.seed),
-                _fmt(steps if diffusion else None), _fmt(guidance if diffusion else None))
+        return (
+            photo,
+            self.method,
+            _fmt(self.degree),
+            _fmt(self.seed),
+            _fmt(steps if diffusion else None),
+            _fmt(guidance if diffusion else None),
+        )
 
 
 @dataclass
@@ -72,8 +90,9 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)
 
 
-def plan_runs(degrees: Sequence[float], seeds: int | Sequence[int], baselines: Sequence[str],
-              diffusion: bool) -> list[Run]:
+def plan_runs(
+    degrees: Sequence[float], seeds: int | Sequence[int], baselines: Sequence[str], diffusion: bool
+) -> list[Run]:
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     runs = [Run("original"), *(Run(method) for method in baselines)]
     if diffusion:
@@ -102,9 +121,14 @@ class Evaluator:
         found = {name: detector.detect(result) for name, detector in self.detectors.items()}
         rows = []
         for face, similarity, attrs in zip(faces, similarities, attributes, strict=True):
-            row = {"face": face.index, "face_size": round(face.size, 1), "identity_model": self.identity.name,
-                   "identity_similarity": similarity, "identity_distance": 1 - similarity,
-                   "same_person": self.identity.same_person(similarity)}
+            row = {
+                "face": face.index,
+                "face_size": round(face.size, 1),
+                "identity_model": self.identity.name,
+                "identity_similarity": similarity,
+                "identity_distance": 1 - similarity,
+                "same_person": self.identity.same_person(similarity),
+            }
             for name, detections in found.items():
                 row[f"detected_{name}"] = any(box_iou(face.box, d.box) >= MATCH_IOU for d in detections)
             row.update({k: v for k, v in attrs.items() if k in COLUMNS})
@@ -120,8 +144,15 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def evaluate_image(anonymizer, image, name: str, runs: Iterable[Run], evaluator: Evaluator, steps: int = DEFAULTS.steps,
-                   guidance: float = DEFAULTS.guidance) -> Iterator[tuple[Run, list[dict]]]:
+def evaluate_image(
+    anonymizer,
+    image,
+    name: str,
+    runs: Iterable[Run],
+    evaluator: Evaluator,
+    steps: int = DEFAULTS.steps,
+    guidance: float = DEFAULTS.guidance,
+) -> Iterator[tuple[Run, list[dict]]]:
     """Anonymize one photo for each run and yield (run, rows). Faces are found once, on the original."""
     from faceanon.media.photo import load_image, split_alpha
 
@@ -140,9 +171,16 @@ def evaluate_image(anonymizer, image, name: str, runs: Iterable[Run], evaluator:
 def _anonymized(anonymizer, original, faces, run: Run, steps, guidance) -> tuple[np.ndarray, dict]:
     if run.method == "original":
         return original, {}
-    out = anonymizer.anonymize(original, degree=run.degree if run.degree is not None else 1.25,
-                               seed=run.seed or 0, steps=steps, guidance=guidance, method=run.method, faces=faces,
-                               leak_guard=False)  # the curves measure the method itself, not the guard
+    out = anonymizer.anonymize(
+        original,
+        degree=run.degree if run.degree is not None else 1.25,
+        seed=run.seed or 0,
+        steps=steps,
+        guidance=guidance,
+        method=run.method,
+        faces=faces,
+        leak_guard=False,
+    )  # the curves measure the method itself, not the guard
     # Small faces are redacted instead of generated: say what was actually done to each face.
     applied = {report.face.index: report.method or "unchanged" for report in out.faces}
     return np.asarray(out.image.convert("RGB")), applied
@@ -161,10 +199,20 @@ def photos_in(folder: str | Path) -> list[Path]:
     return photos
 
 
-def evaluate(folder: str | Path, out_dir: str | Path, anonymizer=None, degrees: Sequence[float] = DEFAULT_DEGREES,
-             seeds: int | Sequence[int] = DEFAULT_SEEDS, baselines: Sequence[str] = BASELINES,
-             diffusion: bool | None = None, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance, evaluator: Evaluator | None = None,
-             progress: Progress | None = None, progress_bar: bool = True) -> EvaluationResult:
+def evaluate(
+    folder: str | Path,
+    out_dir: str | Path,
+    anonymizer=None,
+    degrees: Sequence[float] = DEFAULT_DEGREES,
+    seeds: int | Sequence[int] = DEFAULT_SEEDS,
+    baselines: Sequence[str] = BASELINES,
+    diffusion: bool | None = None,
+    steps: int = DEFAULTS.steps,
+    guidance: float = DEFAULTS.guidance,
+    evaluator: Evaluator | None = None,
+    progress: Progress | None = None,
+    progress_bar: bool = True,
+) -> EvaluationResult:
     """Evaluate every photo of `folder`; write `evaluation.csv` and the plots into `out_dir`.
 
     diffusion: None runs the diffusion method when its weights are available (the baselines always
@@ -172,13 +220,17 @@ def evaluate(folder: str | Path, out_dir: str | Path, anonymizer=None, degrees: 
     from faceanon.anonymizer import FaceAnonymizer
 
     photos = photos_in(folder)
-    anonymizer = anonymizer or FaceAnonymizer(identity_check=False)  # the Evaluator measures every face itself
+    anonymizer = anonymizer or FaceAnonymizer(
+        identity_check=False
+    )  # the Evaluator measures every face itself
     notes = []
     if diffusion is None:
         diffusion = anonymizer.diffusion_available
         if not diffusion:
-            notes.append("Diffusion weights not available, only the redaction baselines were measured: "
-                         + anonymizer.diffusion_unavailable_reason)
+            notes.append(
+                "Diffusion weights not available, only the redaction baselines were measured: "
+                + anonymizer.diffusion_unavailable_reason
+            )
     runs = plan_runs(degrees, seeds, baselines, diffusion)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,27 +244,44 @@ def evaluate(folder: str | Path, out_dir: str | Path, anonymizer=None, degrees: 
         for photo, photo_runs in todo:
             if not photo_runs:
                 continue
-            for run, rows in evaluate_image(anonymizer, photo, photo.name, photo_runs, evaluator, steps, guidance):
+            for run, rows in evaluate_image(
+                anonymizer, photo, photo.name, photo_runs, evaluator, steps, guidance
+            ):
                 write(rows)
                 finished += 1
                 bar.update(1)
                 if progress:
-                    progress(finished / max(total, 1), f"{photo.name}: {run.method} d={_fmt(run.degree)} seed={_fmt(run.seed)}")
+                    progress(
+                        finished / max(total, 1),
+                        f"{photo.name}: {run.method} d={_fmt(run.degree)} seed={_fmt(run.seed)}",
+                    )
     rows = read_rows(csv_path)
     figures = save_figures(rows, out_dir, identity_threshold=evaluator.identity.threshold)
-    return EvaluationResult(csv_path, figures, rows, skipped_runs=len(runs) * len(photos) - total, notes=notes)
+    return EvaluationResult(
+        csv_path, figures, rows, skipped_runs=len(runs) * len(photos) - total, notes=notes
+    )
 
 
-def evaluate_photo(anonymizer, image, degrees: Sequence[float] = DEFAULT_DEGREES, seeds: int | Sequence[int] = 3,
-                   baselines: Sequence[str] = BASELINES, steps: int = DEFAULTS.steps, guidance: float = DEFAULTS.guidance,
-                   evaluator: Evaluator | None = None, progress: Progress | None = None,
-                   on_run: Callable[[int, int, Run], None] | None = None):
+def evaluate_photo(
+    anonymizer,
+    image,
+    degrees: Sequence[float] = DEFAULT_DEGREES,
+    seeds: int | Sequence[int] = 3,
+    baselines: Sequence[str] = BASELINES,
+    steps: int = DEFAULTS.steps,
+    guidance: float = DEFAULTS.guidance,
+    evaluator: Evaluator | None = None,
+    progress: Progress | None = None,
+    on_run: Callable[[int, int, Run], None] | None = None,
+):
     """For the app: evaluate one photo in memory; returns (rows, [identity, detection, attributes] PIL figures).
     `on_run(done, total, run)` is told after each run (the structured form of `progress`)."""
     evaluator = evaluator or Evaluator()
     runs = plan_runs(degrees, seeds, baselines, anonymizer.diffusion_available)
     rows = []
-    for done, (run, run_rows) in enumerate(evaluate_image(anonymizer, image, "photo", runs, evaluator, steps, guidance), 1):
+    for done, (run, run_rows) in enumerate(
+        evaluate_image(anonymizer, image, "photo", runs, evaluator, steps, guidance), 1
+    ):
         rows += [{c: _cell(r.get(c)) for c in COLUMNS} for r in run_rows]
         if progress:
             progress(done / len(runs), f"{run.method} d={_fmt(run.degree)} seed={_fmt(run.seed)}")
@@ -239,8 +308,10 @@ def _complete_rows(csv_path: Path) -> list[dict]:
     with csv_path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is not None and reader.fieldnames != COLUMNS:
-            raise ValueError(f"{csv_path} was written by another version of `faceanon evaluate` (its columns "
-                             "differ). Choose another output folder or move the old CSV away.")
+            raise ValueError(
+                f"{csv_path} was written by another version of `faceanon evaluate` (its columns "
+                "differ). Choose another output folder or move the old CSV away."
+            )
         return [row for row in reader if None not in row.values() and None not in row]
 
 
@@ -289,13 +360,30 @@ def read_rows(csv_path: str | Path) -> list[dict]:
         return [_parse(row) for row in csv.DictReader(handle)]
 
 
-_NUMERIC = {"degree", "seed", "steps", "guidance", "face", "face_size", "identity_similarity", "identity_distance",
-            "same_person", *(f"detected_{n}" for n in DETECTORS), "yaw_delta", "pitch_delta", "roll_delta",
-            "pose_distance", "expression_distance", "gaze_distance"}
+_NUMERIC = {
+    "degree",
+    "seed",
+    "steps",
+    "guidance",
+    "face",
+    "face_size",
+    "identity_similarity",
+    "identity_distance",
+    "same_person",
+    *(f"detected_{n}" for n in DETECTORS),
+    "yaw_delta",
+    "pitch_delta",
+    "roll_delta",
+    "pose_distance",
+    "expression_distance",
+    "gaze_distance",
+}
 
 
 def _parse(row: dict) -> dict:
-    return {k: (float(v) if v not in ("", None) else math.nan) if k in _NUMERIC else v for k, v in row.items()}
+    return {
+        k: (float(v) if v not in ("", None) else math.nan) if k in _NUMERIC else v for k, v in row.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,7 +405,9 @@ def save_figures(rows: list[dict], out_dir: Path, identity_threshold: float | No
     return paths
 
 
-def summarize(rows: list[dict], column: str) -> tuple[list[float], list[float], list[float], dict[str, float]]:
+def summarize(
+    rows: list[dict], column: str
+) -> tuple[list[float], list[float], list[float], dict[str, float]]:
     """(degrees, means, standard deviations) of `column` over the diffusion rows, and the mean per
     baseline/original method. NaN values (unmeasurable faces) are left out."""
     by_degree: dict[float, list[float]] = {}
@@ -331,12 +421,20 @@ def summarize(rows: list[dict], column: str) -> tuple[list[float], list[float], 
         else:
             by_method.setdefault(row["method"], []).append(value)
     degrees = sorted(by_degree)
-    return (degrees, [float(np.mean(by_degree[d])) for d in degrees], [float(np.std(by_degree[d])) for d in degrees],
-            {m: float(np.mean(v)) for m, v in by_method.items()})
+    return (
+        degrees,
+        [float(np.mean(by_degree[d])) for d in degrees],
+        [float(np.std(by_degree[d])) for d in degrees],
+        {m: float(np.mean(v)) for m, v in by_method.items()},
+    )
 
 
-_BASELINE_STYLE = {"original": ("k", ":"), "blur": ("tab:blue", "--"), "pixelate": ("tab:orange", "--"),
-                   "solid": ("tab:gray", "--")}
+_BASELINE_STYLE = {
+    "original": ("k", ":"),
+    "blur": ("tab:blue", "--"),
+    "pixelate": ("tab:orange", "--"),
+    "solid": ("tab:gray", "--"),
+}
 
 
 def _figure(columns: int = 1, width: float = 5.6):
@@ -358,8 +456,15 @@ def _style(ax, title: str, ylabel: str, xlabel: str = "anonymization degree d") 
 def _plot_column(ax, rows, column, label, scale=1.0, color="tab:red", marker="o", baselines=True):
     degrees, means, stds, per_method = summarize(rows, column)
     if degrees:
-        ax.errorbar(degrees, np.multiply(means, scale), yerr=np.multiply(stds, scale), color=color, marker=marker,
-                    capsize=3, label=label)
+        ax.errorbar(
+            degrees,
+            np.multiply(means, scale),
+            yerr=np.multiply(stds, scale),
+            color=color,
+            marker=marker,
+            capsize=3,
+            label=label,
+        )
     for method, mean in per_method.items() if baselines else ():
         color_b, style = _BASELINE_STYLE.get(method, ("tab:green", "--"))
         ax.axhline(mean * scale, color=color_b, linestyle=style, linewidth=1, label=method)
@@ -378,8 +483,9 @@ def _identity_figure(rows, threshold):
     _style(ax, "Degree of anonymization vs identity distance (cf. Fig. 1)", "identity cosine distance")
     _plot_column(ax, rows, "identity_distance", "faceanon (mean ± sd)")
     if threshold is not None:
-        ax.axhline(1 - threshold, color="tab:purple", linewidth=1.5,
-                   label=f"same person below (1 - {threshold:g})")
+        ax.axhline(
+            1 - threshold, color="tab:purple", linewidth=1.5, label=f"same person below (1 - {threshold:g})"
+        )
     _legend(ax)
     figure.tight_layout()
     return figure
@@ -393,10 +499,21 @@ def _detection_figure(rows):
     for offset, (name, color, marker) in enumerate((("yunet", "tab:red", "o"), ("scrfd", "tab:blue", "s"))):
         degrees, means, _, per_method = summarize(rows, f"detected_{name}")
         if degrees:
-            ax.plot(degrees, np.multiply(means, 100), color=color, marker=marker, label="YuNet" if name == "yunet" else "SCRFD")
+            ax.plot(
+                degrees,
+                np.multiply(means, 100),
+                color=color,
+                marker=marker,
+                label="YuNet" if name == "yunet" else "SCRFD",
+            )
         positions = np.arange(len(methods)) + (offset - 0.5) * 0.38
-        bars.bar(positions, [per_method.get(m, 0) * 100 for m in methods], width=0.36, color=color,
-                 label="YuNet" if name == "yunet" else "SCRFD")
+        bars.bar(
+            positions,
+            [per_method.get(m, 0) * 100 for m in methods],
+            width=0.36,
+            color=color,
+            label="YuNet" if name == "yunet" else "SCRFD",
+        )
     degrees = summarize(rows, "detected_yunet")[0]
     if not degrees:
         ax.text(0.5, 0.5, "no diffusion runs", ha="center", va="center", transform=ax.transAxes)
@@ -411,9 +528,11 @@ def _detection_figure(rows):
 
 def _attributes_figure(rows):
     figure, axes = _figure(3, 4.4)
-    panels = (("pose_distance", "pose distance (degrees)", "(a) pose"),
-              ("expression_distance", "expression distance (blendshape L2)", "(b) expression"),
-              ("gaze_distance", "gaze distance (eyeLook L2)", "(c) gaze"))
+    panels = (
+        ("pose_distance", "pose distance (degrees)", "(a) pose"),
+        ("expression_distance", "expression distance (blendshape L2)", "(b) expression"),
+        ("gaze_distance", "gaze distance (eyeLook L2)", "(c) gaze"),
+    )
     for ax, (column, ylabel, title) in zip(axes, panels, strict=True):
         _style(ax, f"{title} (cf. Fig. 3)", ylabel)
         _plot_column(ax, rows, column, "faceanon")

@@ -81,14 +81,22 @@ def load_keep_list(items, detector, model=None) -> KeepList:
 
 
 def _expand(items) -> Iterable[tuple[str, object]]:
-    if isinstance(items, (str, Path, bytes)) or not isinstance(items, Iterable) or isinstance(items, np.ndarray):
+    if (
+        isinstance(items, (str, Path, bytes))
+        or not isinstance(items, Iterable)
+        or isinstance(items, np.ndarray)
+    ):
         items = [items]
     for number, item in enumerate(items):
         if isinstance(item, (str, Path)) and Path(item).is_dir():
-            photos = sorted(p for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+            photos = sorted(
+                p for p in Path(item).rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+            )
             if not photos:
-                raise ImageInputError(f"The keep folder {Path(item).name!r} has no photos (.jpg, .png, .webp...). "
-                                      "Put one photo per person to keep in it.")
+                raise ImageInputError(
+                    f"The keep folder {Path(item).name!r} has no photos (.jpg, .png, .webp...). "
+                    "Put one photo per person to keep in it."
+                )
             yield from ((photo.stem, photo) for photo in photos)
         elif isinstance(item, (str, Path)):
             yield Path(item).stem, item
@@ -102,18 +110,26 @@ def _person(name: str, source, detector, model) -> KeepPerson:
     try:
         rgb, _ = split_alpha(load_image(source))
     except ImageInputError as error:  # name the photo, not where it lies (a server's upload folder)
-        text = str(error).replace(str(source), Path(source).name) if isinstance(source, (str, Path)) else str(error)
+        text = (
+            str(error).replace(str(source), Path(source).name)
+            if isinstance(source, (str, Path))
+            else str(error)
+        )
         raise ImageInputError(f"Keep photo: {text}") from None
     faces = detector.detect(rgb)
     if not faces:
-        raise ImageInputError(f"No face was found in the keep photo {name!r}. Use a photo where the person's "
-                              "face is clearly visible.")
+        raise ImageInputError(
+            f"No face was found in the keep photo {name!r}. Use a photo where the person's "
+            "face is clearly visible."
+        )
     face = max(faces, key=lambda f: f.size)
     note = f"{len(faces)} faces in the photo: the largest was used" if len(faces) > 1 else ""
     return KeepPerson(name, model.embed(rgb, face.landmarks), note)
 
 
-def match_faces(rgb: np.ndarray, faces: Sequence[DetectedFace], keep: KeepList | None) -> list[KeepMatch | None]:
+def match_faces(
+    rgb: np.ndarray, faces: Sequence[DetectedFace], keep: KeepList | None
+) -> list[KeepMatch | None]:
     """For each face of one frame: the kept person it matches best at or above the keep threshold,
     or None (not a kept person, too small to tell, or an empty keep-list)."""
     if not keep or not faces:
@@ -129,8 +145,9 @@ def match_faces(rgb: np.ndarray, faces: Sequence[DetectedFace], keep: KeepList |
         similarities = people @ keep.model.embed(rgb, face.landmarks)
         best = int(np.argmax(similarities))
         similarity = float(similarities[best])
-        matches.append(KeepMatch(keep.people[best].name, round(similarity, 4)) if similarity >= keep.threshold
-                       else None)
+        matches.append(
+            KeepMatch(keep.people[best].name, round(similarity, 4)) if similarity >= keep.threshold else None
+        )
     return matches
 
 

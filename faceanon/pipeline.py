@@ -158,9 +158,17 @@ class FaceAnonPipeline(DiffusionPipeline):
     # Construction helpers
 
     @classmethod
-    def from_hub(cls, face_model: str | None = None, vae: str | None = None, image_encoder: str | None = None,
-                 torch_dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                 local_files_only: bool | None = None, scheduler: str = "ddpm", verify: bool = True):
+    def from_hub(
+        cls,
+        face_model: str | None = None,
+        vae: str | None = None,
+        image_encoder: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        local_files_only: bool | None = None,
+        scheduler: str = "ddpm",
+        verify: bool = True,
+    ):
         """Load the real weights from the hub (or local folders) as the weights card pins them.
 
         Each source is a hub repo id (optionally ``repo@revision``) or a local folder; ``None``
@@ -170,11 +178,18 @@ class FaceAnonPipeline(DiffusionPipeline):
         """
         from faceanon.weights import load_components
 
-        components = load_components(face_model=face_model, vae=vae, image_encoder=image_encoder,
-                                     torch_dtype=torch_dtype, device=device, local_files_only=local_files_only,
-                                     verify=verify)
-        pipe = cls(**components, feature_extractor=default_feature_extractor(),
-                   scheduler=make_scheduler(scheduler))
+        components = load_components(
+            face_model=face_model,
+            vae=vae,
+            image_encoder=image_encoder,
+            torch_dtype=torch_dtype,
+            device=device,
+            local_files_only=local_files_only,
+            verify=verify,
+        )
+        pipe = cls(
+            **components, feature_extractor=default_feature_extractor(), scheduler=make_scheduler(scheduler)
+        )
         return pipe
 
     def set_scheduler(self, name: str) -> None:
@@ -195,9 +210,11 @@ class FaceAnonPipeline(DiffusionPipeline):
         self._source_records: dict = {}
         self._conditioning_records: dict = {}
         self._recorded_blocks = install_recording_processors(
-            self.referencenet, self._source_records, backend, slice_size)
+            self.referencenet, self._source_records, backend, slice_size
+        )
         conditioning_blocks = install_recording_processors(
-            self.conditioning_referencenet, self._conditioning_records, backend, slice_size)
+            self.conditioning_referencenet, self._conditioning_records, backend, slice_size
+        )
         unet_blocks = list(install_reference_processors(self.unet, backend, slice_size))
         if not (self._recorded_blocks == conditioning_blocks == unet_blocks):
             raise ValueError(
@@ -205,8 +222,13 @@ class FaceAnonPipeline(DiffusionPipeline):
                 f"(transformer blocks: {unet_blocks} vs {self._recorded_blocks} vs {conditioning_blocks})"
             )
         self._installed_processors = {
-            net_name: (getattr(self, net_name), [(site.name, site.module, site.module.processor)
-                                                 for site in self_attention_sites(getattr(self, net_name))])
+            net_name: (
+                getattr(self, net_name),
+                [
+                    (site.name, site.module, site.module.processor)
+                    for site in self_attention_sites(getattr(self, net_name))
+                ],
+            )
             for net_name in _METHOD_NETS
         }
         for net in (self.unet, self.referencenet, self.conditioning_referencenet, self.vae):
@@ -215,7 +237,9 @@ class FaceAnonPipeline(DiffusionPipeline):
                     if slice_size is not None:
                         module.set_processor(SlicedAttnProcessor(heads_per_slice(slice_size, module.heads)))
                     else:
-                        module.set_processor(XFormersAttnProcessor() if backend == "xformers" else AttnProcessor2_0())
+                        module.set_processor(
+                            XFormersAttnProcessor() if backend == "xformers" else AttnProcessor2_0()
+                        )
 
     def restore_attention_processors(self) -> None:
         """Put the method's attention processors back on the three UNets (after something like
@@ -251,14 +275,16 @@ class FaceAnonPipeline(DiffusionPipeline):
                     )
 
     def set_attention_backend(self, backend: str) -> None:
-        """"sdpa" (PyTorch, default) or "xformers", for every attention layer of the pipeline; the
+        """ "sdpa" (PyTorch, default) or "xformers", for every attention layer of the pipeline; the
         method's own processors stay in place and switch their kernel."""
         if backend not in ("sdpa", "xformers"):
             raise ValueError(f"Unknown attention backend {backend!r}; use 'sdpa' or 'xformers'.")
         if backend == "xformers":
             if self.attention_slice_size is not None:
-                raise ValueError("xformers attention and attention slicing do not combine (xformers already "
-                                 "saves the memory slicing saves): call pipe.disable_attention_slicing() first.")
+                raise ValueError(
+                    "xformers attention and attention slicing do not combine (xformers already "
+                    "saves the memory slicing saves): call pipe.disable_attention_slicing() first."
+                )
             import xformers.ops  # noqa: F401  (fails here, clearly, when xformers is not installed)
         self.attention_backend = backend
         self._install_processors()
@@ -279,8 +305,10 @@ class FaceAnonPipeline(DiffusionPipeline):
         if slice_size is not None:
             heads_per_slice(slice_size, 1)  # validates
         if slice_size is not None and self.attention_backend == "xformers":
-            raise ValueError("attention slicing and xformers attention do not combine (xformers already saves "
-                             "the memory slicing saves): call pipe.set_attention_backend('sdpa') first.")
+            raise ValueError(
+                "attention slicing and xformers attention do not combine (xformers already saves "
+                "the memory slicing saves): call pipe.set_attention_backend('sdpa') first."
+            )
         self.attention_slice_size = slice_size
         self._install_processors()
 
@@ -310,7 +338,9 @@ class FaceAnonPipeline(DiffusionPipeline):
             elif isinstance(image, torch.Tensor):
                 count += _check_tensor(image, name)
             else:
-                raise TypeError(f"{name} contains a {type(image).__name__}; expected PIL images, arrays or tensors.")
+                raise TypeError(
+                    f"{name} contains a {type(image).__name__}; expected PIL images, arrays or tensors."
+                )
         return count
 
     @staticmethod
@@ -328,24 +358,45 @@ class FaceAnonPipeline(DiffusionPipeline):
                 out.extend(list((image[None] if image.ndim == 3 else image).float().cpu()))
         return out
 
-    def check_inputs(self, source_image, conditioning_image, anonymization_degree, guidance_scale,
-                     num_inference_steps, height, width, generator, latents, source_reference=None,
-                     callback_on_step_end_tensor_inputs=None):
+    def check_inputs(
+        self,
+        source_image,
+        conditioning_image,
+        anonymization_degree,
+        guidance_scale,
+        num_inference_steps,
+        height,
+        width,
+        generator,
+        latents,
+        source_reference=None,
+        callback_on_step_end_tensor_inputs=None,
+    ):
         """Validate the call's arguments (diffusers' convention: raise, change nothing); messages say
         what to change."""
         batch = self._image_count(conditioning_image, "conditioning_image")
-        degrees = anonymization_degree if isinstance(anonymization_degree, (list, tuple)) else [anonymization_degree]
+        degrees = (
+            anonymization_degree
+            if isinstance(anonymization_degree, (list, tuple))
+            else [anonymization_degree]
+        )
         if isinstance(anonymization_degree, (list, tuple)) and len(degrees) != batch:
-            raise ValueError(f"anonymization_degree has {len(degrees)} values for {batch} images; give one per image.")
+            raise ValueError(
+                f"anonymization_degree has {len(degrees)} values for {batch} images; give one per image."
+            )
         for d in degrees:
             if not isinstance(d, (int, float)) or isinstance(d, bool) or not np.isfinite(d) or d < 0:
-                raise ValueError(f"anonymization_degree must be a number >= 0 (1.2-1.3 recommended); got {d!r}.")
+                raise ValueError(
+                    f"anonymization_degree must be a number >= 0 (1.2-1.3 recommended); got {d!r}."
+                )
         if source_reference is not None:
             self._check_source_reference(source_reference, source_image, degrees, height, width)
         elif source_image is None:
             if any(d == 0 for d in degrees):
-                raise ValueError("source_image (or source_reference) is required for face swapping "
-                                 "(anonymization_degree = 0).")
+                raise ValueError(
+                    "source_image (or source_reference) is required for face swapping "
+                    "(anonymization_degree = 0)."
+                )
         elif (sources := self._image_count(source_image, "source_image")) != batch:
             raise ValueError(
                 f"source_image has {sources} images but conditioning_image has {batch}; "
@@ -357,46 +408,78 @@ class FaceAnonPipeline(DiffusionPipeline):
         if not isinstance(guidance_scale, (int, float)) or not np.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a number; got {guidance_scale!r}.")
         if isinstance(generator, list) and len(generator) != batch:
-            raise ValueError(f"{len(generator)} generators were given for {batch} images; give one per image.")
-        expected = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+            raise ValueError(
+                f"{len(generator)} generators were given for {batch} images; give one per image."
+            )
+        expected = (
+            batch,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
         if latents is not None and tuple(latents.shape) != expected:
             raise ValueError(f"latents must have shape {expected}; got {tuple(latents.shape)}.")
-        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        unknown = [
+            k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs
+        ]
         if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs has {unknown}; this pipeline can hand the "
-                             f"callback {self._callback_tensor_inputs}.")
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs has {unknown}; this pipeline can hand the "
+                f"callback {self._callback_tensor_inputs}."
+            )
 
     def _check_sizes(self, height, width) -> None:
         for label, value in (("height", height), ("width", width)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value % self.vae_scale_factor:
-                raise ValueError(f"{label} must be a positive multiple of {self.vae_scale_factor}; got {value!r}.")
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or value <= 0
+                or value % self.vae_scale_factor
+            ):
+                raise ValueError(
+                    f"{label} must be a positive multiple of {self.vae_scale_factor}; got {value!r}."
+                )
 
     def _check_source_reference(self, reference, source_image, degrees, height, width) -> None:
         if not isinstance(reference, SourceReference):
-            raise TypeError(f"source_reference must come from pipe.encode_source(...); got {type(reference).__name__}.")
+            raise TypeError(
+                f"source_reference must come from pipe.encode_source(...); got {type(reference).__name__}."
+            )
         if source_image is not None:
             raise ValueError("Give either source_image or source_reference (the encoded source), not both.")
         if any(d != 0 for d in degrees):
-            raise ValueError("source_reference is for face swapping (anonymization_degree = 0): anonymization "
-                             "reads the conditioning image itself, so it has no separate source to reuse.")
+            raise ValueError(
+                "source_reference is for face swapping (anonymization_degree = 0): anonymization "
+                "reads the conditioning image itself, so it has no separate source to reuse."
+            )
         if (reference.height, reference.width) != (height, width):
-            raise ValueError(f"source_reference was encoded at {reference.width}x{reference.height}, this call is "
-                             f"{width}x{height}: encode the source at the call's size.")
+            raise ValueError(
+                f"source_reference was encoded at {reference.width}x{reference.height}, this call is "
+                f"{width}x{height}: encode the source at the call's size."
+            )
         if reference.weights_stamp != _weights_stamp(self.referencenet):
-            raise ValueError("source_reference was encoded with other referencenet weights (they changed since, or "
-                             "it comes from another pipeline): encode the source again with this pipeline.")
+            raise ValueError(
+                "source_reference was encoded with other referencenet weights (they changed since, or "
+                "it comes from another pipeline): encode the source again with this pipeline."
+            )
 
     def prepare_inputs(self, source_image, conditioning_image, anonymization_degree):
         """Checked inputs as lists: (sources or Nones, conditioning images, one degree per image)."""
         conditioning = self._as_image_list(conditioning_image)
         batch = len(conditioning)
-        degrees = anonymization_degree if isinstance(anonymization_degree, (list, tuple)) else [anonymization_degree] * batch
+        degrees = (
+            anonymization_degree
+            if isinstance(anonymization_degree, (list, tuple))
+            else [anonymization_degree] * batch
+        )
         source = [None] * batch if source_image is None else self._as_image_list(source_image)
         return source, conditioning, [float(d) for d in degrees]
 
     def _to_unit_pixels(self, images: list, height: int, width: int) -> torch.Tensor:
         """Resize (Lanczos for PIL, as VaeImageProcessor does) to (B, 3, H, W) in [0, 1]."""
-        return torch.cat([self.image_processor.preprocess(image, height=height, width=width) for image in images])
+        return torch.cat(
+            [self.image_processor.preprocess(image, height=height, width=width) for image in images]
+        )
 
     # ------------------------------------------------------------------------------------------
     # The method's pieces
@@ -404,9 +487,13 @@ class FaceAnonPipeline(DiffusionPipeline):
     # diffusers' `_execution_device` and `module.dtype` walk every module (~14 ms and ~1.4 ms at
     # SD 2.1 size): a call looks them up once and passes them on.
 
-    def encode_image_embeddings(self, unit_pixels: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    def encode_image_embeddings(
+        self, unit_pixels: torch.Tensor, device: torch.device | None = None
+    ) -> torch.Tensor:
         """e(I): CLIP pooler output (B, 1, D) of [0, 1] images, through CLIPImageProcessor's PIL path."""
-        features = self.feature_extractor(images=unit_pixels, do_rescale=False, return_tensors="pt").pixel_values
+        features = self.feature_extractor(
+            images=unit_pixels, do_rescale=False, return_tensors="pt"
+        ).pixel_values
         features = features.to(device=device or self._execution_device, dtype=self.image_encoder.dtype)
         return self.image_encoder(features).pooler_output.unsqueeze(1)
 
@@ -421,20 +508,35 @@ class FaceAnonPipeline(DiffusionPipeline):
         net = self.referencenet
         key = (_weights_stamp(net), height, width)
         if key not in self._null_records_cache:
-            latents = torch.zeros(1, net.config.in_channels, height // self.vae_scale_factor,
-                                  width // self.vae_scale_factor, device=net.device, dtype=net.dtype)
+            latents = torch.zeros(
+                1,
+                net.config.in_channels,
+                height // self.vae_scale_factor,
+                width // self.vae_scale_factor,
+                device=net.device,
+                dtype=net.dtype,
+            )
             embeddings = torch.zeros(1, 1, net.config.cross_attention_dim, device=net.device, dtype=net.dtype)
-            self._null_records_cache = {key: run_reference_net(net, self._source_records, latents, embeddings)}
+            self._null_records_cache = {
+                key: run_reference_net(net, self._source_records, latents, embeddings)
+            }
         return self._null_records_cache[key]
 
     def _source_latents(self, posterior, generator, device) -> torch.Tensor:
         """l(S) = scaling * posterior sample, drawn from ``generator`` (the first draw of a call)."""
-        noise = randn_tensor(posterior.mean.shape, generator=generator, device=device, dtype=posterior.mean.dtype)
+        noise = randn_tensor(
+            posterior.mean.shape, generator=generator, device=device, dtype=posterior.mean.dtype
+        )
         return self.vae.config.scaling_factor * (posterior.mean + posterior.std * noise)
 
     @torch.no_grad()
-    def encode_source(self, source_image: ImageInput, generator: torch.Generator | None = None,
-                      height: int = 512, width: int = 512) -> SourceReference:
+    def encode_source(
+        self,
+        source_image: ImageInput,
+        generator: torch.Generator | None = None,
+        height: int = 512,
+        width: int = 512,
+    ) -> SourceReference:
         """Encode one source (identity) image for face swapping, once, for many calls.
 
         Returns a :class:`SourceReference` (the source net's records, the CLIP embedding and VAE
@@ -453,14 +555,30 @@ class FaceAnonPipeline(DiffusionPipeline):
         pixels = self._to_unit_pixels(self._as_image_list(source_image), height, width)
         embedding = self.encode_image_embeddings(pixels, device).to(self.unet.dtype)
         latents = self._source_latents(self._vae_posterior(pixels, device), generator, device)
-        records = run_reference_net(self.referencenet, self._source_records,
-                                    latents.to(self.referencenet.dtype), embedding)
-        return SourceReference(records=records, embedding=embedding, latents=latents, height=height, width=width,
-                               weights_stamp=_weights_stamp(self.referencenet))
+        records = run_reference_net(
+            self.referencenet, self._source_records, latents.to(self.referencenet.dtype), embedding
+        )
+        return SourceReference(
+            records=records,
+            embedding=embedding,
+            latents=latents,
+            height=height,
+            width=width,
+            weights_stamp=_weights_stamp(self.referencenet),
+        )
 
-    def prepare_references(self, source: list, conditioning: list, degrees: list[float], height: int,
-                           width: int, do_guidance: bool, generator, device: torch.device | None = None,
-                           source_reference: SourceReference | None = None):
+    def prepare_references(
+        self,
+        source: list,
+        conditioning: list,
+        degrees: list[float],
+        height: int,
+        width: int,
+        do_guidance: bool,
+        generator,
+        device: torch.device | None = None,
+        source_reference: SourceReference | None = None,
+    ):
         """Reference tokens per UNet block and the cross-attention embeddings, for every row.
 
         Returns ``(references, embeddings)``: block -> :class:`~faceanon.attention.BlockReference`
@@ -479,19 +597,34 @@ class FaceAnonPipeline(DiffusionPipeline):
         conditioning_posterior = self._vae_posterior(conditioning_pixels, device)
         if source_reference is None:
             source_embeddings, source_latents = self._source_inputs(
-                source, degrees, conditioning_pixels, conditioning_embeddings, conditioning_posterior,
-                height, width, generator, device)
+                source,
+                degrees,
+                conditioning_pixels,
+                conditioning_embeddings,
+                conditioning_posterior,
+                height,
+                width,
+                generator,
+                device,
+            )
         else:
             self._source_latents(conditioning_posterior, generator, device)  # the source draw: see above
             source_embeddings = source_reference.embedding.to(device).expand(batch, -1, -1)
         conditioning_latents = self._source_latents(conditioning_posterior, generator, device)
 
         conditioning_records = run_reference_net(
-            self.conditioning_referencenet, self._conditioning_records,
-            conditioning_latents.to(self.conditioning_referencenet.dtype), conditioning_embeddings)
+            self.conditioning_referencenet,
+            self._conditioning_records,
+            conditioning_latents.to(self.conditioning_referencenet.dtype),
+            conditioning_embeddings,
+        )
         if source_reference is None:
             source_records = run_reference_net(
-                self.referencenet, self._source_records, source_latents.to(self.referencenet.dtype), source_embeddings)
+                self.referencenet,
+                self._source_records,
+                source_latents.to(self.referencenet.dtype),
+                source_embeddings,
+            )
         else:
             source_records = source_reference.records
         null_records = self._null_source_records(height, width) if (do_guidance or anonymize) else None
@@ -511,18 +644,34 @@ class FaceAnonPipeline(DiffusionPipeline):
             if do_guidance:
                 s_src = torch.cat([null_records[block], s_src])
             references[block] = BlockReference(
-                s_src, source_index, conditioning_records[block], conditioning_index,
+                s_src,
+                source_index,
+                conditioning_records[block],
+                conditioning_index,
                 source_cache=None if source_reference is None else source_reference.key_values,
-                cache_key=(do_guidance, _weights_stamp(self.unet)) if source_reference is not None else None)
+                cache_key=(do_guidance, _weights_stamp(self.unet)) if source_reference is not None else None,
+            )
 
         cond_embeddings = torch.cat([source_embeddings, conditioning_embeddings], dim=1)
         if do_guidance:
-            uncond_embeddings = torch.cat([torch.zeros_like(source_embeddings), conditioning_embeddings], dim=1)
+            uncond_embeddings = torch.cat(
+                [torch.zeros_like(source_embeddings), conditioning_embeddings], dim=1
+            )
             cond_embeddings = torch.cat([uncond_embeddings, cond_embeddings])
         return references, cond_embeddings
 
-    def _source_inputs(self, source, degrees, conditioning_pixels, conditioning_embeddings, conditioning_posterior,
-                       height, width, generator, device):
+    def _source_inputs(
+        self,
+        source,
+        degrees,
+        conditioning_pixels,
+        conditioning_embeddings,
+        conditioning_posterior,
+        height,
+        width,
+        generator,
+        device,
+    ):
         """e(S) and l(S) for every item: the source image's for swaps, the conditioning image's
         (embedding scaled by 1 - d) for anonymization."""
         degree = torch.tensor(degrees, device=device, dtype=conditioning_embeddings.dtype)[:, None, None]
@@ -531,14 +680,28 @@ class FaceAnonPipeline(DiffusionPipeline):
         mean, std = conditioning_posterior.mean.clone(), conditioning_posterior.std.clone()
         if swap_index:
             source_pixels = self._to_unit_pixels([source[i] for i in swap_index], height, width)
-            source_embeddings[swap_index] = self.encode_image_embeddings(source_pixels, device).to(source_embeddings.dtype)
+            source_embeddings[swap_index] = self.encode_image_embeddings(source_pixels, device).to(
+                source_embeddings.dtype
+            )
             posterior = self._vae_posterior(source_pixels, device)
             mean[swap_index], std[swap_index] = posterior.mean, posterior.std
         return source_embeddings, self._source_latents(_Posterior(mean, std), generator, device)
 
-    def prepare_latents(self, batch: int, height: int, width: int, generator, latents: torch.Tensor | None,
-                        device: torch.device | None = None):
-        shape = (batch, self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+    def prepare_latents(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        generator,
+        latents: torch.Tensor | None,
+        device: torch.device | None = None,
+    ):
+        shape = (
+            batch,
+            self.unet.config.in_channels,
+            height // self.vae_scale_factor,
+            width // self.vae_scale_factor,
+        )
         device = device or self._execution_device
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=self.latents_dtype)
@@ -553,7 +716,11 @@ class FaceAnonPipeline(DiffusionPipeline):
 
     def _step_kwargs(self, generator) -> dict:
         # Not every scheduler takes a generator (UniPC does not); pass it to those that do.
-        return {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        return (
+            {"generator": generator}
+            if "generator" in inspect.signature(self.scheduler.step).parameters
+            else {}
+        )
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE decode to [-1, 1]. In fp16 a VAE can overflow; then that decode is redone in fp32."""
@@ -578,7 +745,9 @@ class FaceAnonPipeline(DiffusionPipeline):
         if device.type != "cuda":
             return None
         free_bytes, _ = torch.cuda.mem_get_info(device)
-        per_face = ACTIVATION_BYTES_PER_FACE_512_FP32 * (height * width) / 512**2 * self.unet.dtype.itemsize / 4
+        per_face = (
+            ACTIVATION_BYTES_PER_FACE_512_FP32 * (height * width) / 512**2 * self.unet.dtype.itemsize / 4
+        )
         return max(1, int(0.8 * free_bytes // per_face))
 
     def enable_channels_last(self) -> None:
@@ -659,23 +828,43 @@ class FaceAnonPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
 
         # 1. Check inputs (and that the method's attention is in place)
-        self.check_inputs(source_image, conditioning_image, anonymization_degree, guidance_scale,
-                          num_inference_steps, height, width, generator, latents, source_reference,
-                          callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            source_image,
+            conditioning_image,
+            anonymization_degree,
+            guidance_scale,
+            num_inference_steps,
+            height,
+            width,
+            generator,
+            latents,
+            source_reference,
+            callback_on_step_end_tensor_inputs,
+        )
         self.check_attention_processors()
         self._guidance_scale = guidance_scale
         self._interrupt = False
 
         # 2. Define call parameters
-        source, conditioning, degrees = self.prepare_inputs(source_image, conditioning_image, anonymization_degree)
+        source, conditioning, degrees = self.prepare_inputs(
+            source_image, conditioning_image, anonymization_degree
+        )
         batch = len(conditioning)
         device = self._execution_device  # looked up once: it walks every module
         unet_dtype = self.unet.dtype
 
         # 3. Encode the images: CLIP embeddings, VAE samples, reference records (DESIGN.md 3.1-3.4)
         references, embeddings = self.prepare_references(
-            source, conditioning, degrees, height, width, self.do_classifier_free_guidance, generator, device,
-            source_reference)
+            source,
+            conditioning,
+            degrees,
+            height,
+            width,
+            self.do_classifier_free_guidance,
+            generator,
+            device,
+            source_reference,
+        )
 
         # 4. Prepare the initial noise
         latents = self.prepare_latents(batch, height, width, generator, latents, device)
@@ -692,8 +881,15 @@ class FaceAnonPipeline(DiffusionPipeline):
             for i, t in enumerate(self.progress_bar(timesteps)):
                 if self.interrupt:
                     continue
-                latents = self._denoise_step(latents, t, embeddings, guidance_scale, self.do_classifier_free_guidance,
-                                             step_kwargs, unet_dtype)
+                latents = self._denoise_step(
+                    latents,
+                    t,
+                    embeddings,
+                    guidance_scale,
+                    self.do_classifier_free_guidance,
+                    step_kwargs,
+                    unet_dtype,
+                )
                 if callback_on_step_end is not None:
                     step_tensors = {"latents": latents}
                     callback_kwargs = {k: step_tensors[k] for k in callback_on_step_end_tensor_inputs}
@@ -707,8 +903,9 @@ class FaceAnonPipeline(DiffusionPipeline):
             images = latents
         else:
             decoded = self.decode_latents(latents)
-            images = self.image_processor.postprocess(decoded.to(self.latents_dtype), output_type=output_type,
-                                                      do_denormalize=[True] * batch)
+            images = self.image_processor.postprocess(
+                decoded.to(self.latents_dtype), output_type=output_type, do_denormalize=[True] * batch
+            )
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
@@ -717,7 +914,9 @@ class FaceAnonPipeline(DiffusionPipeline):
     def _denoise_step(self, latents, t, embeddings, guidance_scale, do_guidance, step_kwargs, unet_dtype):
         model_input = torch.cat([latents] * 2) if do_guidance else latents
         model_input = self.scheduler.scale_model_input(model_input, t).to(unet_dtype)
-        prediction = self.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0].to(latents.dtype)
+        prediction = self.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0].to(
+            latents.dtype
+        )
         if do_guidance:
             uncond, cond = prediction.chunk(2)
             prediction = (1 - guidance_scale) * uncond + guidance_scale * cond
@@ -767,7 +966,9 @@ def _split_array(array: np.ndarray) -> list:
 def _check_tensor(tensor: torch.Tensor, name: str) -> int:
     tensor = tensor[None] if tensor.ndim == 3 else tensor
     if tensor.ndim != 4 or tensor.shape[1] != 3:
-        raise ValueError(f"{name}: tensors must be (3, H, W) or (B, 3, H, W) in [0, 1]; got shape {tuple(tensor.shape)}.")
+        raise ValueError(
+            f"{name}: tensors must be (3, H, W) or (B, 3, H, W) in [0, 1]; got shape {tuple(tensor.shape)}."
+        )
     if tensor.min() < 0 or tensor.max() > 1:
         raise ValueError(f"{name}: tensors must hold values in [0, 1].")
     return len(tensor)

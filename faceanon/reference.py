@@ -27,9 +27,13 @@ class _RecordAllProcessor:
     def __init__(self, records: dict, name: str):
         self.records, self.name = records, name
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs
+    ):
         self.records[self.name] = hidden_states
-        return multihead_attention(attn, attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states))
+        return multihead_attention(
+            attn, attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        )
 
 
 class ConcatReferenceAttnProcessor:
@@ -38,7 +42,9 @@ class ConcatReferenceAttnProcessor:
     def __init__(self):
         self.reference: torch.Tensor | None = None
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs
+    ):
         tokens = hidden_states.shape[1]
         z = hidden_states if self.reference is None else torch.cat([hidden_states, self.reference], dim=1)
         out = multihead_attention(attn, attn.to_q(z), attn.to_k(z), attn.to_v(z))
@@ -53,18 +59,39 @@ def _record_all(net, records: dict) -> list:
 
 
 @torch.no_grad()
-def reference_call(pipe, source_image, conditioning_image, anonymization_degree: float = 0.0,
-                   guidance_scale: float = 4.0, num_inference_steps: int = 25, generator=None,
-                   latents: torch.Tensor | None = None, height: int = 512, width: int = 512,
-                   own_record: bool = False, output_type: str = "np"):
+def reference_call(
+    pipe,
+    source_image,
+    conditioning_image,
+    anonymization_degree: float = 0.0,
+    guidance_scale: float = 4.0,
+    num_inference_steps: int = 25,
+    generator=None,
+    latents: torch.Tensor | None = None,
+    height: int = 512,
+    width: int = 512,
+    own_record: bool = False,
+    output_type: str = "np",
+):
     """Run ``pipe``'s components the reference way; returns images like ``pipe(...)``.
 
     ``own_record=True`` pairs each transformer with its *own* record instead of its block's first
     one: the plausible-looking mistake the tests must be able to tell apart.
     """
-    pipe.check_inputs(source_image, conditioning_image, anonymization_degree, guidance_scale, num_inference_steps,
-                      height, width, generator, latents)
-    source, conditioning, degrees = pipe.prepare_inputs(source_image, conditioning_image, anonymization_degree)
+    pipe.check_inputs(
+        source_image,
+        conditioning_image,
+        anonymization_degree,
+        guidance_scale,
+        num_inference_steps,
+        height,
+        width,
+        generator,
+        latents,
+    )
+    source, conditioning, degrees = pipe.prepare_inputs(
+        source_image, conditioning_image, anonymization_degree
+    )
     d = degrees[0]
     if any(x != d for x in degrees):
         raise ValueError("the reference formulation takes one anonymization_degree for the whole batch")
@@ -81,7 +108,10 @@ def reference_call(pipe, source_image, conditioning_image, anonymization_degree:
         l_src = scaling * pipe._vae_posterior(src_pixels).sample(generator)
         l_cond = scaling * pipe._vae_posterior(cond_pixels).sample(generator)
         if two_rows:
-            src_latents, src_emb = torch.cat([torch.zeros_like(l_src), l_src]), torch.cat([torch.zeros_like(e_src), e_src])
+            src_latents, src_emb = (
+                torch.cat([torch.zeros_like(l_src), l_src]),
+                torch.cat([torch.zeros_like(e_src), e_src]),
+            )
             cond_latents, cond_emb = torch.cat([l_cond] * 2), torch.cat([e_cond] * 2)
         else:
             src_latents, src_emb, cond_latents, cond_emb = l_src, e_src, l_cond, e_cond
@@ -90,7 +120,9 @@ def reference_call(pipe, source_image, conditioning_image, anonymization_degree:
         _record_all(pipe.referencenet, src_records)
         _record_all(pipe.conditioning_referencenet, cond_records)
         pipe.referencenet(src_latents.to(dtype), 0, encoder_hidden_states=src_emb, return_dict=False)
-        pipe.conditioning_referencenet(cond_latents.to(dtype), 0, encoder_hidden_states=cond_emb, return_dict=False)
+        pipe.conditioning_referencenet(
+            cond_latents.to(dtype), 0, encoder_hidden_states=cond_emb, return_dict=False
+        )
         if anonymize:  # nullify: cond half <- (1 - d) * cond half + d * uncond half
             for name, s in src_records.items():
                 uncond, cond = s.chunk(2)
@@ -107,14 +139,25 @@ def reference_call(pipe, source_image, conditioning_image, anonymization_degree:
             site.module.set_processor(processor)
         embeddings = torch.cat([src_emb, cond_emb], dim=1)
 
-        shape = (batch, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-        z = latents if latents is not None else randn_tensor(shape, generator=generator, device=device, dtype=pipe.latents_dtype)
+        shape = (
+            batch,
+            pipe.unet.config.in_channels,
+            height // pipe.vae_scale_factor,
+            width // pipe.vae_scale_factor,
+        )
+        z = (
+            latents
+            if latents is not None
+            else randn_tensor(shape, generator=generator, device=device, dtype=pipe.latents_dtype)
+        )
         z = z.to(device=device, dtype=pipe.latents_dtype) * pipe.scheduler.init_noise_sigma
         pipe.scheduler.set_timesteps(num_inference_steps, device=device)
         step_kwargs = pipe._step_kwargs(generator)
         for t in pipe.scheduler.timesteps:
             model_input = pipe.scheduler.scale_model_input(torch.cat([z] * 2) if two_rows else z, t)
-            v = pipe.unet(model_input.to(dtype), t, encoder_hidden_states=embeddings, return_dict=False)[0].to(z.dtype)
+            v = pipe.unet(model_input.to(dtype), t, encoder_hidden_states=embeddings, return_dict=False)[
+                0
+            ].to(z.dtype)
             if two_rows:
                 v_uncond, v_cond = v.chunk(2)
                 v = (1 - guidance_scale) * v_uncond + guidance_scale * v_cond if do_guidance else v_cond
@@ -122,6 +165,8 @@ def reference_call(pipe, source_image, conditioning_image, anonymization_degree:
         if output_type == "latent":
             return z
         image = pipe.decode_latents(z)
-        return pipe.image_processor.postprocess(image.to(pipe.latents_dtype), output_type=output_type, do_denormalize=[True] * batch)
+        return pipe.image_processor.postprocess(
+            image.to(pipe.latents_dtype), output_type=output_type, do_denormalize=[True] * batch
+        )
     finally:
         pipe._install_processors()  # back to the optimised processors

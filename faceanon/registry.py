@@ -38,7 +38,7 @@ DETECTOR_DESCRIPTIONS = {
 DETECTION_MODES = {"recall": "recall", "fast": "yunet"}
 DETECTION_MODE_DESCRIPTIONS = {
     "recall": "an ensemble of the bundled detectors with tiled, upscaled and rotated passes (slower, "
-              "finds the most faces)",
+    "finds the most faces)",
     "fast": "YuNet alone, two scales (fast; misses rotated, very small and some occluded faces)",
 }
 
@@ -70,5 +70,18 @@ class Defaults:
 
 DEFAULTS = Defaults()
 
-__all__ = ["DEFAULTS", "Defaults", "DIFFUSION", "METHODS", "REDACTION_METHODS", "METHOD_DESCRIPTIONS",
-           "DETECTORS", "DETECTOR_DESCRIPTIONS", "DETECTION_MODES", "DETECTION_MODE_DESCRIPTIONS", "SCHEDULERS", "ATTENTION_BACKENDS", "DTYPES"]
+__all__ = [
+    "DEFAULTS",
+    "Defaults",
+    "DIFFUSION",
+    "METHODS",
+    "REDACTION_METHODS",
+    "METHOD_DESCRIPTIONS",
+    "DETECTORS",
+    "DETECTOR_DESCRIPTIONS",
+    "DETECTION_MODES",
+    "DETECTION_MODE_DESCRIPTIONS",
+    "SCHEDULERS",
+    "ATTENTION_BACKENDS",
+    "DTYPES",
+]

@@ -26,7 +26,12 @@ DEFAULT_SCHEDULER = "ddpm"
 def make_scheduler(name: str = DEFAULT_SCHEDULER, base_config: dict | None = None):
     """A scheduler by name (see the table above), from SD 2.1's config or ``base_config``."""
     key = name.lower().replace("_", "").replace("-", "") if name else DEFAULT_SCHEDULER
-    aliases = {"dpmsolver": "dpmsolver++", "dpmsolver++": "dpmsolver++", "dpm++": "dpmsolver++", "dpmpp": "dpmsolver++"}
+    aliases = {
+        "dpmsolver": "dpmsolver++",
+        "dpmsolver++": "dpmsolver++",
+        "dpm++": "dpmsolver++",
+        "dpmpp": "dpmsolver++",
+    }
     key = aliases.get(key, key)
     if key not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}.")

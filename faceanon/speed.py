@@ -53,7 +53,8 @@ class SpeedOptions:
         if self.offload and device.type != "cuda":
             raise UnsupportedOptionError(
                 f"offload moves each model to a GPU only while it runs, so it needs a CUDA device, not "
-                f"{device.type}. Drop the offload option, or run on a machine with a GPU.")
+                f"{device.type}. Drop the offload option, or run on a machine with a GPU."
+            )
         if self.attention == "xformers":
             try:
                 import xformers.ops  # noqa: F401
@@ -83,25 +84,51 @@ class SpeedOptions:
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line flags of :class:`SpeedOptions` (CLI and web app alike)."""
     group = parser.add_argument_group("speed (GPU)")
-    group.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
-                       help="torch.compile the UNet (mode: default, reduce-overhead, max-autotune, ...): the first "
-                            "call per batch size compiles (~1 min), later ones run ~1.4x faster")
-    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                       help="channels_last convolutions (default: on with a GPU, off on a CPU)")
-    group.add_argument("--attention", choices=ATTENTION_BACKENDS, default="sdpa",
-                       help="attention kernels: sdpa (PyTorch, default) or xformers (when installed)")
-    group.add_argument("--offload", action="store_true",
-                       help="keep the models in CPU memory and move each to the GPU only while it runs: for "
-                            "GPUs with less than ~8 GB free; about 3x slower")
+    group.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile the UNet (mode: default, reduce-overhead, max-autotune, ...): the first "
+        "call per batch size compiles (~1 min), later ones run ~1.4x faster",
+    )
+    group.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last convolutions (default: on with a GPU, off on a CPU)",
+    )
+    group.add_argument(
+        "--attention",
+        choices=ATTENTION_BACKENDS,
+        default="sdpa",
+        help="attention kernels: sdpa (PyTorch, default) or xformers (when installed)",
+    )
+    group.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the models in CPU memory and move each to the GPU only while it runs: for "
+        "GPUs with less than ~8 GB free; about 3x slower",
+    )
 
 
 def speed_options_from_args(args: argparse.Namespace) -> SpeedOptions:
-    return SpeedOptions(attention=args.attention, channels_last=args.channels_last, compile=args.compile,
-                        offload="model" if args.offload else None)
+    return SpeedOptions(
+        attention=args.attention,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        offload="model" if args.offload else None,
+    )
 
 
-def load_pipeline(device=None, torch_dtype: torch.dtype | None = None, speed: SpeedOptions | None = None,
-                  local_files_only: bool | None = None):
+def load_pipeline(
+    device=None,
+    torch_dtype: torch.dtype | None = None,
+    speed: SpeedOptions | None = None,
+    local_files_only: bool | None = None,
+):
     """The FaceAnonPipeline from the weights card's sources, on the best device (GPU fp16, else CPU
     fp32, unless told otherwise), configured with ``speed``. Returns ``(pipe, device, dtype)``."""
     from faceanon.pipeline import FaceAnonPipeline
@@ -111,7 +138,8 @@ def load_pipeline(device=None, torch_dtype: torch.dtype | None = None, speed: Sp
     device, dtype = default_device_and_dtype(device, torch_dtype)
     speed.check_device(device)  # before loading 6-12 GB of weights
     # Offloading loads the weights into CPU memory; the hooks move each model to the GPU in turn.
-    pipe = FaceAnonPipeline.from_hub(torch_dtype=dtype, device="cpu" if speed.offload else device,
-                                     local_files_only=local_files_only)
+    pipe = FaceAnonPipeline.from_hub(
+        torch_dtype=dtype, device="cpu" if speed.offload else device, local_files_only=local_files_only
+    )
     speed.apply(pipe, device)
     return pipe, device, dtype

@@ -33,55 +33,103 @@ def unet_config(size: str = "tiny") -> dict:
     """SD 2.1's UNet config, or a tiny one with the same block structure."""
     if size == "sd21":
         return dict(
-            sample_size=96, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=96,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=2,
             block_out_channels=(320, 640, 1280, 1280),
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024,
-            use_linear_projection=True, upcast_attention=True,
+            attention_head_dim=(5, 10, 20, 20),
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+            upcast_attention=True,
         )
     return dict(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, norm_num_groups=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        norm_num_groups=8,
         block_out_channels=(16, 32, 32),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        attention_head_dim=(2, 4, 4), cross_attention_dim=32,
-        use_linear_projection=True, upcast_attention=True,
+        attention_head_dim=(2, 4, 4),
+        cross_attention_dim=32,
+        use_linear_projection=True,
+        upcast_attention=True,
     )
 
 
 def vae_config(size: str = "tiny", blocks: int = 4) -> dict:
     """SD 2.1's VAE config (4 blocks: 8x downsampling), or a tiny one; ``blocks`` > 4 downsamples
     more (7: 512x512 pixels -> 8x8 latents), so that tests can run 512x512 calls quickly."""
-    common = dict(in_channels=3, out_channels=3, latent_channels=4, scaling_factor=VAE_SCALING_FACTOR,
-                  down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks)
+    common = dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        scaling_factor=VAE_SCALING_FACTOR,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+    )
     if size == "sd21":
         return dict(common, block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=768)
-    return dict(common, block_out_channels=(8,) + (16,) * (blocks - 1), layers_per_block=1, norm_num_groups=8,
-                sample_size=64)
+    return dict(
+        common,
+        block_out_channels=(8,) + (16,) * (blocks - 1),
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+    )
 
 
 def clip_config(size: str = "tiny") -> CLIPConfig:
     if size == "sd21":  # CLIP ViT-L/14
-        vision = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24,
-                      image_size=224, patch_size=14, projection_dim=768)
+        vision = dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_attention_heads=16,
+            num_hidden_layers=24,
+            image_size=224,
+            patch_size=14,
+            projection_dim=768,
+        )
         text = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
         return CLIPConfig(text_config=text, vision_config=vision, projection_dim=768)
-    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                  image_size=224, patch_size=32)
-    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                vocab_size=1000, max_position_embeddings=77, bos_token_id=998, eos_token_id=999, pad_token_id=1)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=224,
+        patch_size=32,
+    )
+    text = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=1000,
+        max_position_embeddings=77,
+        bos_token_id=998,
+        eos_token_id=999,
+        pad_token_id=1,
+    )
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
 
 
-def build_components(size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32, vae_blocks: int = 4) -> dict:
+def build_components(
+    size: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32, vae_blocks: int = 4
+) -> dict:
     """In-memory random-weight components (unet, referencenet, conditioning_referencenet, vae,
     image_encoder). Leaves torch's global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         components = {name: UNet2DConditionModel(**unet_config(size)) for name in FACE_MODEL_FOLDERS}
         components["vae"] = AutoencoderKL(**vae_config(size, vae_blocks))
-        components["image_encoder"] = CLIPVisionModel(CLIPVisionConfig(**clip_config(size).vision_config.to_dict()))
+        components["image_encoder"] = CLIPVisionModel(
+            CLIPVisionConfig(**clip_config(size).vision_config.to_dict())
+        )
         _perturb_zero_initialised(components)
     if dtype != torch.float32:
         components = {name: module.to(dtype) for name, module in components.items()}

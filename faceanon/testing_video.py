@@ -44,8 +44,12 @@ PHONE_METADATA = {
     "comment": "shot by Jane Doe",
     "encoder": "iPhone 15 Pro camera",
 }
-STREAM_METADATA = {"handler_name": "Core Media Video", "creation_time": "2024-05-01T10:20:30.000000Z",
-                   "title": "Jane's phone", "language": "fra"}
+STREAM_METADATA = {
+    "handler_name": "Core Media Video",
+    "creation_time": "2024-05-01T10:20:30.000000Z",
+    "title": "Jane's phone",
+    "language": "fra",
+}
 # Strings that must never appear in an anonymized output (any tag, any stream).
 PRIVATE_STRINGS = ("48.8584", "002.2945", "Apple", "iPhone", "2024-05-01", "Eiffel", "Jane", "Core Media")
 
@@ -84,11 +88,22 @@ def photo_rgb(photo: str | np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def make_test_clip(path: str | Path, photo: str | np.ndarray = "group", motion: str = "pan",
-                   size: tuple[int, int] = (320, 240), seconds: float = 1.0, fps: int = 25, rotation: int = 0,
-                   vfr: bool = False, audio: bool = False, metadata: bool = False,
-                   cover: tuple[int, int, tuple[int, int, int, int]] | None = None,
-                   codec: str | None = None, audio_codec: str = "aac", keep_frames: bool = False) -> ClipSpec:
+def make_test_clip(
+    path: str | Path,
+    photo: str | np.ndarray = "group",
+    motion: str = "pan",
+    size: tuple[int, int] = (320, 240),
+    seconds: float = 1.0,
+    fps: int = 25,
+    rotation: int = 0,
+    vfr: bool = False,
+    audio: bool = False,
+    metadata: bool = False,
+    cover: tuple[int, int, tuple[int, int, int, int]] | None = None,
+    codec: str | None = None,
+    audio_codec: str = "aac",
+    keep_frames: bool = False,
+) -> ClipSpec:
     """Write a clip and return what it holds. `size` is (width, height) as displayed; `rotation`
     (0/90/180/270, clockwise) stores the frames turned the other way plus a display rotation.
     `cover`: (first frame, last frame, (x0, y0, x1, y1)) painted black. `codec`: default H.264
@@ -101,12 +116,21 @@ def make_test_clip(path: str | Path, photo: str | np.ndarray = "group", motion: 
     frames = [_frame(source, motion, i / max(count - 1, 1), width, height) for i in range(count)]
     if cover is not None:
         first, last, (x0, y0, x1, y1) = cover
-        for frame in frames[first:last + 1]:
+        for frame in frames[first : last + 1]:
             frame[y0:y1, x0:x1] = 0
     audio_seconds = float(pts[-1] * time_base + Fraction(1, fps)) if audio else None
     _write(path, frames, pts, time_base, fps, rotation, (audio_seconds, audio_codec), metadata, codec)
-    return ClipSpec(path=path, width=width, height=height, frame_count=count, pts=pts, time_base=time_base,
-                    rotation=rotation, audio_seconds=audio_seconds, frames=frames if keep_frames else [])
+    return ClipSpec(
+        path=path,
+        width=width,
+        height=height,
+        frame_count=count,
+        pts=pts,
+        time_base=time_base,
+        rotation=rotation,
+        audio_seconds=audio_seconds,
+        frames=frames if keep_frames else [],
+    )
 
 
 def _timing(count: int, fps: int, vfr: bool) -> tuple[Fraction, list[int]]:
@@ -141,8 +165,13 @@ def _frame(source: np.ndarray, motion: str, t: float, width: int, height: int) -
         x0, y0 = (photo_w - crop_w) / 2, (photo_h - crop_h) / 2
     # An affine warp gives sub-pixel camera motion (a crop at integer offsets would judder).
     matrix = np.array([[crop_w / width, 0, x0], [0, crop_h / height, y0]], dtype=np.float64)
-    return cv2.warpAffine(source, matrix, (width, height), flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
+    return cv2.warpAffine(
+        source,
+        matrix,
+        (width, height),
+        flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT,
+    )
 
 
 def _enter_leave(source: np.ndarray, t: float, width: int, height: int) -> np.ndarray:
@@ -155,7 +184,7 @@ def _enter_leave(source: np.ndarray, t: float, width: int, height: int) -> np.nd
     top = (height - portrait_h) // 2
     x0, x1 = max(left, 0), min(left + portrait_w, width)
     if x1 > x0:
-        canvas[top:top + portrait_h, x0:x1] = portrait[:, x0 - left:x1 - left]
+        canvas[top : top + portrait_h, x0:x1] = portrait[:, x0 - left : x1 - left]
     return canvas
 
 

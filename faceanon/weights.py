@@ -59,20 +59,29 @@ class WeightSource:
     @property
     def given_as(self) -> str:
         """How the user chose this source, for messages."""
-        return {"env": f"the {self.env} environment variable", "argument": "the argument of from_hub",
-                "card": "the weights card"}[self.origin]
+        return {
+            "env": f"the {self.env} environment variable",
+            "argument": "the argument of from_hub",
+            "card": "the weights card",
+        }[self.origin]
 
 
-def resolve_source(component: str, spec: str | os.PathLike | None = None, manifest: dict | None = None) -> WeightSource:
+def resolve_source(
+    component: str, spec: str | os.PathLike | None = None, manifest: dict | None = None
+) -> WeightSource:
     """The source of ``component``: the argument, else its environment variable, else the card."""
     entry = (manifest or load_manifest())[component]
     origin = "argument" if spec is not None else "env" if os.environ.get(entry["env"]) else "card"
     spec = spec if spec is not None else os.environ.get(entry["env"]) or None
     if spec is None:
-        return WeightSource(component, entry["repo_id"], entry.get("revision"), None, entry["files"], entry["env"])
+        return WeightSource(
+            component, entry["repo_id"], entry.get("revision"), None, entry["files"], entry["env"]
+        )
     spec = str(spec)
     if Path(spec).expanduser().is_dir():
-        return WeightSource(component, None, None, Path(spec).expanduser(), entry["files"], entry["env"], origin)
+        return WeightSource(
+            component, None, None, Path(spec).expanduser(), entry["files"], entry["env"], origin
+        )
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         where = f"The folder you set in {entry['env']}" if origin == "env" else "The folder given to from_hub"
         raise WeightsNotFoundError(
@@ -100,10 +109,14 @@ def fetch(source: WeightSource, local_files_only: bool | None = None, verify: bo
 
     download_tried = not local_files_only and not constants.HF_HUB_OFFLINE
     try:
-        path = Path(snapshot_download(
-            source.repo_id, revision=source.revision, allow_patterns=list(source.files),
-            local_files_only=bool(local_files_only),
-        ))
+        path = Path(
+            snapshot_download(
+                source.repo_id,
+                revision=source.revision,
+                allow_patterns=list(source.files),
+                local_files_only=bool(local_files_only),
+            )
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError, ValueError) as error:
         raise WeightsNotFoundError(_missing_message(source, error, download_tried)) from error
     verify_folder(source, path, hashes=verify)
@@ -121,14 +134,24 @@ def verify_folder(source: WeightSource, folder: Path, hashes: bool = True) -> No
             raise WeightsNotFoundError(_wrong(source, folder, f"it lacks {layout(name)}{_bin_note(path)}"))
         size = expected.get("size_bytes")
         if size is not None and path.stat().st_size != size:
-            raise WeightsNotFoundError(_wrong(
-                source, folder, f"{layout(name)} has {path.stat().st_size} bytes, the weights card expects {size} "
-                "(an incomplete or corrupt copy)"))
+            raise WeightsNotFoundError(
+                _wrong(
+                    source,
+                    folder,
+                    f"{layout(name)} has {path.stat().st_size} bytes, the weights card expects {size} "
+                    "(an incomplete or corrupt copy)",
+                )
+            )
         digest = expected.get("sha256")
         if hashes and digest is not None and sha256_of(path) != digest:
-            raise WeightsNotFoundError(_wrong(
-                source, folder, f"{layout(name)} does not match the sha256 of the weights card (a corrupt copy, "
-                "or not the pinned version)"))
+            raise WeightsNotFoundError(
+                _wrong(
+                    source,
+                    folder,
+                    f"{layout(name)} does not match the sha256 of the weights card (a corrupt copy, "
+                    "or not the pinned version)",
+                )
+            )
     for name in source.files:
         if name.endswith(".safetensors"):
             problem = tensor_problem(source.component, folder / layout(name))
@@ -147,9 +170,11 @@ def _bin_note(path: Path) -> str:
     pickles = sorted(p.name for p in path.parent.glob("*.bin")) if path.parent.is_dir() else []
     if path.suffix != ".safetensors" or not pickles:
         return ""
-    return (f" (it holds {', '.join(pickles)} instead: faceanon loads only safetensors, because a .bin file is a "
-            "Python pickle and loading one can run any code inside it; convert it with safetensors' "
-            "`save_file` on a machine you trust, or download the safetensors files)")
+    return (
+        f" (it holds {', '.join(pickles)} instead: faceanon loads only safetensors, because a .bin file is a "
+        "Python pickle and loading one can run any code inside it; convert it with safetensors' "
+        "`save_file` on a machine you trust, or download the safetensors files)"
+    )
 
 
 def tensor_problem(component: str, path: Path) -> str:
@@ -167,13 +192,21 @@ def tensor_problem(component: str, path: Path) -> str:
     except Exception as error:
         return f"has no usable config.json beside it ({type(error).__name__}: {error})"
     missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected and not k.startswith(_IGNORED_KEYS.get(component, ()))]
+    unexpected = [
+        k for k in found if k not in expected and not k.startswith(_IGNORED_KEYS.get(component, ()))
+    ]
     mismatched = [k for k in expected if k in found and found[k] != expected[k]]
     if not (missing or unexpected or mismatched):
         return ""
-    parts = [f"{label} {keys[:3]}{' and more' if len(keys) > 3 else ''} ({len(keys)})"
-             for label, keys in (("lacks", missing), ("has unexpected", unexpected), ("has other shapes for", mismatched))
-             if keys]
+    parts = [
+        f"{label} {keys[:3]}{' and more' if len(keys) > 3 else ''} ({len(keys)})"
+        for label, keys in (
+            ("lacks", missing),
+            ("has unexpected", unexpected),
+            ("has other shapes for", mismatched),
+        )
+        if keys
+    ]
     return "does not fit its config.json: it " + "; ".join(parts)
 
 
@@ -187,11 +220,16 @@ def _expected_tensors(component: str, folder: Path) -> dict[str, tuple]:
             from transformers import CLIPConfig, CLIPVisionConfig, CLIPVisionModel
 
             config = json.loads((folder / "config.json").read_text())
-            vision = (CLIPConfig.from_dict(config).vision_config if "vision_config" in config
-                      else CLIPVisionConfig.from_dict(config))
+            vision = (
+                CLIPConfig.from_dict(config).vision_config
+                if "vision_config" in config
+                else CLIPVisionConfig.from_dict(config)
+            )
             # A full CLIP checkpoint names the vision tower's tensors "vision_model.*".
-            return {k if k.startswith("vision_model.") else f"vision_model.{k}": tuple(v.shape)
-                    for k, v in CLIPVisionModel(vision).state_dict().items()}
+            return {
+                k if k.startswith("vision_model.") else f"vision_model.{k}": tuple(v.shape)
+                for k, v in CLIPVisionModel(vision).state_dict().items()
+            }
         else:
             from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -202,13 +240,19 @@ def _expected_tensors(component: str, folder: Path) -> dict[str, tuple]:
 
 def _wrong(source: WeightSource, folder: Path, problem: str) -> str:
     if source.folder is None:  # the hub cache
-        return (f"The downloaded {_describe(source.component)} ({source.label}) is wrong: {problem}. Delete it from "
-                "the Hugging Face cache and run `faceanon download` again.")
-    where = f"The folder you set in {source.env}" if source.origin == "env" else "The folder given to from_hub"
-    return (f"{where} for the {_describe(source.component)} is wrong: {problem}. Folder: {folder}. Point it at a "
-            f"complete copy of {_card_repo(source)} (safetensors files), or "
-            f"{'unset ' + source.env if source.origin == 'env' else 'pass None'} to use the hub weights "
-            "(`faceanon download` fetches them).")
+        return (
+            f"The downloaded {_describe(source.component)} ({source.label}) is wrong: {problem}. Delete it from "
+            "the Hugging Face cache and run `faceanon download` again."
+        )
+    where = (
+        f"The folder you set in {source.env}" if source.origin == "env" else "The folder given to from_hub"
+    )
+    return (
+        f"{where} for the {_describe(source.component)} is wrong: {problem}. Folder: {folder}. Point it at a "
+        f"complete copy of {_card_repo(source)} (safetensors files), or "
+        f"{'unset ' + source.env if source.origin == 'env' else 'pass None'} to use the hub weights "
+        "(`faceanon download` fetches them)."
+    )
 
 
 def _card_repo(source: WeightSource) -> str:
@@ -224,22 +268,29 @@ def sha256_of(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def _describe(component: str) -> str:
-    return {"face_model": "face model (unet, referencenet, conditioning_referencenet)",
-            "vae": "Stable Diffusion 2.1 VAE", "image_encoder": "CLIP ViT-L/14 image encoder"}[component]
+    return {
+        "face_model": "face model (unet, referencenet, conditioning_referencenet)",
+        "vae": "Stable Diffusion 2.1 VAE",
+        "image_encoder": "CLIP ViT-L/14 image encoder",
+    }[component]
 
 
 def _missing_message(source: WeightSource, cause, download_tried: bool) -> str:
     chosen = "" if source.origin == "card" else f" (chosen by {source.given_as})"
     reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
     if download_tried:
-        what = (f"the {_describe(source.component)} '{source.label}'{chosen} could not be downloaded ({reason}). "
-                "Check the network and the repo id, then run `faceanon download` again")
+        what = (
+            f"the {_describe(source.component)} '{source.label}'{chosen} could not be downloaded ({reason}). "
+            "Check the network and the repo id, then run `faceanon download` again"
+        )
     else:
         from huggingface_hub import constants
 
         offline = " (HF_HUB_OFFLINE is set, so nothing was downloaded)" if constants.HF_HUB_OFFLINE else ""
-        what = (f"the {_describe(source.component)} '{source.label}'{chosen} is not downloaded yet: it is not in "
-                f"the Hugging Face cache{offline}")
+        what = (
+            f"the {_describe(source.component)} '{source.label}'{chosen} is not downloaded yet: it is not in "
+            f"the Hugging Face cache{offline}"
+        )
     return (
         f"The diffusion weights are not available: {what}.\n"
         "Two ways out:\n"
@@ -309,15 +360,25 @@ def _quiet_transformers():
         transformers_logging.set_verbosity(level)
 
 
-def load_components(face_model=None, vae=None, image_encoder=None, torch_dtype=None, device=None,
-                    local_files_only=None, verify: bool = True) -> dict:
+def load_components(
+    face_model=None,
+    vae=None,
+    image_encoder=None,
+    torch_dtype=None,
+    device=None,
+    local_files_only=None,
+    verify: bool = True,
+) -> dict:
     """Fetch (if needed) and load unet, referencenet, conditioning_referencenet, vae, image_encoder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionModel
 
     device, torch_dtype = default_device_and_dtype(device, torch_dtype)
     manifest = load_manifest()
-    sources = {c: resolve_source(c, s, manifest) for c, s in zip(COMPONENTS, (face_model, vae, image_encoder), strict=True)}
+    sources = {
+        c: resolve_source(c, s, manifest)
+        for c, s in zip(COMPONENTS, (face_model, vae, image_encoder), strict=True)
+    }
     paths = {c: fetch(s, local_files_only, verify) for c, s in sources.items()}  # all errors before loading
 
     face_path = _face_model_folder(paths["face_model"], sources["face_model"])
@@ -325,24 +386,35 @@ def load_components(face_model=None, vae=None, image_encoder=None, torch_dtype=N
     for name in _FACE_MODEL_FOLDERS:
         # The reference nets' configs say "ReferenceNetModel": their weights are a stock UNet's.
         model, info = UNet2DConditionModel.from_pretrained(
-            face_path, subfolder=name, torch_dtype=torch_dtype, use_safetensors=True, output_loading_info=True)
+            face_path, subfolder=name, torch_dtype=torch_dtype, use_safetensors=True, output_loading_info=True
+        )
         _check_loading_info(name, info)
         components[name] = model
     vae_model, info = AutoencoderKL.from_pretrained(
-        paths["vae"], subfolder=_vae_subfolder(paths["vae"], sources["vae"]), torch_dtype=torch_dtype,
-        use_safetensors=True, output_loading_info=True)
+        paths["vae"],
+        subfolder=_vae_subfolder(paths["vae"], sources["vae"]),
+        torch_dtype=torch_dtype,
+        use_safetensors=True,
+        output_loading_info=True,
+    )
     _check_loading_info("VAE", info)
     components["vae"] = vae_model
     with _quiet_transformers():  # its load report lists the unused text tower, key by key
         encoder, info = CLIPVisionModel.from_pretrained(
-            paths["image_encoder"], dtype=torch_dtype, use_safetensors=True, output_loading_info=True)
-    _check_loading_info("CLIP image encoder", info, ignore_unexpected=("text_model.", "text_projection",
-                                                                      "visual_projection", "logit_scale"))
+            paths["image_encoder"], dtype=torch_dtype, use_safetensors=True, output_loading_info=True
+        )
+    _check_loading_info(
+        "CLIP image encoder",
+        info,
+        ignore_unexpected=("text_model.", "text_projection", "visual_projection", "logit_scale"),
+    )
     components["image_encoder"] = encoder
     return {name: module.to(device).eval() for name, module in components.items()}
 
 
-def download_weights(components=COMPONENTS, local_files_only: bool = False, verify: bool = True) -> dict[str, Path]:
+def download_weights(
+    components=COMPONENTS, local_files_only: bool = False, verify: bool = True
+) -> dict[str, Path]:
     """Download (or find in the cache) each component's pinned files; verify them. For `faceanon download`."""
     manifest = load_manifest()
     return {c: fetch(resolve_source(c, None, manifest), local_files_only, verify) for c in components}

@@ -30,12 +30,18 @@ def anonymizer(identity_pipeline):
     return FaceAnonymizer(pipeline=identity_pipeline, watermark=False, leak_guard=False)
 
 
-def test_group_photo_goes_through_the_pipeline_in_one_batched_call(anonymizer, identity_pipeline, group_photo_rgb):
+def test_group_photo_goes_through_the_pipeline_in_one_batched_call(
+    anonymizer, identity_pipeline, group_photo_rgb
+):
     result = anonymizer.anonymize(group_photo_rgb, degree=1.25, seed=7, steps=3, guidance=4.0)
     assert len(identity_pipeline.calls) == 1
     call = identity_pipeline.calls[0]
     assert len(call["conditioning_image"]) == 6 and call["source_image"] == call["conditioning_image"]
-    assert call["anonymization_degree"] == 1.25 and call["guidance_scale"] == 4.0 and call["num_inference_steps"] == 3
+    assert (
+        call["anonymization_degree"] == 1.25
+        and call["guidance_scale"] == 4.0
+        and call["num_inference_steps"] == 3
+    )
     seeds = [generator.initial_seed() for generator in call["generator"]]
     assert seeds == [face_seed(7, i) for i in range(6)] and len(set(seeds)) == 6
     assert [r.seed for r in result.faces] == seeds
@@ -88,7 +94,9 @@ def test_small_faces_are_reported_and_redacted_instead(identity_pipeline, group_
     result = anonymizer.anonymize(small)
     assert identity_pipeline.calls == []
     assert result.faces and all(r.method == "blur" and r.changed for r in result.faces)
-    first_pass = [r for r in result.faces if not r.guard]  # the guard blurs a face YuNet scores under 0.6 here
+    first_pass = [
+        r for r in result.faces if not r.guard
+    ]  # the guard blurs a face YuNet scores under 0.6 here
     assert first_pass and all("too small" in r.message and "blurred instead" in r.message for r in first_pass)
     untouched = FaceAnonymizer(pipeline=identity_pipeline, min_face_size=1000, small_face_method=None)
     result = untouched.anonymize(small)
@@ -105,7 +113,9 @@ def test_no_face_returns_the_photo_unchanged_with_a_message(anonymizer):
 def test_without_weights_the_default_falls_back_to_blur_and_diffusion_explains(monkeypatch, astronaut_rgb):
     anonymizer = FaceAnonymizer()
     anonymizer._pipeline_error = "The diffusion weights are not downloaded. Run `faceanon download`."
-    assert not anonymizer.diffusion_available and "faceanon download" in anonymizer.diffusion_unavailable_reason
+    assert (
+        not anonymizer.diffusion_available and "faceanon download" in anonymizer.diffusion_unavailable_reason
+    )
     result = anonymizer.anonymize(astronaut_rgb)
     assert result.faces[0].method == "blur" and "faceanon download" in result.message
     with pytest.raises(WeightsNotFoundError, match="faceanon download"):
@@ -135,7 +145,9 @@ def test_progress_is_reported_from_zero_to_one(anonymizer, astronaut_rgb):
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 6
 
 
-def test_swap_puts_the_source_face_on_every_target_face(anonymizer, identity_pipeline, astronaut_rgb, group_photo_rgb):
+def test_swap_puts_the_source_face_on_every_target_face(
+    anonymizer, identity_pipeline, astronaut_rgb, group_photo_rgb
+):
     result = anonymizer.swap(astronaut_rgb, group_photo_rgb, seed=1, faces=[0, 2])
     call = identity_pipeline.calls[0]
     assert call["anonymization_degree"] == 0.0 and len(call["conditioning_image"]) == 2
@@ -147,7 +159,9 @@ def test_swap_puts_the_source_face_on_every_target_face(anonymizer, identity_pip
 
 
 def test_batch_size_splits_calls_but_keeps_per_face_seeds(identity_pipeline, group_photo_rgb):
-    FaceAnonymizer(pipeline=identity_pipeline, batch_size=4, identity_check=False).anonymize(group_photo_rgb, seed=5)
+    FaceAnonymizer(pipeline=identity_pipeline, batch_size=4, identity_check=False).anonymize(
+        group_photo_rgb, seed=5
+    )
     assert [len(c["conditioning_image"]) for c in identity_pipeline.calls] == [4, 2]
     seeds = [g.initial_seed() for c in identity_pipeline.calls for g in c["generator"]]
     assert seeds == [face_seed(5, i) for i in range(6)]
@@ -181,7 +195,8 @@ def test_batched_call_equals_one_by_one_calls_with_the_same_seeds(tiny_anonymize
 
 def test_identity_check_flags_an_unchanged_face_and_redacts_it_on_request(identity_pipeline, group_photo_rgb):
     reporting = FaceAnonymizer(pipeline=identity_pipeline, watermark=False, leak_guard=False).anonymize(
-        group_photo_rgb, faces=[0, 1])
+        group_photo_rgb, faces=[0, 1]
+    )
     assert [r.same_person for r in reporting.faces[:3]] == [True, True, None]
     assert reporting.faces[0].identity_similarity > 0.9  # the identity "generator" changed nothing
     assert "#0, #1 still look like the same person" in reporting.message
@@ -199,7 +214,9 @@ def test_retry_regenerates_matching_faces_with_a_new_seed_and_higher_degree(iden
     result = retrying.anonymize(astronaut_rgb, degree=1.2, seed=4)
     first, second = identity_pipeline.calls
     assert second["anonymization_degree"] == pytest.approx(1.3)
-    assert [g.initial_seed() for g in second["generator"]] == [face_seed(4, 0, attempt=1)] != [face_seed(4, 0)]
+    assert (
+        [g.initial_seed() for g in second["generator"]] == [face_seed(4, 0, attempt=1)] != [face_seed(4, 0)]
+    )
     report = result.faces[0]
     assert report.seed == face_seed(4, 0, attempt=1) and report.degree == pytest.approx(1.3)
     assert "still recognizable after a retry" in report.message
@@ -218,7 +235,9 @@ def test_generated_faces_carry_the_watermark_and_nothing_outside_changes(identit
 
 
 @pytest.mark.parametrize("variant", ["exif_rotated", "greyscale", "cmyk"])
-def test_rotated_greyscale_and_cmyk_photos_come_out_upright_greyscale_kept(grace_hopper_rgb, tmp_path, variant):
+def test_rotated_greyscale_and_cmyk_photos_come_out_upright_greyscale_kept(
+    grace_hopper_rgb, tmp_path, variant
+):
     photo = Image.fromarray(grace_hopper_rgb)
     path = tmp_path / "in.jpg"
     if variant == "exif_rotated":
@@ -231,7 +250,9 @@ def test_rotated_greyscale_and_cmyk_photos_come_out_upright_greyscale_kept(grace
     assert result.image.mode == ("L" if variant == "greyscale" else "RGB") and result.image.size == photo.size
     assert result.num_changed == 1
     face = result.faces[0].face
-    assert face.landmarks[0, 0] < face.landmarks[1, 0] and face.landmarks[3, 1] > face.landmarks[0, 1]  # upright
+    assert (
+        face.landmarks[0, 0] < face.landmarks[1, 0] and face.landmarks[3, 1] > face.landmarks[0, 1]
+    )  # upright
 
 
 def test_tiny_diffusion_faces_carry_the_face_mark_inside_the_masks_only(tiny_anonymizer, group_photo_rgb):
@@ -275,7 +296,9 @@ def test_a_scheduler_choice_lasts_one_call(identity_pipeline, astronaut_rgb):
     # become the next request's default.
     identity_pipeline.scheduler = "the pipeline's own"
     seen = []
-    anonymizer = FaceAnonymizer(pipeline=_Recording(identity_pipeline, seen), watermark=False, identity_check=False)
+    anonymizer = FaceAnonymizer(
+        pipeline=_Recording(identity_pipeline, seen), watermark=False, identity_check=False
+    )
     anonymizer.anonymize(astronaut_rgb, scheduler="unipc")
     anonymizer.anonymize(astronaut_rgb)
     assert seen == ["unipc", "the pipeline's own"]
@@ -311,7 +334,9 @@ def test_face_seed_is_pinned():
     assert face_seed(4, 0, attempt=1) == 6227244346177740722
 
 
-def test_frames_packed_into_one_call_equal_each_frame_alone(identity_pipeline, group_photo_rgb, astronaut_rgb):
+def test_frames_packed_into_one_call_equal_each_frame_alone(
+    identity_pipeline, group_photo_rgb, astronaut_rgb
+):
     """The seam the dataset runner and video use: requests of two frames in one generate() call give
     the same frames as anonymize_frame on each, and the call carries every face once."""
     from faceanon.anonymizer import Generation
@@ -323,10 +348,13 @@ def test_frames_packed_into_one_call_equal_each_frame_alone(identity_pipeline, g
         frames.append(anonymizer.prepare_frame(rgb, plans))
     requests = [r for frame in frames for r in frame.requests]
     crops = anonymizer.generate(requests, Generation(steps=2))
-    assert len(identity_pipeline.calls) == 1 and len(identity_pipeline.calls[0]["generator"]) == len(requests) == 7
+    assert (
+        len(identity_pipeline.calls) == 1
+        and len(identity_pipeline.calls[0]["generator"]) == len(requests) == 7
+    )
     packed, start = [], 0
     for frame in frames:
-        packed.append(anonymizer.finish_frame(frame, crops[start:start + len(frame.requests)]))
+        packed.append(anonymizer.finish_frame(frame, crops[start : start + len(frame.requests)]))
         start += len(frame.requests)
     for frame, result in zip(frames, packed, strict=True):
         alone = anonymizer.anonymize_frame(frame.rgb, frame.plans, Generation(steps=2))
@@ -349,7 +377,9 @@ class _ColourDonor:
 def test_black_and_white_photos_stay_black_and_white(tmp_path, grace_hopper_rgb):
     # The donor face is not FFHQ-aligned: it lands off the original face, where the leak guard would
     # (rightly) find a face of its own.
-    anonymizer = FaceAnonymizer(pipeline=_ColourDonor(), watermark=False, identity_check=False, leak_guard=False)
+    anonymizer = FaceAnonymizer(
+        pipeline=_ColourDonor(), watermark=False, identity_check=False, leak_guard=False
+    )
     grey_file = tmp_path / "grey.png"
     Image.fromarray(grace_hopper_rgb).convert("L").save(grey_file)
     result = anonymizer.anonymize(grey_file, method="diffusion")

@@ -13,7 +13,13 @@ from faceanon.webapp.testing import CHROMIUM, REPO_ROOT, running_app
 
 EXAMPLES = REPO_ROOT / "examples"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-WEIGHT_VARS = ("FACEANON_FACE_MODEL", "FACEANON_VAE", "FACEANON_IMAGE_ENCODER", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+WEIGHT_VARS = (
+    "FACEANON_FACE_MODEL",
+    "FACEANON_VAE",
+    "FACEANON_IMAGE_ENCODER",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +55,9 @@ def test_status_line_is_true_from_the_first_paint(started):
 
 
 def test_redaction_works_without_weights(client):
-    out, summary, report, _ = client.predict(handle_file(EXAMPLES / "astronaut.jpg"), method="blur",
-                                             api_name="/anonymize")
+    out, summary, report, _ = client.predict(
+        handle_file(EXAMPLES / "astronaut.jpg"), method="blur", api_name="/anonymize"
+    )
     assert report["num_changed"] == 1
     assert Image.open(out).size == (512, 512)
 
@@ -69,8 +76,11 @@ def test_diffusion_says_why_it_is_unavailable(client, started):
 
 def test_swap_says_why_it_is_unavailable(client):
     with pytest.raises(Exception, match="diffusion method is unavailable"):
-        client.predict(handle_file(EXAMPLES / "astronaut.jpg"), handle_file(EXAMPLES / "grace_hopper.jpg"),
-                       api_name="/swap")
+        client.predict(
+            handle_file(EXAMPLES / "astronaut.jpg"),
+            handle_file(EXAMPLES / "grace_hopper.jpg"),
+            api_name="/swap",
+        )
 
 
 def test_too_many_pixels_get_a_clear_error(client, tmp_path):
@@ -81,7 +91,9 @@ def test_too_many_pixels_get_a_clear_error(client, tmp_path):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+)
 def test_page_tells_people_why_diffusion_is_off(started):
     from faceanon.webapp.testing import chromium
 
@@ -103,8 +115,13 @@ def test_page_tells_people_why_diffusion_is_off(started):
 
 def test_evaluate_measures_the_baselines(client):
     identity, detection, attributes, table = client.predict(
-        handle_file(EXAMPLES / "astronaut.jpg"), degrees="1.2", seeds=1, steps=1, baselines=True,
-        api_name="/evaluate")
+        handle_file(EXAMPLES / "astronaut.jpg"),
+        degrees="1.2",
+        seeds=1,
+        steps=1,
+        baselines=True,
+        api_name="/evaluate",
+    )
     for plot in (identity, detection, attributes):
         assert Image.open(plot).size[0] > 200
     methods = {row[0] for row in table["data"]}

@@ -14,8 +14,10 @@ EXAMPLES = REPO_ROOT / "examples"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 UNSET = ("FACEANON_FACE_MODEL", "FACEANON_VAE", "FACEANON_IMAGE_ENCODER")
 
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,11 @@ def page(tmp_path_factory):
 
 
 def _in_view(page, selector: str) -> bool:
-    return page.evaluate("""s => { const r = document.querySelector(s).getBoundingClientRect();
-        return r.top >= 0 && r.top < window.innerHeight && r.height > 0; }""", selector)
+    return page.evaluate(
+        """s => { const r = document.querySelector(s).getBoundingClientRect();
+        return r.top >= 0 && r.top < window.innerHeight && r.height > 0; }""",
+        selector,
+    )
 
 
 def _page_height(page) -> int:
@@ -53,7 +58,9 @@ def _anonymize(page):
     page.wait_for_function(
         "prev => { const img = document.querySelector('#anon-output img');"
         " return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== prev; }",
-        arg=previous, timeout=120_000)
+        arg=previous,
+        timeout=120_000,
+    )
     page.locator("#summary").get_by_text("changed").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1200)  # the smooth scroll
 

@@ -42,7 +42,7 @@ def _open(path) -> np.ndarray:
 def _inside(box, shape, margin=0):
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     mask = np.zeros(shape[:2], bool)
-    mask[max(0, y0 - margin):y1 + margin, max(0, x0 - margin):x1 + margin] = True
+    mask[max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin] = True
     return mask
 
 
@@ -98,8 +98,9 @@ def test_face_selection_leaves_other_faces_alone(client):
 
 def test_diffusion_anonymize_on_tiny_checkpoints(client):
     path = EXAMPLES / "astronaut.jpg"
-    out, summary, report, seed = client.predict(handle_file(path), method="diffusion", degree=1.25, seed=3,
-                                                api_name="/anonymize", **FAST)
+    out, summary, report, seed = client.predict(
+        handle_file(path), method="diffusion", degree=1.25, seed=3, api_name="/anonymize", **FAST
+    )
     assert seed == 3
     face = report["faces"][0]
     assert face["changed"] and face["method"] == "diffusion" and face["degree"] == 1.25
@@ -109,9 +110,13 @@ def test_diffusion_anonymize_on_tiny_checkpoints(client):
 
 
 def test_swap_on_tiny_checkpoints(client):
-    out, _, report, seed = client.predict(handle_file(EXAMPLES / "astronaut.jpg"),
-                                          handle_file(EXAMPLES / "grace_hopper.jpg"),
-                                          randomize_seed=True, api_name="/swap", **FAST)
+    out, _, report, seed = client.predict(
+        handle_file(EXAMPLES / "astronaut.jpg"),
+        handle_file(EXAMPLES / "grace_hopper.jpg"),
+        randomize_seed=True,
+        api_name="/swap",
+        **FAST,
+    )
     assert report["num_changed"] == 1 and report["faces"][0]["degree"] == 0.0
     assert Image.open(out).size == Image.open(EXAMPLES / "grace_hopper.jpg").size
     assert 0 <= seed < 2**31
@@ -158,8 +163,10 @@ def test_bad_settings_get_clear_errors(client):
 
 
 # -- a real browser --------------------------------------------------------------------------------
-browser_only = pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None,
-                                  reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+browser_only = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None,
+    reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -174,13 +181,19 @@ def page(server):
 
 
 def _run_anonymize(page, method: str, timeout_s: float = 120) -> np.ndarray:
-    previous = page.locator("#anon-output img").get_attribute("src") if page.locator("#anon-output img").count() else None
+    previous = (
+        page.locator("#anon-output img").get_attribute("src")
+        if page.locator("#anon-output img").count()
+        else None
+    )
     page.locator("#method label", has_text=method).click()
     page.click("#anonymize-button")
     page.wait_for_function(
         "prev => { const img = document.querySelector('#anon-output img');"
         " return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== prev; }",
-        arg=previous, timeout=timeout_s * 1000)
+        arg=previous,
+        timeout=timeout_s * 1000,
+    )
     src = page.locator("#anon-output img").get_attribute("src")
     data = page.request.get(src).body()
     from io import BytesIO

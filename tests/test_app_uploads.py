@@ -132,8 +132,13 @@ def test_port_in_use_is_one_line_not_a_traceback(tmp_path):
         port = taken.getsockname()[1]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "FACEANON_TEMP_DIR": str(tmp_path)}
         began = time.monotonic()
-        done = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--port", str(port)], env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "app.py"), "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
     assert f"use --port {port + 1}" in output and "Traceback" not in output

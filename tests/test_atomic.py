@@ -49,8 +49,9 @@ def test_the_evaluation_csv_is_never_left_with_a_cut_row(tmp_path):
     from faceanon.evaluation import COLUMNS, _complete_rows, _done_keys
 
     csv_path = tmp_path / "evaluation.csv"
-    done = subprocess.run([sys.executable, "-c", _CSV_UNDER_LIMIT, str(csv_path)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _CSV_UNDER_LIMIT, str(csv_path)], capture_output=True, text=True, timeout=120
+    )
     assert "stopped: File too large" in done.stdout, done.stderr
     text = csv_path.read_bytes().decode()
     assert text.endswith("\r\n") and len(text) <= 3000 and os.listdir(tmp_path) == ["evaluation.csv"]

@@ -25,9 +25,18 @@ def test_benchmark_runs_prints_its_table_and_agrees(tmp_path, capsys):
     out = tmp_path / "figures.json"
     assert bench.main([*TINY, "--faces", "2", "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    for text in ("reference fp32", "faceanon fp32", "seconds per face", "UNet GFLOP per step",
-                 "reference nets GFLOP per call", "peak process RSS MiB", "faster per face",
-                 "agreement fp32 (PASS", "2 faces, faceanon fp32", "batched (1 call, 2 generators)"):
+    for text in (
+        "reference fp32",
+        "faceanon fp32",
+        "seconds per face",
+        "UNet GFLOP per step",
+        "reference nets GFLOP per call",
+        "peak process RSS MiB",
+        "faster per face",
+        "agreement fp32 (PASS",
+        "2 faces, faceanon fp32",
+        "batched (1 call, 2 generators)",
+    ):
         assert text in table, text
 
     figures = json.loads(out.read_text())
@@ -58,8 +67,15 @@ def test_options_run_reports_each_option_and_skips_what_needs_a_gpu(tmp_path, ca
     code = bench.main([*TINY, "--options", "batch,offload,channels_last,fp32_memory", "--json", str(out)])
     table = capsys.readouterr().out
     assert code == 0, table
-    for text in ("baseline", "batch fp32 8 faces", "MiB per face", "suggested_batch_size assumes",
-                 "offload        needs CUDA: skipped", "channels_last", "fp32_memory    needs CUDA: skipped"):
+    for text in (
+        "baseline",
+        "batch fp32 8 faces",
+        "MiB per face",
+        "suggested_batch_size assumes",
+        "offload        needs CUDA: skipped",
+        "channels_last",
+        "fp32_memory    needs CUDA: skipped",
+    ):
         assert text in table, text
     figures = json.loads(out.read_text())
     options = figures["options"]
@@ -82,10 +98,19 @@ def test_unknown_options_are_refused():
 def test_reference_with_pytorch_defaults_is_timed_before_weights_go_16_bit(capsys):
     """The CUDA-only comparison (reference fp32 with TF32 convolutions) runs here too: on a CPU,
     TF32 does not exist, so the reference's output must be the strict fp32 one exactly."""
-    config = bench.BenchConfig(size="tiny", device="cpu", height=32, width=32, steps=2, repeats=1, faces=0).resolve()
-    runner = bench.Runner(speed_common.build_pipeline("tiny", "cpu", "ddpm"), config, speed_common.face_images(1)[0])
-    results = {"config": bench.asdict(config), "environment": bench.environment(config), "build_seconds": 1.0,
-               "parameters": {"unet": 1}, "phases": []}
+    config = bench.BenchConfig(
+        size="tiny", device="cpu", height=32, width=32, steps=2, repeats=1, faces=0
+    ).resolve()
+    runner = bench.Runner(
+        speed_common.build_pipeline("tiny", "cpu", "ddpm"), config, speed_common.face_images(1)[0]
+    )
+    results = {
+        "config": bench.asdict(config),
+        "environment": bench.environment(config),
+        "build_seconds": 1.0,
+        "parameters": {"unet": 1},
+        "phases": [],
+    }
     bench.run_phase(runner, "fp32", results)
     bench.run_reference_with_pytorch_defaults(runner, results)
     bench.run_phase(runner, "bf16", results)

@@ -29,13 +29,17 @@ def photo_folder(tmp_path, grace_hopper_path, group_photo_path):
 
 def test_folder_is_processed_with_a_report_and_a_clear_failure(photo_folder, tmp_path, capsys):
     out, report = tmp_path / "out", tmp_path / "report.json"
-    code = main(["anonymize", str(photo_folder), "-o", str(out), "--method", "pixelate", "--report", str(report)])
+    code = main(
+        ["anonymize", str(photo_folder), "-o", str(out), "--method", "pixelate", "--report", str(report)]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "broken.png: error:" in captured.out and "not an image faceanon can read" in captured.out
     assert "1 file(s) could not be processed" in captured.err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "grace.jpg", "team/group.jpg"]
+        "grace.jpg",
+        "team/group.jpg",
+    ]
     data = json.loads(report.read_text())
     assert (data["done"], data["error"], data["faces_found"], data["faces_changed"]) == (2, 1, 7, 7)
     group = next(f for f in data["files"] if f["input"].endswith("group.jpg"))
@@ -58,15 +62,26 @@ def test_existing_outputs_are_skipped_unless_overwrite(photo_folder, tmp_path, c
 
 def test_an_input_is_never_overwritten(photo_folder, capsys):
     original = (photo_folder / "grace.jpg").read_bytes()
-    code = main(["anonymize", str(photo_folder / "grace.jpg"), "-o", str(photo_folder / "grace.jpg"),
-                 "--method", "blur", "--overwrite"])
+    code = main(
+        [
+            "anonymize",
+            str(photo_folder / "grace.jpg"),
+            "-o",
+            str(photo_folder / "grace.jpg"),
+            "--method",
+            "blur",
+            "--overwrite",
+        ]
+    )
     assert code == 1 and "would overwrite an input" in capsys.readouterr().out
     assert (photo_folder / "grace.jpg").read_bytes() == original
 
 
 def test_single_file_to_a_named_output_with_chosen_faces(group_photo_path, tmp_path, capsys):
     out = tmp_path / "result.png"
-    code = main(["anonymize", str(group_photo_path), "-o", str(out), "--method", "solid", "--faces", "0,5", "--json"])
+    code = main(
+        ["anonymize", str(group_photo_path), "-o", str(out), "--method", "solid", "--faces", "0,5", "--json"]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and out.is_file()
     assert [f["changed"] for f in data["files"][0]["faces"]] == [True, False, False, False, False, True]
@@ -100,7 +115,9 @@ def test_download_finds_local_weights_and_prints_their_hashes(monkeypatch, tmp_p
 
 
 def test_help_lists_every_command():
-    done = subprocess.run([sys.executable, "-m", "faceanon.cli", "--help"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "faceanon.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0
     for command in ("anonymize", "swap", "download", "serve"):
         assert command in done.stdout
@@ -122,15 +139,21 @@ class _DonorPipeline:
         return SimpleNamespace(images=[Image.fromarray(crop) for _ in conditioning_image])
 
 
-def test_outputs_carry_the_provenance_marks_and_no_input_metadata(photo_folder, tmp_path, monkeypatch, capsys):
+def test_outputs_carry_the_provenance_marks_and_no_input_metadata(
+    photo_folder, tmp_path, monkeypatch, capsys
+):
     from faceanon.anonymizer import FaceAnonymizer
     from faceanon.trust.watermark import PNG_TEXT, PNG_TEXT_REDACTED, read_watermark
 
     monkeypatch.setattr(FaceAnonymizer, "_load_pipeline", lambda self: _DonorPipeline())
     grace = photo_folder / "grace.jpg"
     outputs = {}
-    for name, extra in (("gen.png", ["--method", "diffusion"]), ("gen.jpg", ["--method", "diffusion"]),
-                        ("plain.png", ["--method", "diffusion", "--no-watermark"]), ("blur.png", ["--method", "blur"])):
+    for name, extra in (
+        ("gen.png", ["--method", "diffusion"]),
+        ("gen.jpg", ["--method", "diffusion"]),
+        ("plain.png", ["--method", "diffusion", "--no-watermark"]),
+        ("blur.png", ["--method", "blur"]),
+    ):
         outputs[name] = tmp_path / name
         assert main(["anonymize", str(grace), "-o", str(outputs[name]), "-q", *extra]) == 0
     for path in outputs.values():
@@ -145,25 +168,36 @@ def test_outputs_carry_the_provenance_marks_and_no_input_metadata(photo_folder, 
     capsys.readouterr()
     assert main(["verify", str(outputs["gen.jpg"]), str(outputs["plain.png"])]) == 1
     out = capsys.readouterr().out
-    assert "gen.jpg: carries faceanon's watermark: face 0 (score" in out and "plain.png: no faceanon watermark" in out
+    assert (
+        "gen.jpg: carries faceanon's watermark: face 0 (score" in out
+        and "plain.png: no faceanon watermark" in out
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Faults: full disks, broken outputs, clashing names, unread files (issue 10 points 1, 3, 4; 12.9)
 
 
-def _faceanon(args: list[str], limit_bytes: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def _faceanon(
+    args: list[str], limit_bytes: int | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """The CLI in a fresh process; with `limit_bytes`, every file it writes is capped there
     (RLIMIT_FSIZE with SIGXFSZ ignored: a write past it fails with EFBIG, as on a full disk)."""
-    code = ("import resource, signal, sys\n"
-            "limit = int(sys.argv[1])\n"
-            "if limit:\n"
-            "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
-            "from faceanon.cli import main\n"
-            "sys.exit(main(sys.argv[2:]))\n")
-    return subprocess.run([sys.executable, "-c", code, str(limit_bytes or 0), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    code = (
+        "import resource, signal, sys\n"
+        "limit = int(sys.argv[1])\n"
+        "if limit:\n"
+        "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+        "from faceanon.cli import main\n"
+        "sys.exit(main(sys.argv[2:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(limit_bytes or 0), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -199,7 +233,10 @@ def test_a_full_disk_leaves_no_broken_output_and_a_rerun_redoes_the_rest(twelve_
     failed = [f for f in report["files"] if f["status"] == "error"]
     assert all(f["output"] is None and f["planned_output"].endswith(".png") for f in failed)
     assert all("disk is full or a file size limit" in f["error"] for f in failed)
-    assert sorted(p.name for p in out.iterdir()) == ["small0.jpg", "small1.jpg"]  # no empty, cut or temporary file
+    assert sorted(p.name for p in out.iterdir()) == [
+        "small0.jpg",
+        "small1.jpg",
+    ]  # no empty, cut or temporary file
     second = _faceanon(["anonymize", str(twelve_photos), "-o", str(out), "--method", "blur", "--json"])
     assert second.returncode == 0, second.stderr
     report = json.loads(second.stdout)
@@ -208,8 +245,12 @@ def test_a_full_disk_leaves_no_broken_output_and_a_rerun_redoes_the_rest(twelve_
 
 
 def _in_tmpfs_namespace(script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_full_tmpfs_disk_fails_photos_and_the_report_with_error_lines(twelve_photos, tmp_path):
@@ -222,7 +263,8 @@ def test_a_full_tmpfs_disk_fails_photos_and_the_report_with_error_lines(twelve_p
     done = _in_tmpfs_namespace(
         f"mount -t tmpfs -o size=64k tmpfs {out} && mount -t tmpfs -o size=4k tmpfs {reports} && "
         f"{sys.executable} -m faceanon.cli anonymize {twelve_photos} -o {out} --method blur -q "
-        f"--report {reports}/report.json; echo rc=$?; ls -a {out} {reports}")
+        f"--report {reports}/report.json; echo rc=$?; ls -a {out} {reports}"
+    )
     listing = done.stdout.split()
     assert "rc=1" in listing and "Traceback" not in done.stderr
     assert "faceanon: error: the report was not written" in done.stderr and "disk is full" in done.stderr
@@ -237,8 +279,16 @@ def test_broken_outputs_are_redone_and_leftovers_swept(photo_folder, tmp_path, c
     from faceanon.media.atomic import TEMP_PREFIX
 
     out = tmp_path / "out"
-    args = ["anonymize", str(photo_folder / "grace.jpg"), str(photo_folder / "team" / "group.jpg"), "-o", str(out),
-            "--method", "blur", "--json"]
+    args = [
+        "anonymize",
+        str(photo_folder / "grace.jpg"),
+        str(photo_folder / "team" / "group.jpg"),
+        "-o",
+        str(out),
+        "--method",
+        "blur",
+        "--json",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     whole = (out / "group.jpg").read_bytes()
@@ -257,7 +307,9 @@ def test_broken_outputs_are_redone_and_leftovers_swept(photo_folder, tmp_path, c
     assert main(args) == 0 and json.loads(capsys.readouterr().out)["skipped"] == 2
 
 
-def test_distinct_inputs_get_distinct_outputs_and_unread_files_are_listed(grace_hopper_path, tmp_path, capsys):
+def test_distinct_inputs_get_distinct_outputs_and_unread_files_are_listed(
+    grace_hopper_path, tmp_path, capsys
+):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     grace = Image.open(grace_hopper_path)
@@ -272,7 +324,12 @@ def test_distinct_inputs_get_distinct_outputs_and_unread_files_are_listed(grace_
         report, err = json.loads(capsys.readouterr().out), capsys.readouterr().err
         assert code == 0, err
         assert report["done"] == 4 and report["error"] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["photo.avif.png", "photo.gif.png", "photo.png", "wave.gif.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo.avif.png",
+        "photo.gif.png",
+        "photo.png",
+        "wave.gif.png",
+    ]
     reasons = {Path(f["input"]).name: f["reason"] for f in report["files"] if f["status"] == "skipped"}
     assert set(reasons) == {"phone.heic", "notes.txt"}  # videos are processed (tests/test_cli_video.py)
     assert "HEIC" in reasons["phone.heic"] and ".txt" in reasons["notes.txt"]
@@ -307,16 +364,33 @@ def test_a_text_chunk_bomb_is_a_clear_error_in_anonymize_and_verify(tmp_path, ca
 def test_no_mediapipe_or_tflite_log_noise_on_stderr(grace_hopper_path, tmp_path):
     """The attribute check (MediaPipe) runs after diffusion; the 12 GB model is replaced by a donor
     face in a fresh process, as in test_outputs_carry_the_provenance_marks_and_no_input_metadata."""
-    code = ("import sys\n"
-            "sys.path.insert(0, sys.argv[1])\n"
-            "from test_cli import _DonorPipeline\n"
-            "from faceanon.anonymizer import FaceAnonymizer\n"
-            "FaceAnonymizer._load_pipeline = lambda self: _DonorPipeline()\n"
-            "from faceanon.cli import main\n"
-            "sys.exit(main(sys.argv[2:]))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), "anonymize", str(grace_hopper_path),
-                           "-o", str(tmp_path / "out.png"), "--method", "diffusion", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_cli import _DonorPipeline\n"
+        "from faceanon.anonymizer import FaceAnonymizer\n"
+        "FaceAnonymizer._load_pipeline = lambda self: _DonorPipeline()\n"
+        "from faceanon.cli import main\n"
+        "sys.exit(main(sys.argv[2:]))\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(__file__).parent),
+            "anonymize",
+            str(grace_hopper_path),
+            "-o",
+            str(tmp_path / "out.png"),
+            "--method",
+            "diffusion",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["files"][0]["faces"][0]["attributes"]  # MediaPipe really ran
     lines = done.stderr.strip().splitlines()  # with --json the per-file lines go to stderr: only those

@@ -15,7 +15,9 @@ def sideways_photo(tmp_path, astronaut_rgb):
     path = tmp_path / "phone.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # shown after turning 90 degrees clockwise
-    Image.fromarray(astronaut_rgb).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes(), quality=95)
+    Image.fromarray(astronaut_rgb).transpose(Image.Transpose.ROTATE_90).save(
+        path, exif=exif.tobytes(), quality=95
+    )
     return path
 
 
@@ -24,7 +26,9 @@ def _report(capsys) -> dict:
 
 
 def test_json_lists_faces_in_upright_pixels(sideways_photo, group_photo_path, tmp_path, capsys):
-    code = main(["detect", str(sideways_photo), str(group_photo_path), str(tmp_path / "missing.jpg"), "--json"])
+    code = main(
+        ["detect", str(sideways_photo), str(group_photo_path), str(tmp_path / "missing.jpg"), "--json"]
+    )
     report = _report(capsys)
     assert code == 1 and report["detector"] == "recall" and (report["done"], report["error"]) == (2, 1)
     missing, phone, group = report["files"]
@@ -43,7 +47,9 @@ def test_mode_and_detector_pick_the_detector(group_photo_path, capsys):
     assert main(["detect", str(group_photo_path), "--mode", "fast", "--json"]) == 0
     assert _report(capsys)["detector"] == "yunet"
     # --detector wins over --mode, whatever their order
-    assert main(["detect", str(group_photo_path), "--detector", "centerface", "--mode", "fast", "--json"]) == 0
+    assert (
+        main(["detect", str(group_photo_path), "--detector", "centerface", "--mode", "fast", "--json"]) == 0
+    )
     fast = _report(capsys)
     assert fast["detector"] == "centerface" and fast["faces_found"] == 6
 
@@ -65,8 +71,22 @@ def test_unknown_names_stop_before_any_photo(group_photo_path, flags, capsys):
 
 def test_anonymize_takes_the_same_flags(tmp_path, group_photo_path, capsys):
     out = tmp_path / "out.jpg"
-    assert main(["anonymize", str(group_photo_path), "-o", str(out), "--method", "solid", "--mode", "fast",
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "anonymize",
+                str(group_photo_path),
+                "-o",
+                str(out),
+                "--method",
+                "solid",
+                "--mode",
+                "fast",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert _report(capsys)["faces_changed"] == 6
 
 
@@ -78,4 +98,6 @@ def test_folders_are_read_recursively(tmp_path, grace_hopper_path, capsys):
     (tmp_path / "a" / "notes.txt").write_text("not a photo")
     assert main(["detect", str(tmp_path / "a"), "--mode", "fast", "--json"]) == 0
     report = _report(capsys)
-    assert [f["input"].endswith("hopper.jpg") for f in report["files"]] == [True] and report["faces_found"] == 1
+    assert [f["input"].endswith("hopper.jpg") for f in report["files"]] == [True] and report[
+        "faces_found"
+    ] == 1

@@ -36,8 +36,13 @@ def ray_local():
     import ray
 
     temp = tempfile.mkdtemp(prefix="fa-ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, object_store_memory=300 * 1024**2,
-             logging_level="warning")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=temp,
+        object_store_memory=300 * 1024**2,
+        logging_level="warning",
+    )
     yield ray
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
@@ -55,7 +60,9 @@ def photo_tree(tmp_path_factory, grace_hopper_path, group_photo_path, astronaut_
     shutil.copy(group_photo_path, root / "people" / "group.jpg")
     Image.fromarray(astronaut_rgb).save(root / "people" / "astronaut.png")
     (root / "broken.jpg").write_bytes(Path(grace_hopper_path).read_bytes()[:300])  # a truncated JPEG
-    make_test_clip(root / "clip.mp4", photo="grace_hopper", motion="zoom", size=(160, 208), seconds=0.5, fps=20)
+    make_test_clip(
+        root / "clip.mp4", photo="grace_hopper", motion="zoom", size=(160, 208), seconds=0.5, fps=20
+    )
     (root / "notes.txt").write_text("not a photo")
     return root
 
@@ -83,8 +90,11 @@ def _cli(args: list[str], monkeypatch, resolution: int | None = None) -> int:
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and "_faceanon" not in p.parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "_faceanon" not in p.parts
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,12 +111,15 @@ def test_sources_keys_and_output_names(photo_tree, tmp_path):
     out = photo_tree / "out"  # an output inside the source is never read back as input
     (out / "x").mkdir(parents=True)
     shutil.copy(photo_tree / "grace.jpg", out / "x" / "old.jpg")
-    sources = list_sources([photo_tree, str(photo_tree / "people" / "*.png"), tmp_path / "missing",
-                            "data/*.parquet"], out)
+    sources = list_sources(
+        [photo_tree, str(photo_tree / "people" / "*.png"), tmp_path / "missing", "data/*.parquet"], out
+    )
     keys = sorted(key_for_path(str(p), sources.roots) for p in sources.images)
     assert keys == ["broken.jpg", "grace.jpg", "people/astronaut.png", "people/group.jpg"]  # one tree
     assert sources.videos == [(photo_tree / "clip.mp4").resolve()]
-    assert [(s["file"], s["reason"]) for s in sources.skipped] == [("notes.txt", "not a photo faceanon reads (.txt)")]
+    assert [(s["file"], s["reason"]) for s in sources.skipped] == [
+        ("notes.txt", "not a photo faceanon reads (.txt)")
+    ]
     assert [p["error"] for p in sources.problems] == ["does not exist"]
     assert sources.parquet == ["data/*.parquet"]
     shutil.rmtree(out)
@@ -124,12 +137,19 @@ def _worker(tmp_path, photo_tree, pipeline, **options):
     from faceanon.dataset.runner import dataset_settings
     from faceanon.dataset.worker import AnonymizeBatch
 
-    worker = AnonymizeBatch(dataset_settings(dict(method="diffusion", **options)), str(tmp_path / "out"), "tree",
-                            "run1", roots=[str(photo_tree.resolve())])
+    worker = AnonymizeBatch(
+        dataset_settings(dict(method="diffusion", **options)),
+        str(tmp_path / "out"),
+        "tree",
+        "run1",
+        roots=[str(photo_tree.resolve())],
+    )
     worker.anonymizer._pipeline = pipeline  # stands in for the 12 GB weights
     files = ["grace.jpg", "people/group.jpg", "people/astronaut.png"]
-    batch = {"bytes": np.array([(photo_tree / f).read_bytes() for f in files], dtype=object),
-             "path": np.array([str((photo_tree / f).resolve()) for f in files], dtype=object)}
+    batch = {
+        "bytes": np.array([(photo_tree / f).read_bytes() for f in files], dtype=object),
+        "path": np.array([str((photo_tree / f).resolve()) for f in files], dtype=object),
+    }
     return worker, batch
 
 
@@ -139,8 +159,11 @@ def test_pack_puts_faces_of_several_photos_into_one_pipeline_call(identity_pipel
     assert rows["status"] == ["done"] * 3 and rows["faces"] == [1, 6, 1]
     assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [8]
     seeds = [g.initial_seed() for g in identity_pipeline.calls[0]["generator"]]
-    expected = [face_seed(image_seed(0, data), i) for data, n in zip(batch["bytes"], (1, 6, 1), strict=True)
-                for i in range(n)]
+    expected = [
+        face_seed(image_seed(0, data), i)
+        for data, n in zip(batch["bytes"], (1, 6, 1), strict=True)
+        for i in range(n)
+    ]
     assert seeds == expected
 
     identity_pipeline.calls.clear()
@@ -200,7 +223,9 @@ def test_folder_with_redaction_equals_the_cli_and_is_audited(ray_local, photo_tr
     from faceanon.anonymizer import FaceAnonymizer
     from faceanon.dataset import anonymize_dataset, read_audit
 
-    assert _cli([str(photo_tree), "-o", str(tmp_path / "cli"), "--method", "blur"], monkeypatch) == 1  # broken.jpg
+    assert (
+        _cli([str(photo_tree), "-o", str(tmp_path / "cli"), "--method", "blur"], monkeypatch) == 1
+    )  # broken.jpg
     result = anonymize_dataset(photo_tree, tmp_path / "ray", method="blur", images_per_batch=2, quiet=True)
     assert (result.done, result.failed, result.skipped, result.faces) == (4, 1, 1, 9)  # 3 photos, 1 video
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "cli")  # the video too
@@ -208,10 +233,20 @@ def test_folder_with_redaction_equals_the_cli_and_is_audited(ray_local, photo_tr
 
     files, faces = read_audit(tmp_path / "ray")
     by_file = files.set_index("file")
-    assert sorted(by_file.index) == ["broken.jpg", "clip.mp4", "grace.jpg", "notes.txt", "people/astronaut.png",
-                                     "people/group.jpg"]
-    assert by_file.loc["broken.jpg", "status"] == "error" and "truncated" in by_file.loc["broken.jpg", "error"]
-    assert by_file.loc["notes.txt", "status"] == "skipped" and "not a photo" in by_file.loc["notes.txt", "error"]
+    assert sorted(by_file.index) == [
+        "broken.jpg",
+        "clip.mp4",
+        "grace.jpg",
+        "notes.txt",
+        "people/astronaut.png",
+        "people/group.jpg",
+    ]
+    assert (
+        by_file.loc["broken.jpg", "status"] == "error" and "truncated" in by_file.loc["broken.jpg", "error"]
+    )
+    assert (
+        by_file.loc["notes.txt", "status"] == "skipped" and "not a photo" in by_file.loc["notes.txt", "error"]
+    )
     assert by_file.loc["clip.mp4", "status"] == "done" and by_file.loc["clip.mp4", "faces"] == 1
     track = faces[faces.file == "clip.mp4"]
     assert list(track.face) == [0] and track.method.iloc[0] == "blur" and track.box.iloc[0] is None
@@ -224,7 +259,10 @@ def test_folder_with_redaction_equals_the_cli_and_is_audited(ray_local, photo_tr
     np.testing.assert_allclose(np.stack(group.box.to_numpy()), [d.box for d in detected], atol=1e-3)
     assert set(faces.method) == {"blur"} and faces.seed.isna().all() and not faces.watermark.any()
     assert faces.identity_similarity.notna().all() and set(faces.verdict) == {"different person"}
-    assert faces.leak_guard_hits.notna().all() and set(faces.leak_guard_hits) <= {0, 1}  # the guard ran (default)
+    assert faces.leak_guard_hits.notna().all() and set(faces.leak_guard_hits) <= {
+        0,
+        1,
+    }  # the guard ran (default)
 
 
 @pytest.mark.slow
@@ -239,8 +277,16 @@ def test_tiny_diffusion_equals_the_cli_bit_for_bit(ray_local, photo_tree, tiny_e
     shutil.copy(photo_tree / "people" / "astronaut.png", source)
     options = ["--method", "diffusion", "--steps", "1", "--seed", "3"]
     assert _cli([str(source), "-o", str(tmp_path / "cli"), *options], monkeypatch, resolution=64) == 0
-    result = anonymize_dataset(source, tmp_path / "ray", method="diffusion", steps=1, seed=3, resolution=64,
-                               images_per_batch=2, quiet=True)
+    result = anonymize_dataset(
+        source,
+        tmp_path / "ray",
+        method="diffusion",
+        steps=1,
+        seed=3,
+        resolution=64,
+        images_per_batch=2,
+        quiet=True,
+    )
     assert (result.done, result.changed) == (2, 2)
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "cli")
 
@@ -268,8 +314,14 @@ def test_a_rerun_after_an_interruption_does_only_the_rest(ray_local, photo_tree,
         raise KeyboardInterrupt  # what Ctrl-C does to the driver
 
     with pytest.raises(KeyboardInterrupt):
-        anonymize_dataset(source, tmp_path / "out", method="blur", images_per_batch=1, quiet=True,
-                          on_file=stop_after_the_first)
+        anonymize_dataset(
+            source,
+            tmp_path / "out",
+            method="blur",
+            images_per_batch=1,
+            quiet=True,
+            on_file=stop_after_the_first,
+        )
     first = completed_keys(tmp_path / "out")
     assert 1 <= len(first) < 6
     stamps = {key: (tmp_path / "out" / key).stat().st_mtime_ns for key in first}
@@ -311,8 +363,19 @@ def test_parquet_in_parquet_out(ray_local, photo_tree, tmp_path):
 
 @pytest.mark.slow
 def test_cli_ray_flag_prints_the_summary_and_a_json_report(ray_local, photo_tree, tmp_path, capsys):
-    code = main(["anonymize", str(photo_tree / "grace.jpg"), "-o", str(tmp_path / "out"), "--method", "pixelate",
-                 "--ray", "--json", "-q"])
+    code = main(
+        [
+            "anonymize",
+            str(photo_tree / "grace.jpg"),
+            "-o",
+            str(tmp_path / "out"),
+            "--method",
+            "pixelate",
+            "--ray",
+            "--json",
+            "-q",
+        ]
+    )
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # with --json, people's lines go to stderr
     assert code == 0 and report["done"] == 1 and report["faces"] == 1

@@ -49,8 +49,15 @@ def photo_folder(tmp_path, astronaut_rgb, grace_hopper_path):
 def test_evaluate_writes_csv_and_plots_and_resumes(photo_folder, tmp_path, tiny_pipe):
     out = tmp_path / "eval"
     anonymizer = FaceAnonymizer(pipeline=tiny_pipe)
-    settings = dict(anonymizer=anonymizer, degrees=(1.4,), seeds=1, baselines=("blur",), steps=1, guidance=1.0,
-                    progress_bar=False)
+    settings = dict(
+        anonymizer=anonymizer,
+        degrees=(1.4,),
+        seeds=1,
+        baselines=("blur",),
+        steps=1,
+        guidance=1.0,
+        progress_bar=False,
+    )
 
     class Interrupted(Exception):
         pass
@@ -78,7 +85,10 @@ def test_evaluate_writes_csv_and_plots_and_resumes(photo_folder, tmp_path, tiny_
     for path in result.figure_paths:
         assert path.stat().st_size > 10_000 and Image.open(path).size[0] > 500
     assert [p.name for p in result.figure_paths] == [
-        "evaluation_identity.png", "evaluation_detection.png", "evaluation_attributes.png"]
+        "evaluation_identity.png",
+        "evaluation_detection.png",
+        "evaluation_attributes.png",
+    ]
 
     # Random tiny weights paint noise, not a face: nobody is recognized, the original is itself.
     originals = [r for r in result.rows if r["method"] == "original"]
@@ -93,8 +103,13 @@ def test_evaluate_writes_csv_and_plots_and_resumes(photo_folder, tmp_path, tiny_
 
 
 def test_redaction_baselines_only(photo_folder, tmp_path):
-    result = evaluate(photo_folder, tmp_path / "eval", anonymizer=FaceAnonymizer(pipeline=None),
-                      diffusion=False, progress_bar=False)
+    result = evaluate(
+        photo_folder,
+        tmp_path / "eval",
+        anonymizer=FaceAnonymizer(pipeline=None),
+        diffusion=False,
+        progress_bar=False,
+    )
     assert {r["method"] for r in result.rows} == {"original", "blur", "pixelate", "solid"}
     _, _, _, similarity = summarize(result.rows, "identity_similarity")
     assert similarity["original"] > 0.999
@@ -106,9 +121,16 @@ def test_redaction_baselines_only(photo_folder, tmp_path):
 def test_evaluate_photo_for_the_app(astronaut_rgb, tiny_pipe):
     small = astronaut_rgb[::2, ::2].copy()
     told = []
-    rows, figures = evaluate_photo(FaceAnonymizer(pipeline=tiny_pipe), small, degrees=(1.2,), seeds=1,
-                                   baselines=(), steps=1, guidance=1.0,
-                                   on_run=lambda done, total, run: told.append((done, total, run.method, run.degree)))
+    rows, figures = evaluate_photo(
+        FaceAnonymizer(pipeline=tiny_pipe),
+        small,
+        degrees=(1.2,),
+        seeds=1,
+        baselines=(),
+        steps=1,
+        guidance=1.0,
+        on_run=lambda done, total, run: told.append((done, total, run.method, run.degree)),
+    )
     assert [r["method"] for r in rows] == ["original", "diffusion"]
     assert told == [(1, 2, "original", None), (2, 2, "diffusion", 1.2)]  # what the app's progress shows
     assert len(figures) == 3 and all(f.mode == "RGB" and f.width > 500 for f in figures)
@@ -124,8 +146,19 @@ def test_cli_commands(photo_folder, tmp_path, capsys, astronaut_rgb):
     add_evaluate_command(subparsers)
     add_verify_command(subparsers)
 
-    args = parser.parse_args(["evaluate", str(photo_folder), "-o", str(tmp_path / "e"), "--no-diffusion",
-                              "--baselines", "solid", "--identity-model", "sface"])
+    args = parser.parse_args(
+        [
+            "evaluate",
+            str(photo_folder),
+            "-o",
+            str(tmp_path / "e"),
+            "--no-diffusion",
+            "--baselines",
+            "solid",
+            "--identity-model",
+            "sface",
+        ]
+    )
     assert args.run(args) == 0
     assert "evaluation.csv" in capsys.readouterr().out
     with pytest.raises(SystemExit):

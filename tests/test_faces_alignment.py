@@ -40,7 +40,9 @@ def test_matrix_maps_the_ffhq_square_onto_the_crop():
     quad = ffhq_quad(landmarks)
     matrix = alignment_matrix(landmarks)
     mapped = quad @ matrix[:, :2].T + matrix[:, 2]
-    np.testing.assert_allclose(mapped, [[-0.5, -0.5], [-0.5, 511.5], [511.5, 511.5], [511.5, -0.5]], atol=1e-3)
+    np.testing.assert_allclose(
+        mapped, [[-0.5, -0.5], [-0.5, 511.5], [511.5, 511.5], [511.5, -0.5]], atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("photo", ["astronaut_rgb", "grace_hopper_rgb", "group_photo_rgb"])

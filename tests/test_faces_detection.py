@@ -15,7 +15,9 @@ def yunet():
     return create_detector("yunet")
 
 
-@pytest.mark.parametrize("photo, expected", [("astronaut_rgb", 1), ("grace_hopper_rgb", 1), ("group_photo_rgb", 6)])
+@pytest.mark.parametrize(
+    "photo, expected", [("astronaut_rgb", 1), ("grace_hopper_rgb", 1), ("group_photo_rgb", 6)]
+)
 def test_yunet_finds_the_faces_of_real_photos(yunet, request, photo, expected):
     faces = yunet.detect(request.getfixturevalue(photo))
     assert len(faces) == expected
@@ -62,7 +64,7 @@ def test_small_faces_in_a_large_photo_are_found_once(yunet, group_photo_rgb):
 
     small = cv2.resize(group_photo_rgb, None, fx=0.3, fy=0.3, interpolation=cv2.INTER_AREA)  # ~38 px faces
     canvas = np.full((2000, 2600, 3), 120, np.uint8)
-    canvas[1500:1500 + small.shape[0], 2000:2000 + small.shape[1]] = small
+    canvas[1500 : 1500 + small.shape[0], 2000 : 2000 + small.shape[1]] = small
     faces = yunet.detect(canvas)
     assert len(faces) == 6 and all(f.box[0] > 2000 and f.box[1] > 1500 for f in faces)
 

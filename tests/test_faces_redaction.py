@@ -47,8 +47,11 @@ def real_faces(astronaut_rgb, grace_hopper_rgb, group_photo_rgb):
     """5 real people: the astronaut, Grace Hopper, and the three largest faces of t1.jpg."""
     detector = create_detector("yunet")
     group = sorted(detector.detect(group_photo_rgb), key=lambda f: -f.size)[:3]
-    return [(astronaut_rgb, detector.detect(astronaut_rgb)[0]), (grace_hopper_rgb, detector.detect(grace_hopper_rgb)[0]),
-            *((group_photo_rgb, face) for face in group)]
+    return [
+        (astronaut_rgb, detector.detect(astronaut_rgb)[0]),
+        (grace_hopper_rgb, detector.detect(grace_hopper_rgb)[0]),
+        *((group_photo_rgb, face) for face in group),
+    ]
 
 
 @pytest.mark.parametrize("method", REDACTION_METHODS)

@@ -91,8 +91,18 @@ def run_cli(*argv) -> int:
 
 def test_cli_keep_flag(tmp_path, capsys):
     out = tmp_path / "out.jpg"
-    code = run_cli("anonymize", PEOPLE / "two_people.jpg", "-o", out, "--method", "blur", "--keep",
-                   PEOPLE / "obama2.jpg", "--json", "--quiet")
+    code = run_cli(
+        "anonymize",
+        PEOPLE / "two_people.jpg",
+        "-o",
+        out,
+        "--method",
+        "blur",
+        "--keep",
+        PEOPLE / "obama2.jpg",
+        "--json",
+        "--quiet",
+    )
     assert code == 0
     faces = json.loads(capsys.readouterr().out)["files"][0]["faces"]
     assert [f["kept_as"] for f in faces] == ["obama2", None] and out.exists()
@@ -101,8 +111,18 @@ def test_cli_keep_flag(tmp_path, capsys):
 def test_cli_bad_keep_photo_stops_before_any_output(tmp_path, capsys):
     (tmp_path / "fake.jpg").write_text("not an image")
     out = tmp_path / "out"
-    code = run_cli("anonymize", PEOPLE / "two_people.jpg", PEOPLE / "biden.jpg", "-o", out, "--method", "blur",
-                   "--keep", tmp_path / "fake.jpg", "--quiet")
+    code = run_cli(
+        "anonymize",
+        PEOPLE / "two_people.jpg",
+        PEOPLE / "biden.jpg",
+        "-o",
+        out,
+        "--method",
+        "blur",
+        "--keep",
+        tmp_path / "fake.jpg",
+        "--quiet",
+    )
     assert code == 1
     assert "Keep photo: The file 'fake.jpg' is not an image" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
@@ -121,10 +141,12 @@ def test_app_anonymize_endpoint_takes_keep_photos():
     def quiet(*args, **kwargs):
         return None
 
-    _, summary, report, _ = H.anonymize(str(PEOPLE / "two_people.jpg"), "blur", keep=[str(PEOPLE / "obama.jpg")],
-                                        progress=quiet)
+    _, summary, report, _ = H.anonymize(
+        str(PEOPLE / "two_people.jpg"), "blur", keep=[str(PEOPLE / "obama.jpg")], progress=quiet
+    )
     assert [f["kept_as"] for f in report["faces"]] == ["obama", None]
     with pytest.raises(gr.Error) as error:
-        H.anonymize(str(PEOPLE / "two_people.jpg"), "blur", keep=[str(PEOPLE / "obama.jpg"), __file__],
-                    progress=quiet)
+        H.anonymize(
+            str(PEOPLE / "two_people.jpg"), "blur", keep=[str(PEOPLE / "obama.jpg"), __file__], progress=quiet
+        )
     assert "test_keep.py" in error.value.message and str(PEOPLE) not in error.value.message

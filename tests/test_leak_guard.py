@@ -46,7 +46,9 @@ def test_faces_found_only_on_the_second_pass_are_blurred_and_reported(strict, gr
     assert len(result.faces) == 6
     first, *missed = result.faces
     assert first.method == "pixelate" and not first.guard
-    assert all(r.guard == f"{FOUND_ON_SECOND_PASS}: blurred" and r.method == "blur" and r.changed for r in missed)
+    assert all(
+        r.guard == f"{FOUND_ON_SECOND_PASS}: blurred" and r.method == "blur" and r.changed for r in missed
+    )
     assert all(r.same_person is False for r in result.faces)  # measured after the guard's redaction
     assert "5 faces found only on the second pass: blurred." in result.message
     assert len({r.face.index for r in result.faces}) == 6
@@ -57,7 +59,9 @@ def test_faces_found_only_on_the_second_pass_are_blurred_and_reported(strict, gr
 
 
 def test_without_the_guard_the_missed_faces_stay(strict, group_photo_rgb):
-    result = FaceAnonymizer(detection_threshold=0.93, leak_guard=False).anonymize(group_photo_rgb, method="blur")
+    result = FaceAnonymizer(detection_threshold=0.93, leak_guard=False).anonymize(
+        group_photo_rgb, method="blur"
+    )
     assert len(result.faces) == 1 and "second pass" not in result.message
     assert len(strict.anonymize(group_photo_rgb, method="blur", leak_guard=False).faces) == 1  # one call only
     assert len(strict.anonymize(group_photo_rgb, method="blur").faces) == 6
@@ -72,7 +76,12 @@ def test_unselected_faces_are_never_touched(group_photo_rgb):
     ys, xs = np.nonzero(changed)
     x0, y0, x1, y1 = result.faces[2].face.box
     margin = result.faces[2].face.size
-    assert xs.min() > x0 - margin and xs.max() < x1 + margin and ys.min() > y0 - margin and ys.max() < y1 + margin
+    assert (
+        xs.min() > x0 - margin
+        and xs.max() < x1 + margin
+        and ys.min() > y0 - margin
+        and ys.max() < y1 + margin
+    )
 
 
 def test_a_selection_leaves_faces_found_only_on_the_second_pass(strict, group_photo_rgb):
@@ -80,7 +89,9 @@ def test_a_selection_leaves_faces_found_only_on_the_second_pass(strict, group_ph
     result = strict.anonymize(group_photo_rgb, method="blur", faces=faces)
     assert [r.changed for r in result.faces] == [True] + [False] * 5
     assert all(r.guard.startswith(FOUND_ON_SECOND_PASS) and "left" in r.guard for r in result.faces[1:])
-    assert "5 faces found only on the second pass: left (only the chosen faces are changed)." in result.message
+    assert (
+        "5 faces found only on the second pass: left (only the chosen faces are changed)." in result.message
+    )
 
 
 def test_a_face_still_recognized_is_redacted_by_the_guard(astronaut_rgb, identity_pipeline):
@@ -112,7 +123,16 @@ def test_cli_no_leak_guard_flag(group_photo_path, tmp_path, capsys):
 
     from faceanon.cli import main
 
-    base = ["anonymize", str(group_photo_path), "--method", "blur", "--detection-threshold", "0.93", "--json", "-q"]
+    base = [
+        "anonymize",
+        str(group_photo_path),
+        "--method",
+        "blur",
+        "--detection-threshold",
+        "0.93",
+        "--json",
+        "-q",
+    ]
     assert main([*base, "-o", str(tmp_path / "guarded.jpg")]) == 0
     guarded = json.loads(capsys.readouterr().out)["files"][0]
     assert main([*base, "-o", str(tmp_path / "plain.jpg"), "--no-leak-guard"]) == 0

@@ -72,7 +72,11 @@ def test_palette_with_transparency_keeps_it():
     image.info["transparency"] = 0
     image.paste(0, (0, 0, 16, 32))
     loaded = load_image(_encoded(image, "PNG", transparency=0))
-    assert loaded.mode == "RGBA" and np.asarray(loaded)[0, 0, 3] == 0 and tuple(np.asarray(loaded)[0, 31]) == (255, 0, 0, 255)
+    assert (
+        loaded.mode == "RGBA"
+        and np.asarray(loaded)[0, 0, 3] == 0
+        and tuple(np.asarray(loaded)[0, 31]) == (255, 0, 0, 255)
+    )
 
 
 def test_cmyk_jpeg_comes_out_rgb_with_the_right_colours():
@@ -118,8 +122,9 @@ def test_no_metadata_survives_but_the_colour_profile_is_standard_srgb(astronaut_
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>secret-location</rdf:RDF></x:xmpmeta>'
     source = tmp_path / "in.jpg"
-    Image.fromarray(astronaut_rgb).save(source, exif=_exif_with_gps().tobytes(), icc_profile=icc, xmp=xmp,
-                                        comment=b"taken at home")
+    Image.fromarray(astronaut_rgb).save(
+        source, exif=_exif_with_gps().tobytes(), icc_profile=icc, xmp=xmp, comment=b"taken at home"
+    )
     assert Image.open(source).getexif().get_ifd(GPS_IFD)  # the input really has GPS
     out = save_image(load_image(source), tmp_path / f"out{suffix}")
     raw = out.read_bytes()
@@ -165,11 +170,19 @@ def _with_private_tag(profile: bytes, payload: bytes) -> bytes:
     import struct
 
     count = struct.unpack(">I", profile[128:132])[0]
-    table = [struct.unpack(">4sII", profile[132 + 12 * i:144 + 12 * i]) for i in range(count)]
-    body, pad = profile[132 + 12 * count:], (-(len(profile) + 12)) % 4
-    table = [(sig, offset + 12, size) for sig, offset, size in table] + [(b"zzzz", len(profile) + 12 + pad, len(payload))]
-    out = bytearray(profile[:128] + struct.pack(">I", count + 1) + b"".join(struct.pack(">4sII", *t) for t in table)
-                    + body + b"\0" * pad + payload)
+    table = [struct.unpack(">4sII", profile[132 + 12 * i : 144 + 12 * i]) for i in range(count)]
+    body, pad = profile[132 + 12 * count :], (-(len(profile) + 12)) % 4
+    table = [(sig, offset + 12, size) for sig, offset, size in table] + [
+        (b"zzzz", len(profile) + 12 + pad, len(payload))
+    ]
+    out = bytearray(
+        profile[:128]
+        + struct.pack(">I", count + 1)
+        + b"".join(struct.pack(">4sII", *t) for t in table)
+        + body
+        + b"\0" * pad
+        + payload
+    )
     out[0:4] = struct.pack(">I", len(out))
     return bytes(out)
 
@@ -220,7 +233,9 @@ def test_a_wide_gamut_photo_is_converted_to_srgb(tmp_path):
     lab = ImageCms.createProfile("LAB")
     assert lab  # LittleCMS can make non-RGB profiles: those are dropped, never attached to RGB pixels
     source = tmp_path / "lab-tagged.png"
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(source, icc_profile=ImageCms.ImageCmsProfile(lab).tobytes())
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(
+        source, icc_profile=ImageCms.ImageCmsProfile(lab).tobytes()
+    )
     loaded = load_image(source)
     assert "icc_profile" not in loaded.info and np.asarray(loaded)[0, 0].tolist() == [200, 30, 30]
     source = tmp_path / "srgb-tagged.png"
@@ -298,13 +313,19 @@ def test_memory_a_refused_36_megapixel_jpeg_never_allocates_and_a_loaded_one_ret
     truncated, whole = tmp_path / "cut.jpg", tmp_path / "whole.jpg"
     truncated.write_bytes(_cut_jpeg(astronaut_rgb, (6000, 6000), 75_000))
     whole.write_bytes(_encoded(Image.fromarray(astronaut_rgb).resize((6000, 4000)), "JPEG", quality=85))
-    done = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(truncated), str(whole)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(truncated), str(whole)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     rss = json.loads(done.stdout)
     print("RSS MB:", {k: round(v, 1) if isinstance(v, float) else v for k, v in rss.items()})
     assert rss["refused"]
-    assert rss["after_refusal"] - rss["before"] < 20 and rss["peak_refusal"] - rss["before"] < 60  # 108 MB frame
+    assert (
+        rss["after_refusal"] - rss["before"] < 20 and rss["peak_refusal"] - rss["before"] < 60
+    )  # 108 MB frame
     assert rss["loaded"] - rss["before"] > 60  # the 72 MB photo was really held ...
     assert rss["after_release"] - rss["before"] < 20  # ... and given back
 
@@ -313,14 +334,20 @@ def test_memory_a_refused_36_megapixel_jpeg_never_allocates_and_a_loaded_one_ret
 # Greyscale, toned photos, frames (issue 12 point 8, issue 10 point 3)
 
 
-@pytest.mark.parametrize(("mode", "fmt"), [("L", "PNG"), ("L", "JPEG"), ("LA", "PNG"), ("1", "PNG"),
-                                           ("I;16", "PNG"), ("L", "TIFF")])
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("L", "PNG"), ("L", "JPEG"), ("LA", "PNG"), ("1", "PNG"), ("I;16", "PNG"), ("L", "TIFF")],
+)
 def test_a_greyscale_photo_is_written_back_greyscale(astronaut_rgb, tmp_path, mode, fmt):
     from faceanon.media.photo import SOURCE_MODE
 
     grey = Image.fromarray(astronaut_rgb).convert("L")
-    source = {"L": grey, "1": grey.convert("1"), "LA": grey.convert("LA"),
-              "I;16": Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)}[mode]
+    source = {
+        "L": grey,
+        "1": grey.convert("1"),
+        "LA": grey.convert("LA"),
+        "I;16": Image.fromarray(np.asarray(grey).astype(np.uint16) * 257),
+    }[mode]
     loaded = load_image(_encoded(source, fmt))
     assert loaded.mode in ("RGB", "RGBA") and loaded.info[SOURCE_MODE] == mode  # the anonymizer works on RGB
     reread = Image.open(io.BytesIO(encode_image(loaded, fmt)))
@@ -349,7 +376,9 @@ def test_restore_mode_gives_the_output_the_look_of_the_input(astronaut_rgb):
     restored = restore_mode(colour_output, like=sepia_photo)
     assert describe_tone(restored).kind == "toned" and restored.mode == "RGB"
     # a colour photo: untouched, and colour is never dropped when saving
-    assert restore_mode(colour_output, like=Image.fromarray(astronaut_rgb)).tobytes() == colour_output.tobytes()
+    assert (
+        restore_mode(colour_output, like=Image.fromarray(astronaut_rgb)).tobytes() == colour_output.tobytes()
+    )
     stored_but_now_colour = Image.fromarray(colour_output)
     stored_but_now_colour.info.update(stored.info)
     assert Image.open(io.BytesIO(encode_image(stored_but_now_colour, "PNG"))).mode == "RGB"
@@ -360,7 +389,14 @@ def test_colour_photos_are_not_taken_for_monochrome(astronaut_rgb, grace_hopper_
 
     from faceanon.media.photo import is_grayscale
 
-    for rgb in (astronaut_rgb, grace_hopper_rgb, group_photo_rgb, data.coffee(), data.chelsea(), data.rocket()):
+    for rgb in (
+        astronaut_rgb,
+        grace_hopper_rgb,
+        group_photo_rgb,
+        data.coffee(),
+        data.chelsea(),
+        data.rocket(),
+    ):
         assert not is_grayscale(Image.fromarray(rgb))
 
 

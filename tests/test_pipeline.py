@@ -35,13 +35,21 @@ def faces():
     from skimage import data
 
     astronaut = Image.fromarray(data.astronaut()).crop((140, 40, 300, 200))
-    hopper = Image.open(f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg").convert("RGB").crop((120, 60, 400, 340))
+    hopper = (
+        Image.open(f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg")
+        .convert("RGB")
+        .crop((120, 60, 400, 340))
+    )
     return astronaut, hopper
 
 
 def run(pipe, source, conditioning, seed=0, **kwargs):
     kwargs = {"num_inference_steps": STEPS, "height": SIZE, "width": SIZE, "output_type": "np", **kwargs}
-    generator = [torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list) else torch.Generator().manual_seed(seed)
+    generator = (
+        [torch.Generator().manual_seed(s) for s in seed]
+        if isinstance(seed, list)
+        else torch.Generator().manual_seed(seed)
+    )
     return pipe(source, conditioning, generator=generator, **kwargs).images
 
 
@@ -80,7 +88,10 @@ def test_pipeline_equals_reference_formulation_float32(pipe, faces, degree, guid
     # steps a random tiny UNet amplifies rounding ~20x per step, which the float64 test covers.
     source, target = faces
     kwargs = dict(anonymization_degree=degree, guidance_scale=guidance, num_inference_steps=1)
-    assert np.abs(run(pipe, source, target, seed=3, **kwargs) - oracle(pipe, source, target, 3, **kwargs)).max() <= 1e-5
+    assert (
+        np.abs(run(pipe, source, target, seed=3, **kwargs) - oracle(pipe, source, target, 3, **kwargs)).max()
+        <= 1e-5
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +107,12 @@ def test_pipeline_equals_reference_formulation_over_steps_float64(pipe64, faces,
     # Several steps exercise the reference keys/values cached once and reused at every step.
     source, target = faces
     kwargs = dict(anonymization_degree=degree, guidance_scale=guidance)
-    assert np.abs(run(pipe64, source, target, seed=4, **kwargs) - oracle(pipe64, source, target, 4, **kwargs)).max() <= 1e-9
+    assert (
+        np.abs(
+            run(pipe64, source, target, seed=4, **kwargs) - oracle(pipe64, source, target, 4, **kwargs)
+        ).max()
+        <= 1e-9
+    )
 
 
 def test_every_transformer_of_a_block_uses_the_blocks_first_record(pipe, faces):
@@ -155,14 +171,18 @@ def test_latents_are_honoured(pipe, faces):
 
 
 def test_at_degree_one_guidance_does_not_matter(pipe, faces):
-    outputs = [run(pipe, None, faces[1], seed=5, anonymization_degree=1.0, guidance_scale=g) for g in (1.0, 4.0, 9.0)]
+    outputs = [
+        run(pipe, None, faces[1], seed=5, anonymization_degree=1.0, guidance_scale=g) for g in (1.0, 4.0, 9.0)
+    ]
     assert np.abs(outputs[0] - outputs[1]).max() <= 1e-5
     assert np.abs(outputs[0] - outputs[2]).max() <= 1e-5
 
 
 def test_swap_and_anonymize_in_one_batch_equal_each_alone(pipe, faces):
     astronaut, hopper = faces
-    batch = run(pipe, [hopper, astronaut], [astronaut, astronaut], seed=[21, 22], anonymization_degree=[0.0, 1.25])
+    batch = run(
+        pipe, [hopper, astronaut], [astronaut, astronaut], seed=[21, 22], anonymization_degree=[0.0, 1.25]
+    )
     swap_alone = run(pipe, hopper, astronaut, seed=21, anonymization_degree=0.0)
     anonymize_alone = run(pipe, astronaut, astronaut, seed=22, anonymization_degree=1.25)
     assert np.abs(batch[0] - swap_alone[0]).max() <= 1e-5
@@ -171,11 +191,20 @@ def test_swap_and_anonymize_in_one_batch_equal_each_alone(pipe, faces):
 
 def test_convenience_methods_and_callback(pipe, faces):
     steps = []
-    image = pipe.anonymize(faces[0], degree=1.25, seed=0, num_inference_steps=2, height=SIZE, width=SIZE,
-                           callback_on_step_end=lambda p, i, t, kw: steps.append(i) or kw)
+    image = pipe.anonymize(
+        faces[0],
+        degree=1.25,
+        seed=0,
+        num_inference_steps=2,
+        height=SIZE,
+        width=SIZE,
+        callback_on_step_end=lambda p, i, t, kw: steps.append(i) or kw,
+    )
     assert isinstance(image, Image.Image) and image.size == (SIZE, SIZE)
     assert steps == [0, 1]
-    swapped = pipe.swap(faces[1], [faces[0], faces[0]], seed=[1, 2], num_inference_steps=2, height=SIZE, width=SIZE)
+    swapped = pipe.swap(
+        faces[1], [faces[0], faces[0]], seed=[1, 2], num_inference_steps=2, height=SIZE, width=SIZE
+    )
     assert len(swapped) == 2 and all(isinstance(s, Image.Image) for s in swapped)
 
 
@@ -214,8 +243,9 @@ def fake_xformers(calls: list):
         calls.append(tuple(query.shape))
         squeeze = query.ndim == 3  # diffusers' stock processor passes (B*heads, tokens, head_dim)
         q, k, v = (t.unsqueeze(2) if squeeze else t for t in (query, key, value))
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=attn_bias, scale=scale).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=attn_bias, scale=scale
+        ).transpose(1, 2)
         return out.squeeze(2) if squeeze else out
 
     module = types.ModuleType("xformers")
@@ -261,8 +291,14 @@ def test_enabling_xformers_keeps_the_methods_processors(pipe, faces, monkeypatch
     ],
 )
 def test_bad_inputs_get_messages_people_understand(pipe, faces, kwargs, error, message):
-    call = dict(source_image=faces[0], conditioning_image=faces[1], anonymization_degree=1.25,
-                num_inference_steps=1, height=SIZE, width=SIZE)
+    call = dict(
+        source_image=faces[0],
+        conditioning_image=faces[1],
+        anonymization_degree=1.25,
+        num_inference_steps=1,
+        height=SIZE,
+        width=SIZE,
+    )
     call.update(kwargs)
     with pytest.raises(error, match=message):
         pipe(**call)
@@ -270,10 +306,24 @@ def test_bad_inputs_get_messages_people_understand(pipe, faces, kwargs, error, m
 
 def test_mismatched_batches_and_generators(pipe, faces):
     with pytest.raises(ValueError, match="one source image per conditioning image"):
-        pipe([faces[0]] * 2, [faces[1]] * 3, anonymization_degree=0.0, num_inference_steps=1, height=SIZE, width=SIZE)
+        pipe(
+            [faces[0]] * 2,
+            [faces[1]] * 3,
+            anonymization_degree=0.0,
+            num_inference_steps=1,
+            height=SIZE,
+            width=SIZE,
+        )
     with pytest.raises(ValueError, match="one per image"):
-        pipe(None, [faces[1]] * 2, anonymization_degree=1.0, num_inference_steps=1, height=SIZE, width=SIZE,
-             generator=[torch.Generator()])
+        pipe(
+            None,
+            [faces[1]] * 2,
+            anonymization_degree=1.0,
+            num_inference_steps=1,
+            height=SIZE,
+            width=SIZE,
+            generator=[torch.Generator()],
+        )
 
 
 def test_per_step_work_does_not_walk_the_models(pipe, faces, monkeypatch):
@@ -287,15 +337,26 @@ def test_per_step_work_does_not_walk_the_models(pipe, faces, monkeypatch):
         def getter(self):
             counts[name] += 1
             return original.fget(self)
+
         return property(getter)
 
-    monkeypatch.setattr(FaceAnonPipeline, "_execution_device", counting("device", FaceAnonPipeline._execution_device))
+    monkeypatch.setattr(
+        FaceAnonPipeline, "_execution_device", counting("device", FaceAnonPipeline._execution_device)
+    )
     monkeypatch.setattr(ModelMixin, "dtype", counting("dtype", ModelMixin.dtype))
     lookups = []
     for steps in (1, 2, 6):  # the first call also fills the s0 cache
         counts.update(device=0, dtype=0)
-        pipe(None, faces[0], anonymization_degree=1.25, num_inference_steps=steps, height=64, width=64,
-             generator=torch.Generator().manual_seed(0), output_type="np")
+        pipe(
+            None,
+            faces[0],
+            anonymization_degree=1.25,
+            num_inference_steps=steps,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
         lookups.append(dict(counts))
     assert lookups[1] == lookups[2], lookups
     assert lookups[1]["device"] == 1
@@ -334,8 +395,11 @@ def test_attention_slicing_runs_inside_the_methods_processors(pipe, faces, slice
     try:
         sites = [s for net in (pipe.unet, pipe.referencenet) for s in self_attention_sites(net)]
         assert all(s.module.processor.slice_size == slice_size for s in sites)
-        others = [m.processor for m in pipe.unet.modules() if isinstance(m, Attention)
-                  and not isinstance(m.processor, METHOD_PROCESSORS)]
+        others = [
+            m.processor
+            for m in pipe.unet.modules()
+            if isinstance(m, Attention) and not isinstance(m.processor, METHOD_PROCESSORS)
+        ]
         assert others and all(isinstance(p, SlicedAttnProcessor) for p in others)
         sliced = run(pipe, faces[1], faces[0], anonymization_degree=0.0, num_inference_steps=1)
     finally:
@@ -350,8 +414,10 @@ def test_attention_slicing_runs_inside_the_methods_processors(pipe, faces, slice
 def test_masks_and_encoder_states_given_to_the_methods_attention_are_refused(pipe):
     site = self_attention_sites(pipe.unet)[0]
     x = torch.randn(1, 16, site.module.to_q.in_features)
-    for kwargs, name in ((dict(attention_mask=torch.ones(1, 16, 16)), "attention_mask"),
-                         (dict(encoder_hidden_states=x), "encoder_hidden_states")):
+    for kwargs, name in (
+        (dict(attention_mask=torch.ones(1, 16, 16)), "attention_mask"),
+        (dict(encoder_hidden_states=x), "encoder_hidden_states"),
+    ):
         for processor in (site.module.processor, self_attention_sites(pipe.referencenet)[0].module.processor):
             with pytest.raises(NotImplementedError, match=name):
                 processor(site.module, x, **kwargs)
@@ -368,12 +434,26 @@ def test_interrupt_properties_and_callback_tensor_inputs(pipe, faces):
         p._interrupt = True
         return kwargs
 
-    run(pipe, None, faces[0], anonymization_degree=1.25, num_inference_steps=4, guidance_scale=3.0,
-        callback_on_step_end=stop_after_first, callback_on_step_end_tensor_inputs=["latents"])
+    run(
+        pipe,
+        None,
+        faces[0],
+        anonymization_degree=1.25,
+        num_inference_steps=4,
+        guidance_scale=3.0,
+        callback_on_step_end=stop_after_first,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
     assert seen == [(0, ["latents"], 3.0, 4, True)]  # steps 1-3 skipped
     with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
-        run(pipe, None, faces[0], anonymization_degree=1.25, callback_on_step_end=stop_after_first,
-            callback_on_step_end_tensor_inputs=["prompt_embeds"])
+        run(
+            pipe,
+            None,
+            faces[0],
+            anonymization_degree=1.25,
+            callback_on_step_end=stop_after_first,
+            callback_on_step_end_tensor_inputs=["prompt_embeds"],
+        )
 
 
 @pytest.mark.slow
@@ -386,7 +466,9 @@ def test_the_example_docstring_runs(tmp_path, monkeypatch):
     from faceanon.pipeline import EXAMPLE_DOC_STRING
     from faceanon.testing import tiny_pipeline_env
 
-    assert "pipe.encode_source(" in FaceAnonPipeline.__call__.__doc__  # replace_example_docstring put it there
+    assert (
+        "pipe.encode_source(" in FaceAnonPipeline.__call__.__doc__
+    )  # replace_example_docstring put it there
     for name, value in tiny_pipeline_env(tmp_path, vae_blocks=7).items():
         monkeypatch.setenv(name, value)
     test = doctest.DocTestParser().get_doctest(EXAMPLE_DOC_STRING, {}, "EXAMPLE_DOC_STRING", None, 0)
@@ -434,13 +516,24 @@ def test_an_encoded_source_gives_the_plain_calls_outputs(pipe, faces):
     frames = [frame, frame.rotate(8), frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     kwargs = dict(anonymization_degree=0.0, num_inference_steps=2, height=SIZE, width=SIZE, output_type="np")
     plain = [pipe(source, f, generator=torch.Generator().manual_seed(5), **kwargs).images[0] for f in frames]
-    reference = pipe.encode_source(source, generator=torch.Generator().manual_seed(5), height=SIZE, width=SIZE)
-    one_by_one = [pipe(None, f, source_reference=reference, generator=torch.Generator().manual_seed(5),
-                       **kwargs).images[0] for f in frames]
+    reference = pipe.encode_source(
+        source, generator=torch.Generator().manual_seed(5), height=SIZE, width=SIZE
+    )
+    one_by_one = [
+        pipe(
+            None, f, source_reference=reference, generator=torch.Generator().manual_seed(5), **kwargs
+        ).images[0]
+        for f in frames
+    ]
     cached_layers = len(reference.key_values)
     assert cached_layers == len(self_attention_sites(pipe.unet))  # filled once, then reused
-    batched = pipe(None, frames, source_reference=reference,
-                   generator=[torch.Generator().manual_seed(5) for _ in frames], **kwargs).images
+    batched = pipe(
+        None,
+        frames,
+        source_reference=reference,
+        generator=[torch.Generator().manual_seed(5) for _ in frames],
+        **kwargs,
+    ).images
     assert len(reference.key_values) == cached_layers
     # Same shapes, same kernels: bit for bit. A batch of 3 runs CLIP, the VAE and the UNets at
     # another batch size, whose kernels may round differently (float32 rounding only).
@@ -448,17 +541,34 @@ def test_an_encoded_source_gives_the_plain_calls_outputs(pipe, faces):
     assert max(np.abs(a - b).max() for a, b in zip(plain, batched, strict=True)) <= 1e-5
     # the reference really is the source's: another source gives other faces
     other = pipe.encode_source(frame, generator=torch.Generator().manual_seed(5), height=SIZE, width=SIZE)
-    assert np.abs(pipe(None, frame, source_reference=other, generator=torch.Generator().manual_seed(5),
-                       **kwargs).images[0] - one_by_one[0]).max() > 1e-3
+    assert (
+        np.abs(
+            pipe(
+                None, frame, source_reference=other, generator=torch.Generator().manual_seed(5), **kwargs
+            ).images[0]
+            - one_by_one[0]
+        ).max()
+        > 1e-3
+    )
 
 
 def test_an_encoded_source_without_guidance_and_its_misuses(pipe, faces):
     source, frame = faces
-    kwargs = dict(anonymization_degree=0.0, guidance_scale=1.0, num_inference_steps=2, height=SIZE, width=SIZE,
-                  output_type="np")
-    reference = pipe.encode_source(source, generator=torch.Generator().manual_seed(2), height=SIZE, width=SIZE)
+    kwargs = dict(
+        anonymization_degree=0.0,
+        guidance_scale=1.0,
+        num_inference_steps=2,
+        height=SIZE,
+        width=SIZE,
+        output_type="np",
+    )
+    reference = pipe.encode_source(
+        source, generator=torch.Generator().manual_seed(2), height=SIZE, width=SIZE
+    )
     plain = pipe(source, frame, generator=torch.Generator().manual_seed(2), **kwargs).images
-    cached = pipe(None, frame, source_reference=reference, generator=torch.Generator().manual_seed(2), **kwargs).images
+    cached = pipe(
+        None, frame, source_reference=reference, generator=torch.Generator().manual_seed(2), **kwargs
+    ).images
     assert np.array_equal(plain, cached)
 
     call = dict(kwargs, source_reference=reference)

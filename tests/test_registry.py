@@ -30,7 +30,9 @@ def _subcommands():
 @pytest.mark.parametrize("name", sorted(_subcommands()[1]))
 def test_every_subcommand_has_a_help_text(name, capsys):
     parser, commands = _subcommands()
-    help_lines = {a.dest: a.help for a in next(a for a in parser._actions if a.dest == "command")._choices_actions}
+    help_lines = {
+        a.dest: a.help for a in next(a for a in parser._actions if a.dest == "command")._choices_actions
+    }
     assert help_lines.get(name), f"`faceanon --help` shows no summary for {name}"
     if name == "serve":  # its options are the app's own (`faceanon serve --help` starts the app's parser)
         return
@@ -44,6 +46,10 @@ def test_every_subcommand_has_a_help_text(name, capsys):
 def test_cli_defaults_come_from_the_registry():
     args = build_parser().parse_args(["anonymize", "x.jpg", "-o", "out"])
     defaults = registry.DEFAULTS
-    assert (args.degree, args.seed, args.steps, args.guidance) == (defaults.degree, defaults.seed, defaults.steps,
-                                                                   defaults.guidance)
+    assert (args.degree, args.seed, args.steps, args.guidance) == (
+        defaults.degree,
+        defaults.seed,
+        defaults.steps,
+        defaults.guidance,
+    )
     assert args.detector == defaults.detector and args.min_face == defaults.min_face_size

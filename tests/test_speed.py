@@ -24,8 +24,16 @@ def tiny_env(tmp_path, monkeypatch):
 
 
 def _anonymize(pipe, face, seed: int):
-    return pipe(None, face, anonymization_degree=1.25, num_inference_steps=2, height=64, width=64,
-                generator=torch.Generator().manual_seed(seed), output_type="np").images
+    return pipe(
+        None,
+        face,
+        anonymization_degree=1.25,
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+    ).images
 
 
 @pytest.mark.parametrize("bad", [dict(attention="flash"), dict(compile="fastest"), dict(offload="disk")])
@@ -76,8 +84,12 @@ def test_cli_speed_flags_reach_the_anonymizer():
     from faceanon.cli import build_parser
     from faceanon.speed import speed_options_from_args
 
-    args = build_parser().parse_args(["anonymize", "in.jpg", "-o", "out", "--compile", "--no-channels-last", "--offload"])
-    assert speed_options_from_args(args) == SpeedOptions(compile="default", channels_last=False, offload="model")
+    args = build_parser().parse_args(
+        ["anonymize", "in.jpg", "-o", "out", "--compile", "--no-channels-last", "--offload"]
+    )
+    assert speed_options_from_args(args) == SpeedOptions(
+        compile="default", channels_last=False, offload="model"
+    )
     args = build_parser().parse_args(["anonymize", "in.jpg", "-o", "out"])
     assert speed_options_from_args(args) == SpeedOptions()
 
@@ -85,15 +97,27 @@ def test_cli_speed_flags_reach_the_anonymizer():
 def test_cli_offload_without_a_gpu_says_what_to_do(tiny_env, grace_hopper_path, tmp_path, capsys):
     from faceanon.cli import main
 
-    code = main(["anonymize", str(grace_hopper_path), "-o", str(tmp_path / "out.jpg"), "--device", "cpu",
-                 "--offload", "--quiet"])
+    code = main(
+        [
+            "anonymize",
+            str(grace_hopper_path),
+            "-o",
+            str(tmp_path / "out.jpg"),
+            "--device",
+            "cpu",
+            "--offload",
+            "--quiet",
+        ]
+    )
     assert code == 1
     assert "needs a CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out.jpg").exists()
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile on a CPU needs a C++ compiler",
+)
 def test_compiled_unet_follows_each_calls_references(tmp_path):
     """The compiled UNet must read each call's reference keys/values, not the first call's."""
     from benchmarks.speed_common import face_images

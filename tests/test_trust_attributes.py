@@ -19,7 +19,9 @@ def group_faces(group_photo_rgb):
 def mirrored(photo: np.ndarray, face: DetectedFace) -> tuple[np.ndarray, DetectedFace]:
     width = photo.shape[1]
     x0, y0, x1, y1 = face.box
-    return photo[:, ::-1].copy(), DetectedFace(face.index, (width - x1, y0, width - x0, y1), face.landmarks, face.score)
+    return photo[:, ::-1].copy(), DetectedFace(
+        face.index, (width - x1, y0, width - x0, y1), face.landmarks, face.score
+    )
 
 
 def test_same_face_has_zero_distances(astronaut_rgb, group_photo_rgb, group_faces):
@@ -54,7 +56,7 @@ def test_faceless_result_is_reported_not_measured(astronaut_rgb):
     faces = create_detector("yunet").detect(astronaut_rgb)
     filled = astronaut_rgb.copy()
     x0, y0, x1, y1 = (int(v) for v in faces[0].box)
-    filled[max(y0 - 40, 0):y1 + 40, max(x0 - 40, 0):x1 + 40] = 0
+    filled[max(y0 - 40, 0) : y1 + 40, max(x0 - 40, 0) : x1 + 40] = 0
     (entry,) = check_attributes(astronaut_rgb, filled, faces)
     assert entry["note"] == "no face landmarks found in the result"
     assert "pose_distance" not in entry and "original_yaw" in entry

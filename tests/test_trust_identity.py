@@ -56,8 +56,10 @@ def test_strong_blur_is_different_person_light_jpeg_is_same(name, people):
         blurred = cv2.GaussianBlur(photo, (0, 0), face.size / 6)  # faceanon's blur redaction strength
         ok, jpeg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 75])
         recompressed = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)
-        blur_similarity, jpeg_similarity = check_identity(photo, blurred, [face], model)[0], \
-            check_identity(photo, recompressed, [face], model)[0]
+        blur_similarity, jpeg_similarity = (
+            check_identity(photo, blurred, [face], model)[0],
+            check_identity(photo, recompressed, [face], model)[0],
+        )
         assert not model.same_person(blur_similarity), blur_similarity  # measured ArcFace <= 0.13
         assert model.same_person(jpeg_similarity) and jpeg_similarity > 0.9  # measured >= 0.98
 
@@ -102,11 +104,14 @@ def _downscaled(photo, face, size):
     x0, y0 = (max(0, int(v - face.size)) for v in face.box[:2])
     x1, y1 = int(face.box[2] + face.size), int(face.box[3] + face.size)
     region = photo[y0:y1, x0:x1]
-    small = cv2.resize(region, (round(region.shape[1] * scale), round(region.shape[0] * scale)),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        region, (round(region.shape[1] * scale), round(region.shape[0] * scale)), interpolation=cv2.INTER_AREA
+    )
     landmarks = (face.landmarks - (x0, y0)) * scale
     box = tuple((np.asarray(face.box) - (x0, y0, x0, y0)) * scale)
-    return np.ascontiguousarray(small), DetectedFace(face.index, box, landmarks.astype(np.float32), face.score)
+    return np.ascontiguousarray(small), DetectedFace(
+        face.index, box, landmarks.astype(np.float32), face.score
+    )
 
 
 def test_below_the_verifiable_size_there_is_no_verdict(people):
@@ -121,7 +126,11 @@ def test_below_the_verifiable_size_there_is_no_verdict(people):
         report = FaceReport(face=moved, changed=True, method="blur")
         measure_reports(small, blurred, [report], attributes=False)
         if verifiable:
-            assert report.same_person is False and report.identity_similarity is not None and not report.identity_note
+            assert (
+                report.same_person is False
+                and report.identity_similarity is not None
+                and not report.identity_note
+            )
         else:
             assert report.identity_similarity is None and report.same_person is None
             assert identity_verdict(report).startswith("too small to verify")
@@ -138,6 +147,8 @@ def test_people_are_told_apart_from_the_verifiable_size_on(people):
     assert max(impostor) < model.threshold
     for (image, face), embedding in zip(small, embeddings, strict=True):
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-        assert model.same_person(model.similarity(embedding, model.embed(cv2.imdecode(data, 1), face.landmarks)))
+        assert model.same_person(
+            model.similarity(embedding, model.embed(cv2.imdecode(data, 1), face.landmarks))
+        )
         blurred = cv2.GaussianBlur(image, (0, 0), MIN_VERIFIABLE_FACE / 3)
         assert not model.same_person(model.compare(image, face.landmarks, blurred, face.landmarks))

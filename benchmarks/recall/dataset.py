@@ -74,10 +74,13 @@ def _base_pixels(name: str) -> np.ndarray:
 def base(name: str) -> Case:
     entry = labels()[name]
     faces = [Face(np.array(f["box"], float), np.array(f["points"], float)) for f in entry["faces"]]
-    return Case(name, ("base",), _base_pixels(name).copy(), faces, [np.array(b, float) for b in entry["ignore"]])
+    return Case(
+        name, ("base",), _base_pixels(name).copy(), faces, [np.array(b, float) for b in entry["ignore"]]
+    )
 
 
 # ---- geometry: every transform is a 2x3 affine matrix applied to pixels, boxes and points -------------
+
 
 def _warp_labels(case: Case, matrix: np.ndarray, size: tuple[int, int], name: str, tags) -> Case:
     width, height = size
@@ -131,9 +134,15 @@ def rotated(case: Case, quarter_turns: int, name: str, tags) -> Case:
     """The photo stored sideways or upside down (np.rot90: counter-clockwise turns), no EXIF."""
     height, width = case.image.shape[:2]
     k = quarter_turns % 4
-    matrix = {0: [[1, 0, 0], [0, 1, 0]], 1: [[0, 1, 0], [-1, 0, width - 1]],
-              2: [[-1, 0, width - 1], [0, -1, height - 1]], 3: [[0, -1, height - 1], [1, 0, 0]]}[k]
-    out = _warp_labels(case, np.array(matrix, float), (height, width) if k % 2 else (width, height), name, tags)
+    matrix = {
+        0: [[1, 0, 0], [0, 1, 0]],
+        1: [[0, 1, 0], [-1, 0, width - 1]],
+        2: [[-1, 0, width - 1], [0, -1, height - 1]],
+        3: [[0, -1, height - 1], [1, 0, 0]],
+    }[k]
+    out = _warp_labels(
+        case, np.array(matrix, float), (height, width) if k % 2 else (width, height), name, tags
+    )
     out.image = np.ascontiguousarray(np.rot90(case.image, k))
     return out
 
@@ -163,7 +172,7 @@ def mosaic(parts: list[tuple[Case, int, int]], size: tuple[int, int], name: str,
     faces, ignore = [], []
     for part, x, y in parts:
         h, w = part.image.shape[:2]
-        canvas[y:y + h, x:x + w] = part.image
+        canvas[y : y + h, x : x + w] = part.image
         moved = _warp_labels(part, np.array([[1, 0, x], [0, 1, y]], float), size, name, tags)
         faces += moved.faces
         ignore += moved.ignore
@@ -172,17 +181,24 @@ def mosaic(parts: list[tuple[Case, int, int]], size: tuple[int, int], name: str,
 
 def mirrored(case: Case, name: str, tags) -> Case:
     width = case.image.shape[1]
-    out = _warp_labels(case, np.array([[-1, 0, width - 1], [0, 1, 0]], float), (width, case.image.shape[0]),
-                       name, tags)
+    out = _warp_labels(
+        case, np.array([[-1, 0, width - 1], [0, 1, 0]], float), (width, case.image.shape[0]), name, tags
+    )
     out.image = np.ascontiguousarray(case.image[:, ::-1])
     return out
 
 
 # ---- photometric changes and occluders (labels unchanged) ---------------------------------------------
 
+
 def recoloured(case: Case, change: Callable[[np.ndarray], np.ndarray], name: str, tags) -> Case:
-    return Case(name, tuple(tags), np.clip(change(case.image.astype(np.float32)), 0, 255).astype(np.uint8),
-                list(case.faces), list(case.ignore))
+    return Case(
+        name,
+        tuple(tags),
+        np.clip(change(case.image.astype(np.float32)), 0, 255).astype(np.uint8),
+        list(case.faces),
+        list(case.ignore),
+    )
 
 
 def low_light(image: np.ndarray) -> np.ndarray:
@@ -199,8 +215,9 @@ def grayscale(image: np.ndarray) -> np.ndarray:
 def motion_blur(length: int, degrees: float) -> Callable[[np.ndarray], np.ndarray]:
     kernel = np.zeros((length, length), np.float32)
     kernel[length // 2, :] = 1
-    kernel = cv2.warpAffine(kernel, cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), degrees, 1),
-                            (length, length))
+    kernel = cv2.warpAffine(
+        kernel, cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), degrees, 1), (length, length)
+    )
     return lambda image: cv2.filter2D(image, -1, kernel / kernel.sum())
 
 
@@ -212,17 +229,27 @@ def occluded(case: Case, kind: str, name: str, tags) -> Case:
         eye_gap = float(np.linalg.norm(eyes[1] - eyes[0]))
         if kind == "sunglasses":
             for eye in eyes:
-                cv2.ellipse(image, _pt(eye), _pt((eye_gap * 0.42, eye_gap * 0.3)), 0, 0, 360, (20, 20, 25), -1)
+                cv2.ellipse(
+                    image, _pt(eye), _pt((eye_gap * 0.42, eye_gap * 0.3)), 0, 0, 360, (20, 20, 25), -1
+                )
             cv2.line(image, _pt(eyes[0]), _pt(eyes[1]), (20, 20, 25), max(2, round(eye_gap * 0.08)))
         elif kind == "mask":
             x0, y0, x1, y1 = face.box
             top = nose[1] - 0.15 * (y1 - y0)
-            polygon = np.array([[x0 + 0.05 * (x1 - x0), top], [x1 - 0.05 * (x1 - x0), top],
-                                [x1 - 0.12 * (x1 - x0), y1], [x0 + 0.12 * (x1 - x0), y1]])
+            polygon = np.array(
+                [
+                    [x0 + 0.05 * (x1 - x0), top],
+                    [x1 - 0.05 * (x1 - x0), top],
+                    [x1 - 0.12 * (x1 - x0), y1],
+                    [x0 + 0.12 * (x1 - x0), y1],
+                ]
+            )
             cv2.fillPoly(image, [polygon.round().astype(np.int32)], (170, 200, 225))
         elif kind == "hand":  # a palm over the image-right eye and cheek
             centre = (eyes[1] + mouth[1]) / 2 + np.array([eye_gap * 0.15, 0])
-            cv2.ellipse(image, _pt(centre), _pt((eye_gap * 0.62, eye_gap * 0.95)), 15, 0, 360, (180, 130, 105), -1)
+            cv2.ellipse(
+                image, _pt(centre), _pt((eye_gap * 0.62, eye_gap * 0.95)), 15, 0, 360, (180, 130, 105), -1
+            )
     return Case(name, tuple(tags), image, list(case.faces), list(case.ignore))
 
 
@@ -238,51 +265,77 @@ def negative(name: str) -> Case:
 
 # ---- the set ----------------------------------------------------------------------------------------
 
+
 def cases() -> list[Case]:
     t1, obama, obama2, hopper = base("t1"), base("obama"), base("obama2"), base("grace_hopper")
     two = base("two_people")
     out = [base(name) for name in labels()]
-    out += [rotated(t1, 1, "t1_sideways_left", ("rotated",)), rotated(t1, 3, "t1_sideways_right", ("rotated",)),
-            rotated(t1, 2, "t1_upside_down", ("rotated",)), rotated(hopper, 2, "hopper_upside_down", ("rotated",)),
-            rotated(two, 3, "two_people_sideways", ("rotated",)),
-            cropped(rotated(obama, 1, "", ()), (0, 150, 1137, 910), "obama_lying_down", ("rotated", "lying")),
-            tilted(t1, 35, "t1_tilted_35", ("tilted",)), tilted(base("astronaut"), -50, "astronaut_tilted_50",
-                                                                  ("tilted",))]
-    out += [recoloured(t1, low_light, "t1_low_light", ("low light",)),
-            recoloured(obama2, low_light, "obama2_low_light", ("low light",)),
-            recoloured(t1, motion_blur(17, 0), "t1_motion_blur", ("motion blur",)),
-            recoloured(two, motion_blur(25, 30), "two_people_motion_blur", ("motion blur",)),
-            recoloured(t1, grayscale, "t1_grayscale", ("grayscale",)),
-            recoloured(occluded(two, "mask", "", ()), grayscale, "two_people_mask_gray", ("mask", "grayscale")),
-            occluded(t1, "sunglasses", "t1_sunglasses", ("sunglasses",)),
-            occluded(t1, "mask", "t1_mask", ("mask",)),
-            occluded(obama, "hand", "obama_hand", ("hand",)),
-            occluded(t1, "hand", "t1_hand", ("hand",))]
-    out += [cropped(obama, (450, 0, 910, 700), "obama_at_left_border", ("border",)),
-            cropped(t1, (95, 95, 1280, 886), "t1_at_borders", ("border",))]
-    out += [_tiny(t1), _small(t1, obama2, hopper), _crowd(t1), scaled(t1, 3.125, "t1_12mp", ("large", "12 MP")),
-            _distant_groups(t1, two)]
+    out += [
+        rotated(t1, 1, "t1_sideways_left", ("rotated",)),
+        rotated(t1, 3, "t1_sideways_right", ("rotated",)),
+        rotated(t1, 2, "t1_upside_down", ("rotated",)),
+        rotated(hopper, 2, "hopper_upside_down", ("rotated",)),
+        rotated(two, 3, "two_people_sideways", ("rotated",)),
+        cropped(rotated(obama, 1, "", ()), (0, 150, 1137, 910), "obama_lying_down", ("rotated", "lying")),
+        tilted(t1, 35, "t1_tilted_35", ("tilted",)),
+        tilted(base("astronaut"), -50, "astronaut_tilted_50", ("tilted",)),
+    ]
+    out += [
+        recoloured(t1, low_light, "t1_low_light", ("low light",)),
+        recoloured(obama2, low_light, "obama2_low_light", ("low light",)),
+        recoloured(t1, motion_blur(17, 0), "t1_motion_blur", ("motion blur",)),
+        recoloured(two, motion_blur(25, 30), "two_people_motion_blur", ("motion blur",)),
+        recoloured(t1, grayscale, "t1_grayscale", ("grayscale",)),
+        recoloured(occluded(two, "mask", "", ()), grayscale, "two_people_mask_gray", ("mask", "grayscale")),
+        occluded(t1, "sunglasses", "t1_sunglasses", ("sunglasses",)),
+        occluded(t1, "mask", "t1_mask", ("mask",)),
+        occluded(obama, "hand", "obama_hand", ("hand",)),
+        occluded(t1, "hand", "t1_hand", ("hand",)),
+    ]
+    out += [
+        cropped(obama, (450, 0, 910, 700), "obama_at_left_border", ("border",)),
+        cropped(t1, (95, 95, 1280, 886), "t1_at_borders", ("border",)),
+    ]
+    out += [
+        _tiny(t1),
+        _small(t1, obama2, hopper),
+        _crowd(t1),
+        scaled(t1, 3.125, "t1_12mp", ("large", "12 MP")),
+        _distant_groups(t1, two),
+    ]
     out += [negative("coffee"), negative("chelsea"), negative("rocket")]
     return out
 
 
 def _tiny(t1: Case) -> Case:
     """Faces of 12-24 px: the group photo at three small scales, in a 1600x1000 frame."""
-    parts = [(scaled(t1, 0.13, "", ()), 80, 90), (scaled(t1, 0.17, "", ()), 700, 120),
-             (scaled(t1, 0.21, "", ()), 300, 600), (scaled(mirrored(t1, "", ()), 0.15, "", ()), 1100, 650)]
+    parts = [
+        (scaled(t1, 0.13, "", ()), 80, 90),
+        (scaled(t1, 0.17, "", ()), 700, 120),
+        (scaled(t1, 0.21, "", ()), 300, 600),
+        (scaled(mirrored(t1, "", ()), 0.15, "", ()), 1100, 650),
+    ]
     return mosaic(parts, (1600, 1000), "tiny_faces", ("tiny",), seed=2)
 
 
 def _small(t1: Case, obama2: Case, hopper: Case) -> Case:
-    parts = [(scaled(t1, 0.35, "", ()), 40, 40), (scaled(obama2, 0.12, "", ()), 600, 60),
-             (scaled(hopper, 0.18, "", ()), 800, 300), (scaled(t1, 0.28, "", ()), 500, 420)]
+    parts = [
+        (scaled(t1, 0.35, "", ()), 40, 40),
+        (scaled(obama2, 0.12, "", ()), 600, 60),
+        (scaled(hopper, 0.18, "", ()), 800, 300),
+        (scaled(t1, 0.28, "", ()), 500, 420),
+    ]
     return mosaic(parts, (1100, 700), "small_faces", ("small",), seed=3)
 
 
 def _distant_groups(t1: Case, two: Case) -> Case:
     """A 12 MP frame with people far away: faces of 30-60 px in 4000x3000 pixels."""
-    parts = [(scaled(t1, 0.25, "", ()), 300, 400), (scaled(t1, 0.4, "", ()), 2200, 1700),
-             (scaled(two, 0.2, "", ()), 2600, 300), (scaled(mirrored(t1, "", ()), 0.3, "", ()), 500, 2000)]
+    parts = [
+        (scaled(t1, 0.25, "", ()), 300, 400),
+        (scaled(t1, 0.4, "", ()), 2200, 1700),
+        (scaled(two, 0.2, "", ()), 2600, 300),
+        (scaled(mirrored(t1, "", ()), 0.3, "", ()), 500, 2000),
+    ]
     return mosaic(parts, (4000, 3000), "distant_groups_12mp", ("12 MP", "small"), seed=5)
 
 
@@ -293,8 +346,13 @@ def _crowd(t1: Case) -> Case:
         source = mirrored(t1, "", ()) if i % 2 else t1
         tiles.append(scaled(source, factor, "", ()))
     positions = [(0, 0), (640, 0), (1180, 0), (0, 450), (580, 450), (980, 450)]
-    crowd = mosaic([(tile, px, py) for tile, (px, py) in zip(tiles, positions, strict=True)], (1660, 860),
-                   "crowd_36", ("crowd",), seed=4)
+    crowd = mosaic(
+        [(tile, px, py) for tile, (px, py) in zip(tiles, positions, strict=True)],
+        (1660, 860),
+        "crowd_36",
+        ("crowd",),
+        seed=4,
+    )
     _, jpeg = cv2.imencode(".jpg", crowd.image, [cv2.IMWRITE_JPEG_QUALITY, 60])
     crowd.image = cv2.imdecode(jpeg, cv2.IMREAD_UNCHANGED)  # channel order is irrelevant to JPEG round trip
     return crowd

@@ -46,8 +46,9 @@ class CaseResult:
     false_boxes: list[list[int]] = field(default_factory=list)
 
 
-def score_case(case: Case, boxes: np.ndarray, scores: np.ndarray, seconds: float, cpu_seconds: float = 0.0
-               ) -> CaseResult:
+def score_case(
+    case: Case, boxes: np.ndarray, scores: np.ndarray, seconds: float, cpu_seconds: float = 0.0
+) -> CaseResult:
     """Greedy matching, best detection first; a detection on an "ignore" region counts for nothing."""
     labelled = np.array([f.box for f in case.faces]).reshape(-1, 4)
     taken = np.zeros(len(labelled), bool)
@@ -60,10 +61,22 @@ def score_case(case: Case, boxes: np.ndarray, scores: np.ndarray, seconds: float
         elif not any(iou(boxes[i], r[None])[0] >= IOU or _inside(boxes[i], r) > 0.5 for r in case.ignore):
             false_boxes.append(boxes[i].round().astype(int).tolist())
     hits = [(face.size, bool(found)) for face, found in zip(case.faces, taken, strict=True)]
-    missed = [face.box.round().astype(int).tolist() for face, found in zip(case.faces, taken, strict=True)
-              if not found]
-    return CaseResult(case.name, case.tags, hits, len(false_boxes), seconds, cpu_seconds, case.megapixels, missed,
-                      false_boxes)
+    missed = [
+        face.box.round().astype(int).tolist()
+        for face, found in zip(case.faces, taken, strict=True)
+        if not found
+    ]
+    return CaseResult(
+        case.name,
+        case.tags,
+        hits,
+        len(false_boxes),
+        seconds,
+        cpu_seconds,
+        case.megapixels,
+        missed,
+        false_boxes,
+    )
 
 
 def run_detector(detector, case: Case) -> tuple[CaseResult, list]:

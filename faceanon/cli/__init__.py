@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="faceanon", description="Give every face in a photo a new identity (Face Anonymization Made Simple).")
+        prog="faceanon",
+        description="Give every face in a photo a new identity (Face Anonymization Made Simple).",
+    )
     parser.add_argument("--version", action="version", version=f"faceanon {__version__}")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:

@@ -24,28 +24,50 @@ from faceanon.registry import DEFAULTS, METHODS
 
 def add_anonymize(subparsers) -> None:
     parser = subparsers.add_parser(
-        "anonymize", help="anonymize the faces of photos (files or folders)",
+        "anonymize",
+        help="anonymize the faces of photos (files or folders)",
         description="Replace every face (or the chosen ones) of each photo with a face of a person who does not "
-                    "exist, or redact it. Folders are processed recursively; outputs keep the relative paths. "
-                    "Outputs carry no metadata of the input (EXIF, GPS, XMP).")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="photos, videos, or folders of them")
-    parser.add_argument("-o", "--output", type=Path, required=True,
-                        help="output folder (or an output file name when PATH is a single photo or video)")
-    parser.add_argument("--method", choices=METHODS, default=None,
-                        help="diffusion (new identity; default when the weights are available, otherwise blur), "
-                             "blur, pixelate or solid")
-    parser.add_argument("--strength", type=float, default=DEFAULTS.strength, help="how strongly blur/pixelate/solid hide, (0, 1]")
-    parser.add_argument("--keep", action="append", type=Path, default=None, metavar="PERSON.jpg",
-                        help="leave this person's face untouched: a photo of them (repeatable), or a folder of "
-                             "photos, one person each; everyone else is anonymized")
+        "exist, or redact it. Folders are processed recursively; outputs keep the relative paths. "
+        "Outputs carry no metadata of the input (EXIF, GPS, XMP).",
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="photos, videos, or folders of them"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output folder (or an output file name when PATH is a single photo or video)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default=None,
+        help="diffusion (new identity; default when the weights are available, otherwise blur), "
+        "blur, pixelate or solid",
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=DEFAULTS.strength,
+        help="how strongly blur/pixelate/solid hide, (0, 1]",
+    )
+    parser.add_argument(
+        "--keep",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="PERSON.jpg",
+        help="leave this person's face untouched: a photo of them (repeatable), or a folder of "
+        "photos, one person each; everyone else is anonymized",
+    )
     add_diffusion_options(parser)
     add_face_options(parser)
     add_output_options(parser)
     add_video_options(parser)
     add_dataset_options(parser)
     parser.set_defaults(run=run_anonymize)
-
 
 
 def run_anonymize(args) -> int:
@@ -62,15 +84,27 @@ def run_anonymize(args) -> int:
     # Every keep photo is read before the first photo is touched: a bad one stops the run here.
     keep = anonymizer.load_keep(args.keep) if anonymizer and args.keep else None
     note_fallback(args, anonymizer)
-    options = dict(degree=args.degree, steps=args.steps, guidance=args.guidance, method=args.method,
-                   faces=args.faces, scheduler=args.scheduler, strength=args.strength, keep=keep)
+    options = dict(
+        degree=args.degree,
+        steps=args.steps,
+        guidance=args.guidance,
+        method=args.method,
+        faces=args.faces,
+        scheduler=args.scheduler,
+        strength=args.strength,
+        keep=keep,
+    )
     for job in progress(jobs, args):
         if is_video(job.source):
             entry = process_video(job, args, anonymizer)
         else:  # a photo's seed comes from its bytes (image_seed), as in a --ray dataset job
-            entry = process(job, args, lambda source: anonymizer.anonymize(
-                source, seed=image_seed(args.seed, Path(source).read_bytes()), **options))
+            entry = process(
+                job,
+                args,
+                lambda source: anonymizer.anonymize(
+                    source, seed=image_seed(args.seed, Path(source).read_bytes()), **options
+                ),
+            )
         report.files.append(entry)
         say(args, describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
     return finish(args, report)
-

@@ -16,29 +16,61 @@ from faceanon.speed import add_speed_arguments, speed_options_from_args
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("faces")
-    group.add_argument("--faces", type=face_list, default=None, metavar="I,J,...",
-                       help="only these faces (numbered left to right from 0); default: all")
+    group.add_argument(
+        "--faces",
+        type=face_list,
+        default=None,
+        metavar="I,J,...",
+        help="only these faces (numbered left to right from 0); default: all",
+    )
     add_detection_options(group)
-    group.add_argument("--min-face", type=float, default=DEFAULTS.min_face_size, metavar="PX",
-                       help="faces smaller than this (pixels) are too small for a new identity and are "
-                            f"redacted with --small-faces instead (default: {DEFAULTS.min_face_size:g})")
-    group.add_argument("--small-faces", choices=(*REDACTION_METHODS, "none"), default=DEFAULTS.small_face_method,
-                       help=f"what to do with faces below --min-face (default: {DEFAULTS.small_face_method})")
-    group.add_argument("--no-leak-guard", action="store_true",
-                       help="skip the leak guard: by default faces are detected again on the output, and any face "
-                            "found only then, or still recognized as the person, is blurred and reported")
+    group.add_argument(
+        "--min-face",
+        type=float,
+        default=DEFAULTS.min_face_size,
+        metavar="PX",
+        help="faces smaller than this (pixels) are too small for a new identity and are "
+        f"redacted with --small-faces instead (default: {DEFAULTS.min_face_size:g})",
+    )
+    group.add_argument(
+        "--small-faces",
+        choices=(*REDACTION_METHODS, "none"),
+        default=DEFAULTS.small_face_method,
+        help=f"what to do with faces below --min-face (default: {DEFAULTS.small_face_method})",
+    )
+    group.add_argument(
+        "--no-leak-guard",
+        action="store_true",
+        help="skip the leak guard: by default faces are detected again on the output, and any face "
+        "found only then, or still recognized as the person, is blurred and reported",
+    )
 
 
 def add_detection_options(group) -> None:
     """--mode, --detector, --detection-threshold: both set args.detector; --detector wins."""
-    group.add_argument("--mode", choices=tuple(DETECTION_MODES), action=_ModeAction, dest="detector",
-                       default=DEFAULTS.detector,
-                       help=f"recall: every face the bundled detectors can find (ensemble, ~1 s a photo); "
-                            f"fast: YuNet alone (default: {DEFAULTS.detection_mode})")
-    group.add_argument("--detector", choices=DETECTORS, action=_DetectorAction, default=DEFAULTS.detector,
-                       help="one detector instead of the mode's: " + ", ".join(DETECTORS))
-    group.add_argument("--detection-threshold", type=float, default=DEFAULTS.detection_threshold, metavar="P",
-                       help="detector confidence needed to count a face (default: the detector's)")
+    group.add_argument(
+        "--mode",
+        choices=tuple(DETECTION_MODES),
+        action=_ModeAction,
+        dest="detector",
+        default=DEFAULTS.detector,
+        help=f"recall: every face the bundled detectors can find (ensemble, ~1 s a photo); "
+        f"fast: YuNet alone (default: {DEFAULTS.detection_mode})",
+    )
+    group.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        action=_DetectorAction,
+        default=DEFAULTS.detector,
+        help="one detector instead of the mode's: " + ", ".join(DETECTORS),
+    )
+    group.add_argument(
+        "--detection-threshold",
+        type=float,
+        default=DEFAULTS.detection_threshold,
+        metavar="P",
+        help="detector confidence needed to count a face (default: the detector's)",
+    )
 
 
 class _DetectorAction(argparse.Action):
@@ -55,37 +87,81 @@ class _ModeAction(argparse.Action):
 def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) -> None:
     group = parser.add_argument_group("generation")
     if degree:
-        group.add_argument("--degree", "-d", type=float, default=DEFAULTS.degree,
-                           help="anonymization degree d: 0 keeps the face, 1.2-1.3 recommended, above 1.5 "
-                                f"faces degrade (default: {DEFAULTS.degree})")
-    group.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                       help=f"picks the new faces; same seed, same result (default: {DEFAULTS.seed})")
-    group.add_argument("--steps", type=int, default=DEFAULTS.steps, help=f"denoising steps (default: {DEFAULTS.steps})")
-    group.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
-                       help=f"guidance scale (default: {DEFAULTS.guidance})")
-    group.add_argument("--scheduler", choices=SCHEDULERS, default=None,
-                       help=f"sampler (default: {DEFAULTS.scheduler}, as in the paper)")
-    group.add_argument("--device", default=None, help="torch device, e.g. cuda, cpu (default: best available)")
-    group.add_argument("--dtype", choices=DTYPES, default=None,
-                       help="weights precision (default: float16 on GPU, float32 on CPU)")
+        group.add_argument(
+            "--degree",
+            "-d",
+            type=float,
+            default=DEFAULTS.degree,
+            help="anonymization degree d: 0 keeps the face, 1.2-1.3 recommended, above 1.5 "
+            f"faces degrade (default: {DEFAULTS.degree})",
+        )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help=f"picks the new faces; same seed, same result (default: {DEFAULTS.seed})",
+    )
+    group.add_argument(
+        "--steps", type=int, default=DEFAULTS.steps, help=f"denoising steps (default: {DEFAULTS.steps})"
+    )
+    group.add_argument(
+        "--guidance",
+        type=float,
+        default=DEFAULTS.guidance,
+        help=f"guidance scale (default: {DEFAULTS.guidance})",
+    )
+    group.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=None,
+        help=f"sampler (default: {DEFAULTS.scheduler}, as in the paper)",
+    )
+    group.add_argument(
+        "--device", default=None, help="torch device, e.g. cuda, cpu (default: best available)"
+    )
+    group.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="weights precision (default: float16 on GPU, float32 on CPU)",
+    )
     add_speed_arguments(parser)
-    group.add_argument("--batch-size", type=int, default=None, metavar="N",
-                       help="faces per model call (default: all faces of a photo at once, or as many as fit in free GPU memory)")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="faces per model call (default: all faces of a photo at once, or as many as fit in free GPU memory)",
+    )
     group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
-    group.add_argument("--on-same-person", choices=("retry", *REDACTION_METHODS), default=None,
-                       help="when the identity check still recognizes a new face: regenerate it once with a new "
-                            "seed and a higher degree, or redact it (default: only report it)")
-    group.add_argument("--no-watermark", action="store_true",
-                       help="do not mark the outputs as generated: no invisible watermark in generated faces, "
-                            "no provenance note in PNG files")
+    group.add_argument(
+        "--on-same-person",
+        choices=("retry", *REDACTION_METHODS),
+        default=None,
+        help="when the identity check still recognizes a new face: regenerate it once with a new "
+        "seed and a higher degree, or redact it (default: only report it)",
+    )
+    group.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="do not mark the outputs as generated: no invisible watermark in generated faces, "
+        "no provenance note in PNG files",
+    )
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
-    group.add_argument("--quality", type=int, default=DEFAULTS.quality, help=f"JPEG/WebP quality (default: {DEFAULTS.quality})")
+    group.add_argument(
+        "--quality",
+        type=int,
+        default=DEFAULTS.quality,
+        help=f"JPEG/WebP quality (default: {DEFAULTS.quality})",
+    )
     group.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
-    group.add_argument("--report", type=Path, default=None, metavar="FILE", help="also write the JSON report here")
+    group.add_argument(
+        "--report", type=Path, default=None, metavar="FILE", help="also write the JSON report here"
+    )
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-file lines")
 
 
@@ -105,8 +181,12 @@ def note_fallback(args, anonymizer) -> None:
     if anonymizer is None or getattr(args, "method", None) is not None or anonymizer.diffusion_available:
         return
     reason = anonymizer.diffusion_unavailable_reason.rstrip(".")
-    print(f"faceanon: note: diffusion is not available ({reason}); faces are blurred instead. "
-          "Pass --method blur|pixelate|solid to choose a redaction and silence this note.", file=sys.stderr, flush=True)
+    print(
+        f"faceanon: note: diffusion is not available ({reason}); faces are blurred instead. "
+        "Pass --method blur|pixelate|solid to choose a redaction and silence this note.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def make_anonymizer(args):
@@ -121,16 +201,20 @@ def make_anonymizer(args):
         import torch
 
         dtype = getattr(torch, args.dtype)
-    return FaceAnonymizer(detector=args.detector, device=getattr(args, "device", None), torch_dtype=dtype,
-                          speed=speed,
-                          min_face_size=args.min_face, detection_threshold=args.detection_threshold,
-                          small_face_method=None if args.small_faces == "none" else args.small_faces,
-                          color_match=getattr(args, "color_match", False),
-                          batch_size=getattr(args, "batch_size", None),
-                          watermark=not getattr(args, "no_watermark", False),
-                          on_same_person=getattr(args, "on_same_person", None),
-                          leak_guard=not getattr(args, "no_leak_guard", False))
-
+    return FaceAnonymizer(
+        detector=args.detector,
+        device=getattr(args, "device", None),
+        torch_dtype=dtype,
+        speed=speed,
+        min_face_size=args.min_face,
+        detection_threshold=args.detection_threshold,
+        small_face_method=None if args.small_faces == "none" else args.small_faces,
+        color_match=getattr(args, "color_match", False),
+        batch_size=getattr(args, "batch_size", None),
+        watermark=not getattr(args, "no_watermark", False),
+        on_same_person=getattr(args, "on_same_person", None),
+        leak_guard=not getattr(args, "no_leak_guard", False),
+    )
 
 
 @dataclass
@@ -142,11 +226,15 @@ class BatchReport:
         return sum(entry["status"] == "error" for entry in self.files)
 
     def to_dict(self) -> dict:
-        counts = {status: sum(e["status"] == status for e in self.files) for status in ("done", "skipped", "error")}
-        return {"files": self.files, **counts,
-                "faces_found": sum(e.get("num_faces", 0) for e in self.files),
-                "faces_changed": sum(e.get("num_changed", 0) for e in self.files)}
-
+        counts = {
+            status: sum(e["status"] == status for e in self.files) for status in ("done", "skipped", "error")
+        }
+        return {
+            "files": self.files,
+            **counts,
+            "faces_found": sum(e.get("num_faces", 0) for e in self.files),
+            "faces_changed": sum(e.get("num_changed", 0) for e in self.files),
+        }
 
 
 def problem(path: Path, error: str, planned: Path | None = None) -> dict:
@@ -174,8 +262,12 @@ def finish(args, report: BatchReport) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     total = len(report.files)
-    say(args, f"{summary['done']} of {total} file(s) done, {summary['skipped']} skipped, {summary['error']} failed; "
-               f"{summary['faces_found']} face(s) found, {summary['faces_changed']} changed.", always=True)
+    say(
+        args,
+        f"{summary['done']} of {total} file(s) done, {summary['skipped']} skipped, {summary['error']} failed; "
+        f"{summary['faces_found']} face(s) found, {summary['faces_changed']} changed.",
+        always=True,
+    )
     if report.failed:
         error(f"{report.failed} file(s) could not be processed; see the messages above.")
     return 1 if report.failed or report_failed else 0
@@ -209,4 +301,3 @@ def say(args, text: str, always: bool = False) -> None:
 
 def error(text: str) -> None:
     print(f"faceanon: error: {text}", file=sys.stderr, flush=True)
-

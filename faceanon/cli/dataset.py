@@ -11,27 +11,63 @@ import argparse
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "datasets (--ray)", "Run on Ray Data: folders, globs or Parquet files in; the same tree of outputs, or "
-                            "OUT.parquet, out; resumable; an audit table in OUT/_faceanon/.")
-    group.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                       help="run as a Ray Data job: no ADDRESS starts a local Ray instance; 'auto' or "
-                            "ray://HOST:10001 uses an existing cluster (put --ray after the paths, or write "
-                            "--ray=ADDRESS)")
-    group.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="worker actors (default: one per GPU of the cluster, or 1)")
-    group.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
-                       help="GPUs each worker holds (default: 1 when the cluster has GPUs, else 0)")
-    group.add_argument("--images-per-batch", type=int, default=16, metavar="N",
-                       help="photos a worker takes at once, and one audit part per batch (default: 16)")
-    group.add_argument("--pack", type=int, default=1, metavar="N",
-                       help="photos whose faces share one pipeline call, up to --batch-size faces (default 1: "
-                            "each photo alone, bit for bit the single-process CLI's output; 4-8 on GPUs: faster "
-                            "for photos with few faces, outputs equal up to float rounding)")
-    group.add_argument("--image-column", default=None, metavar="NAME",
-                       help="Parquet sources: the column of encoded image bytes (default: image, bytes, ...)")
-    group.add_argument("--key-column", default=None, metavar="NAME",
-                       help="Parquet sources: a column naming each row's output (default: the image struct's "
-                            "path, else a hash of the bytes)")
+        "datasets (--ray)",
+        "Run on Ray Data: folders, globs or Parquet files in; the same tree of outputs, or "
+        "OUT.parquet, out; resumable; an audit table in OUT/_faceanon/.",
+    )
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run as a Ray Data job: no ADDRESS starts a local Ray instance; 'auto' or "
+        "ray://HOST:10001 uses an existing cluster (put --ray after the paths, or write "
+        "--ray=ADDRESS)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker actors (default: one per GPU of the cluster, or 1)",
+    )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs each worker holds (default: 1 when the cluster has GPUs, else 0)",
+    )
+    group.add_argument(
+        "--images-per-batch",
+        type=int,
+        default=16,
+        metavar="N",
+        help="photos a worker takes at once, and one audit part per batch (default: 16)",
+    )
+    group.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="N",
+        help="photos whose faces share one pipeline call, up to --batch-size faces (default 1: "
+        "each photo alone, bit for bit the single-process CLI's output; 4-8 on GPUs: faster "
+        "for photos with few faces, outputs equal up to float rounding)",
+    )
+    group.add_argument(
+        "--image-column",
+        default=None,
+        metavar="NAME",
+        help="Parquet sources: the column of encoded image bytes (default: image, bytes, ...)",
+    )
+    group.add_argument(
+        "--key-column",
+        default=None,
+        metavar="NAME",
+        help="Parquet sources: a column naming each row's output (default: the image struct's "
+        "path, else a hash of the bytes)",
+    )
 
 
 def run_dataset(args) -> int:
@@ -50,13 +86,19 @@ def run_dataset(args) -> int:
             say(args, f"{row['file']}: {row['status']}: {row['error']}", always=True)
 
     if not args.quiet:
-        say(args, f"faceanon: {len(args.paths)} source(s) -> {args.output} on Ray "
-                  f"({address or 'a local instance'}); progress below.")
+        say(
+            args,
+            f"faceanon: {len(args.paths)} source(s) -> {args.output} on Ray "
+            f"({address or 'a local instance'}); progress below.",
+        )
     result = anonymize_dataset([str(p) for p in args.paths], args.output, address, on_file=on_file, **options)
     _report(args, result)
     say(args, result.summary(), always=True)
     if result.failed:
-        print(f"faceanon: error: {result.failed} item(s) could not be processed; see the audit.", file=sys.stderr)
+        print(
+            f"faceanon: error: {result.failed} item(s) could not be processed; see the audit.",
+            file=sys.stderr,
+        )
     return 1 if result.failed else 0
 
 
@@ -65,8 +107,20 @@ def _report(args, result) -> None:
 
     from faceanon.media.atomic import write_text_atomic
 
-    summary = {name: getattr(result, name) for name in ("done", "redacted", "failed", "skipped", "already_done",
-                                                          "faces", "changed", "seconds", "errors")}
+    summary = {
+        name: getattr(result, name)
+        for name in (
+            "done",
+            "redacted",
+            "failed",
+            "skipped",
+            "already_done",
+            "faces",
+            "changed",
+            "seconds",
+            "errors",
+        )
+    }
     summary["audit"] = str(result.audit)
     if args.report:
         write_text_atomic(args.report, json.dumps(summary, indent=2))

@@ -55,11 +55,21 @@ def plan_jobs(paths: list[Path], output: Path) -> tuple[list[Job], list[dict]]:
             target = _writable_name(target)
             key = str(target.resolve()).casefold()  # case-insensitive disks (macOS, Windows) would merge them
             if target.resolve() in inputs:
-                entries.append(problem(source, f"the output {target} would overwrite an input; choose another -o",
-                                       planned=target))
+                entries.append(
+                    problem(
+                        source,
+                        f"the output {target} would overwrite an input; choose another -o",
+                        planned=target,
+                    )
+                )
             elif key in claimed:
-                entries.append(problem(source, f"{claimed[key]} is already written to {target}; rename one of "
-                                               "the two inputs", planned=target))
+                entries.append(
+                    problem(
+                        source,
+                        f"{claimed[key]} is already written to {target}; rename one of the two inputs",
+                        planned=target,
+                    )
+                )
             else:
                 claimed[key] = source
                 jobs.append(Job(source, target))
@@ -131,8 +141,12 @@ def process(job: Job, args, anonymize) -> dict:
     if job.target.exists() and not args.overwrite:
         broken = _unreadable(job.target)
         if broken is None:
-            return {"input": str(job.source), "output": str(job.target), "status": "skipped",
-                    "reason": "output exists (use --overwrite to replace it)"}
+            return {
+                "input": str(job.source),
+                "output": str(job.target),
+                "status": "skipped",
+                "reason": "output exists (use --overwrite to replace it)",
+            }
         notes.append(f"the existing output could not be read ({broken}), so it was made again")
     try:
         result = anonymize(job.source)
@@ -170,8 +184,10 @@ def write_error(target: Path, error: OSError) -> str:
     """What a failed write means for people (nothing was left behind: writes are atomic)."""
     what = error.strerror or str(error)
     if error.errno in _DISK_FULL:
-        return (f"could not write {target}: the disk is full or a file size limit was reached ({what}). Nothing "
-                "was left half-written; free some space and run again: finished outputs are skipped.")
+        return (
+            f"could not write {target}: the disk is full or a file size limit was reached ({what}). Nothing "
+            "was left half-written; free some space and run again: finished outputs are skipped."
+        )
     return f"could not write {target} ({what}). Check that the output folder exists and is writable."
 
 

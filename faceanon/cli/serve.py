@@ -5,8 +5,11 @@ from __future__ import annotations
 
 def add_serve(subparsers) -> None:
     parser = subparsers.add_parser(
-        "serve", help="start the web app", add_help=False,
-        description="Start faceanon's web app; options are the app's own (`faceanon serve --help`).")
+        "serve",
+        help="start the web app",
+        add_help=False,
+        description="Start faceanon's web app; options are the app's own (`faceanon serve --help`).",
+    )
     parser.set_defaults(run=run_serve)
 
 
@@ -16,8 +19,9 @@ def run_serve(args) -> int:
     try:
         from faceanon.webapp import main as serve
     except ImportError as missing:
-        error(f"the web app is not available ({missing}). Install faceanon with its app dependencies "
-              "(pip install -r requirements.txt).")
+        error(
+            f"the web app is not available ({missing}). Install faceanon with its app dependencies "
+            "(pip install -r requirements.txt)."
+        )
         return 1
     return int(serve(args.extra) or 0)
-

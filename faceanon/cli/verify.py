@@ -8,11 +8,13 @@ from pathlib import Path
 
 def add_verify(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "verify", help="tell whether photos carry faceanon's invisible watermark",
+        "verify",
+        help="tell whether photos carry faceanon's invisible watermark",
         description="Reads faceanon's invisible watermarks (it survives JPEG re-compression and resizing, not "
-                    "cropping or heavy edits): the mark of every face found (what `faceanon anonymize` puts "
-                    "into each generated face) and the whole-image mark, and the PNG text note. Exit status: "
-                    "0 if every photo carries the watermark, 1 if some do not, 2 if a photo cannot be read.")
+        "cropping or heavy edits): the mark of every face found (what `faceanon anonymize` puts "
+        "into each generated face) and the whole-image mark, and the PNG text note. Exit status: "
+        "0 if every photo carries the watermark, 1 if some do not, 2 if a photo cannot be read.",
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="photos to check")
     parser.set_defaults(run=run_verify)
     return parser
@@ -37,7 +39,10 @@ def run_verify(args) -> int:
             continue
         verdict = "carries faceanon's watermark" if reading.found else "no faceanon watermark found"
         faces = ", ".join(f"face {f.index} {f.score:.2f}" for f in reading.faces) or "no face found"
-        print(f"{path}: {verdict}: {reading.describe()}; text note: " + (f"present ({note})" if note else "absent"))
+        print(
+            f"{path}: {verdict}: {reading.describe()}; text note: "
+            + (f"present ({note})" if note else "absent")
+        )
         print(f"  whole-image bit accuracy {reading.image_score:.2f}; face scores: {faces}")
         if not reading.found:
             status = max(status, 1)

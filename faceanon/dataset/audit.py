@@ -27,17 +27,39 @@ import pyarrow.parquet as pq
 from faceanon.dataset.sources import AUDIT_FOLDER
 from faceanon.media.atomic import atomic_output
 
-FILES_SCHEMA = pa.schema([
-    ("file", pa.string()), ("source", pa.string()), ("output", pa.string()), ("status", pa.string()),
-    ("faces", pa.int32()), ("changed", pa.int32()), ("seconds", pa.float64()), ("error", pa.string()),
-    ("image_seed", pa.int64()), ("message", pa.string()), ("run", pa.string()), ("finished", pa.float64()),
-])
-FACES_SCHEMA = pa.schema([
-    ("file", pa.string()), ("face", pa.int32()), ("box", pa.list_(pa.float64())), ("score", pa.float64()),
-    ("method", pa.string()), ("seed", pa.int64()), ("degree", pa.float64()),
-    ("identity_similarity", pa.float64()), ("verdict", pa.string()), ("leak_guard_hits", pa.int32()),
-    ("watermark", pa.bool_()), ("message", pa.string()), ("run", pa.string()),
-])
+FILES_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("source", pa.string()),
+        ("output", pa.string()),
+        ("status", pa.string()),
+        ("faces", pa.int32()),
+        ("changed", pa.int32()),
+        ("seconds", pa.float64()),
+        ("error", pa.string()),
+        ("image_seed", pa.int64()),
+        ("message", pa.string()),
+        ("run", pa.string()),
+        ("finished", pa.float64()),
+    ]
+)
+FACES_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("face", pa.int32()),
+        ("box", pa.list_(pa.float64())),
+        ("score", pa.float64()),
+        ("method", pa.string()),
+        ("seed", pa.int64()),
+        ("degree", pa.float64()),
+        ("identity_similarity", pa.float64()),
+        ("verdict", pa.string()),
+        ("leak_guard_hits", pa.int32()),
+        ("watermark", pa.bool_()),
+        ("message", pa.string()),
+        ("run", pa.string()),
+    ]
+)
 COMPLETED = "done"
 
 
@@ -67,7 +89,9 @@ def file_row(file: str, source: str, status: str, run: str, **values) -> dict:
 
 def _parts(destination: str | Path, table: str) -> list[Path]:
     folder = audit_folder(destination) / table
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    )
 
 
 def _read(parts: list[Path], schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -102,8 +126,11 @@ def latest_files(destination: str | Path, columns: list[str] | None = None) -> p
 def completed_keys(destination: str | Path) -> set[str]:
     """Keys whose latest row says done: what a rerun skips."""
     latest = latest_files(destination, ["file", "status"])
-    return {k for k, s in zip(latest.column("file").to_pylist(), latest.column("status").to_pylist(),
-                              strict=True) if s == COMPLETED}
+    return {
+        k
+        for k, s in zip(latest.column("file").to_pylist(), latest.column("status").to_pylist(), strict=True)
+        if s == COMPLETED
+    }
 
 
 def committed_parts(destination: str | Path) -> set[str]:
@@ -116,11 +143,23 @@ def read_audit(destination: str | Path):
     files = latest_files(destination)
     faces = _read(_parts(destination, "faces"), FACES_SCHEMA)
     attempts = set(zip(files.column("file").to_pylist(), files.column("run").to_pylist(), strict=True))
-    keep = [i for i, pair in enumerate(zip(faces.column("file").to_pylist(), faces.column("run").to_pylist(),
-                                           strict=True)) if pair in attempts]
+    keep = [
+        i
+        for i, pair in enumerate(
+            zip(faces.column("file").to_pylist(), faces.column("run").to_pylist(), strict=True)
+        )
+        if pair in attempts
+    ]
     faces = faces.take(keep).sort_by([("file", "ascending"), ("face", "ascending")])
     return files.to_pandas(), faces.to_pandas()
 
 
-__all__ = ["read_audit", "completed_keys", "write_part", "file_row", "FILES_SCHEMA", "FACES_SCHEMA",
-           "audit_folder"]
+__all__ = [
+    "read_audit",
+    "completed_keys",
+    "write_part",
+    "file_row",
+    "FILES_SCHEMA",
+    "FACES_SCHEMA",
+    "audit_folder",
+]

@@ -65,13 +65,21 @@ class DatasetResult:
     def summary(self) -> str:
         processed = self.done + self.redacted + self.failed
         rate = f"{processed / self.seconds:.2f} images/s" if self.seconds > 0 else "0 images/s"
-        return (f"{self.done} item(s) done, {self.redacted} redacted after a failure, {self.failed} failed, "
-                f"{self.skipped} skipped, {self.already_done} already done; {self.faces} face(s) found, "
-                f"{self.changed} changed; {self.seconds:.1f} s ({rate}). Audit: {self.audit}")
+        return (
+            f"{self.done} item(s) done, {self.redacted} redacted after a failure, {self.failed} failed, "
+            f"{self.skipped} skipped, {self.already_done} already done; {self.faces} face(s) found, "
+            f"{self.changed} changed; {self.seconds:.1f} s ({rate}). Audit: {self.audit}"
+        )
 
 
-def anonymize_dataset(source, destination, address: str | None = None, *,
-                      on_file: Callable[[dict], None] | None = None, **options) -> DatasetResult:
+def anonymize_dataset(
+    source,
+    destination,
+    address: str | None = None,
+    *,
+    on_file: Callable[[dict], None] | None = None,
+    **options,
+) -> DatasetResult:
     """Anonymize every photo of `source` into `destination` with Ray Data (see the module doc).
 
     source: a folder, a photo, a glob, a Parquet file/folder/glob, or a list of them.
@@ -107,7 +115,9 @@ def dataset_settings(options: dict) -> dict:
     settings.setdefault("resolution", 512)
     unknown = sorted(set(options) - set(settings))
     if unknown:
-        raise TypeError(f"Unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(settings))}.")
+        raise TypeError(
+            f"Unknown option(s) {', '.join(unknown)}; the options are {', '.join(sorted(settings))}."
+        )
     settings.update(options)
     return settings
 
@@ -128,11 +138,15 @@ def connect(address: str | None):
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, TimeoutError... by path
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if address in (None, "local"):
-            raise DatasetError(f"A local Ray instance could not start ({first}). Check free memory and "
-                               "/tmp space, or connect to a running cluster with --ray auto.") from None
-        raise DatasetError(f"The Ray cluster at {address!r} cannot be reached ({first}). Check the address "
-                           "(`ray status` on the head node prints it; ray://HOST:10001 for Ray Client), or "
-                           "leave it out to start a local Ray instance on this machine.") from None
+            raise DatasetError(
+                f"A local Ray instance could not start ({first}). Check free memory and "
+                "/tmp space, or connect to a running cluster with --ray auto."
+            ) from None
+        raise DatasetError(
+            f"The Ray cluster at {address!r} cannot be reached ({first}). Check the address "
+            "(`ray status` on the head node prints it; ray://HOST:10001 for Ray Client), or "
+            "leave it out to start a local Ray instance on this machine."
+        ) from None
     return ray, True
 
 
@@ -152,7 +166,9 @@ def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetRes
         on_file(row)
     if driver_rows:
         audit.write_part(destination, "files", f"part-{run}-listing", driver_rows)
-    common = dict(settings=settings, destination=str(destination), layout=layout, run=run, roots=sources.roots)
+    common = dict(
+        settings=settings, destination=str(destination), layout=layout, run=run, roots=sources.roots
+    )
     datasets = []
     if todo:
         datasets.append((ray.data.read_binary_files([str(p) for p in todo], include_paths=True), common))
@@ -175,13 +191,24 @@ def _plan_images(sources, done: frozenset, run: str, result: DatasetResult) -> t
     """Image files still to do, and the rows this process records itself (missing paths, videos,
     two inputs with one key)."""
     rows = [audit.file_row(p["file"], p["source"], "error", run, error=p["error"]) for p in sources.problems]
-    rows += [audit.file_row(s["file"], s["source"], "skipped", run, error=s["reason"]) for s in sources.skipped]
+    rows += [
+        audit.file_row(s["file"], s["source"], "skipped", run, error=s["reason"]) for s in sources.skipped
+    ]
     todo, owners = [], {}
     for path in sources.images:
         key = key_for_path(str(path), sources.roots)
         if key in owners:
-            rows.append(audit.file_row(key, str(path), "error", run, error=(
-                f"{owners[key]} already has the output name {key}; run the two folders separately")))
+            rows.append(
+                audit.file_row(
+                    key,
+                    str(path),
+                    "error",
+                    run,
+                    error=(
+                        f"{owners[key]} already has the output name {key}; run the two folders separately"
+                    ),
+                )
+            )
             continue
         owners[key] = str(path)
         if key in done:
@@ -196,11 +223,15 @@ def _parquet_dataset(ray, paths: list[str], settings: dict, kwargs: dict):
     names = dataset.schema().names
     column = settings.get("image_column") or next((c for c in IMAGE_COLUMNS if c in names), None)
     if column not in names:
-        raise DatasetError(f"No image column in {', '.join(paths)}: its columns are {', '.join(names)}. Name "
-                           "the column of encoded image bytes with --image-column.")
+        raise DatasetError(
+            f"No image column in {', '.join(paths)}: its columns are {', '.join(names)}. Name "
+            "the column of encoded image bytes with --image-column."
+        )
     key = settings.get("key_column")
     if key and key not in names:
-        raise DatasetError(f"--key-column {key!r} is not a column of {', '.join(paths)} ({', '.join(names)}).")
+        raise DatasetError(
+            f"--key-column {key!r} is not a column of {', '.join(paths)} ({', '.join(names)})."
+        )
     dataset = dataset.select_columns([c for c in (column, key, "path") if c])
     return dataset, dict(kwargs, image_column=column, key_column=key)
 
@@ -210,11 +241,19 @@ def _map(ray, dataset, kwargs: dict, settings: dict, batch_size: int):
     workers, gpus = _workers(ray, settings)
     if not gpus:  # CPU workers: the cluster's cores shared out (a local instance: all of this machine's)
         kwargs = dict(kwargs, threads=max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
-    env = {k: v for k, v in os.environ.items() if k.startswith("FACEANON_")}  # weights sources, identity model
+    env = {
+        k: v for k, v in os.environ.items() if k.startswith("FACEANON_")
+    }  # weights sources, identity model
     remote = {"runtime_env": {"env_vars": env}} if env else {}
     return dataset.map_batches(
-        AnonymizeBatch, fn_constructor_kwargs=kwargs, batch_size=int(batch_size),
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus, **remote)
+        AnonymizeBatch,
+        fn_constructor_kwargs=kwargs,
+        batch_size=int(batch_size),
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_gpus=gpus,
+        **remote,
+    )
 
 
 def _workers(ray, settings: dict) -> tuple[int, float]:
@@ -240,7 +279,11 @@ def _sweep_partials(destination: Path, keys: list[str]) -> None:
     """Remove temporary files a killed run left where this run writes (faceanon.media.atomic)."""
     from faceanon.media.atomic import sweep_partials
 
-    folders = {destination, audit.audit_folder(destination) / "files", audit.audit_folder(destination) / "faces"}
+    folders = {
+        destination,
+        audit.audit_folder(destination) / "files",
+        audit.audit_folder(destination) / "faces",
+    }
     folders |= {(destination / key).parent for key in keys}
     for folder in folders:
         sweep_partials(folder)

@@ -60,7 +60,9 @@ def list_sources(paths: list[str | Path], destination: Path) -> Sources:
             if file.suffix.lower() in videos and video_support():
                 sources.videos.append(file.resolve())
                 continue
-            reason = VIDEO_REASON if file.suffix.lower() in videos else not_read_reason(file)  # the CLI's rule
+            reason = (
+                VIDEO_REASON if file.suffix.lower() in videos else not_read_reason(file)
+            )  # the CLI's rule
             if reason:
                 key = file.name if root is None else _relative(file, root)
                 sources.skipped.append({"file": key, "source": str(file), "reason": reason})
@@ -150,8 +152,10 @@ def output_name(key: str) -> str:
 
     safe = PurePosixPath(key)
     if safe.is_absolute() or ".." in safe.parts or not safe.parts:
-        raise DatasetError(f"The item key {key!r} is not a relative file name; give a --key-column whose values "
-                           "are relative paths such as 'folder/photo.jpg'.")
+        raise DatasetError(
+            f"The item key {key!r} is not a relative file name; give a --key-column whose values "
+            "are relative paths such as 'folder/photo.jpg'."
+        )
     if is_video_key(key):
         return safe.as_posix()  # a video keeps its container, as in the CLI
     try:
@@ -161,5 +165,13 @@ def output_name(key: str) -> str:
         return f"{safe.as_posix()}.png"
 
 
-__all__ = ["Sources", "list_sources", "key_for_path", "key_for_bytes", "output_name", "is_parquet",
-           "VIDEO_REASON", "AUDIT_FOLDER"]
+__all__ = [
+    "Sources",
+    "list_sources",
+    "key_for_path",
+    "key_for_bytes",
+    "output_name",
+    "is_parquet",
+    "VIDEO_REASON",
+    "AUDIT_FOLDER",
+]

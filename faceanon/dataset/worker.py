@@ -61,9 +61,18 @@ class AnonymizeBatch:
     roots: folders that image keys are relative to; done: keys a rerun skips (Parquet sources).
     """
 
-    def __init__(self, settings: dict, destination: str, layout: str, run: str, roots: list[str] | None = None,
-                 done: frozenset | None = None, image_column: str | None = None, key_column: str | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        settings: dict,
+        destination: str,
+        layout: str,
+        run: str,
+        roots: list[str] | None = None,
+        done: frozenset | None = None,
+        image_column: str | None = None,
+        key_column: str | None = None,
+        threads: int | None = None,
+    ):
         from faceanon.cli.common import make_anonymizer
 
         if threads:
@@ -80,7 +89,9 @@ class AnonymizeBatch:
         self.anonymizer = make_anonymizer(self.args)
         self.anonymizer.resolution = int(settings.get("resolution") or 512)
         self.method, self.method_note = self._method()
-        keep = getattr(self.args, "keep", None)  # --keep photos: loaded once per worker, as the CLI does per run
+        keep = getattr(
+            self.args, "keep", None
+        )  # --keep photos: loaded once per worker, as the CLI does per run
         self.keep = self.anonymizer.load_keep(keep) if keep else None
 
     def _method(self) -> tuple[str, str]:
@@ -114,7 +125,9 @@ class AnonymizeBatch:
             table = pa.Table.from_pylist(self._pending, schema=_output_schema())
             audit.write_table(self.destination / f"{self._part}.parquet", table)
         if items:
-            audit.write_part(self.destination, "faces", name, [face for item in items for face in self._faces(item)])
+            audit.write_part(
+                self.destination, "faces", name, [face for item in items for face in self._faces(item)]
+            )
             audit.write_part(self.destination, "files", name, rows)  # last: the commit mark
         rows += already
         return {column: [row[column] for row in rows] for column in RESULT_COLUMNS}
@@ -131,7 +144,12 @@ class AnonymizeBatch:
             row["seconds"] = round(time.perf_counter() - started, 4)
             rows.append(row)
             faces.extend(tracks)
-        name = "part-" + self.run + "-" + hashlib.sha256("\n".join(r["file"] for r in rows).encode()).hexdigest()[:16]
+        name = (
+            "part-"
+            + self.run
+            + "-"
+            + hashlib.sha256("\n".join(r["file"] for r in rows).encode()).hexdigest()[:16]
+        )
         audit.write_part(self.destination, "faces", name, faces)
         audit.write_part(self.destination, "files", name, rows)
         return {column: [row[column] for row in rows] for column in RESULT_COLUMNS}
@@ -139,27 +157,63 @@ class AnonymizeBatch:
     def _video(self, source: str, key: str) -> tuple[dict, list[dict]]:
         args = self.args
         if self.layout != "tree":
-            return audit.file_row(key, source, "error", self.run, error=(
-                "videos are written as files: give a folder destination, not a .parquet one")), []
+            return audit.file_row(
+                key,
+                source,
+                "error",
+                self.run,
+                error=("videos are written as files: give a folder destination, not a .parquet one"),
+            ), []
         try:
             # The CLI's call (cli/video.py process_video): a video's seed is the user's seed.
             report = self.anonymizer.anonymize_video(
-                source, self.destination / output_name(key), method=self.method, degree=args.degree,
-                seed=args.seed, steps=args.steps, guidance=args.guidance, scheduler=args.scheduler,
-                strength=args.strength, tracks=getattr(args, "tracks", None),
-                per_frame=getattr(args, "per_frame", False), window=getattr(args, "window", 16),
-                crf=getattr(args, "crf", 18))
+                source,
+                self.destination / output_name(key),
+                method=self.method,
+                degree=args.degree,
+                seed=args.seed,
+                steps=args.steps,
+                guidance=args.guidance,
+                scheduler=args.scheduler,
+                strength=args.strength,
+                tracks=getattr(args, "tracks", None),
+                per_frame=getattr(args, "per_frame", False),
+                window=getattr(args, "window", 16),
+                crf=getattr(args, "crf", 18),
+            )
         except Exception as error:
             return audit.file_row(key, source, "error", self.run, error=_describe(error)), []
-        row = audit.file_row(key, source, "done", self.run, output=output_name(key), faces=len(report.tracks),
-                             changed=report.num_changed, message=report.message)
+        row = audit.file_row(
+            key,
+            source,
+            "done",
+            self.run,
+            output=output_name(key),
+            faces=len(report.tracks),
+            changed=report.num_changed,
+            message=report.message,
+        )
         marked = self.anonymizer.watermark
-        tracks = [{"file": key, "face": t.track_id, "box": None, "score": None, "method": t.method, "seed": t.seed,
-                   "degree": t.degree, "identity_similarity": t.identity_max,
-                   "verdict": None if t.same_person is None else ("same person" if t.same_person
-                                                                  else "different person"),
-                   "leak_guard_hits": None, "watermark": bool(marked and t.method == "diffusion"),
-                   "message": t.message, "run": self.run} for t in report.tracks]
+        tracks = [
+            {
+                "file": key,
+                "face": t.track_id,
+                "box": None,
+                "score": None,
+                "method": t.method,
+                "seed": t.seed,
+                "degree": t.degree,
+                "identity_similarity": t.identity_max,
+                "verdict": None
+                if t.same_person is None
+                else ("same person" if t.same_person else "different person"),
+                "leak_guard_hits": None,
+                "watermark": bool(marked and t.method == "diffusion"),
+                "message": t.message,
+                "run": self.run,
+            }
+            for t in report.tracks
+        ]
         return row, tracks
 
     # -------------------------------------------------------------------------------------------
@@ -201,13 +255,23 @@ class AnonymizeBatch:
             output_name(item.key)  # a key that cannot name an output fails before any work
             item.photo = load_image(item.data)
             rgb, item.alpha = split_alpha(item.photo)
-            detected, selected = fa._select(rgb, args.faces)  # the CLI's selection rule (FaceAnonymizer.anonymize)
+            detected, selected = fa._select(
+                rgb, args.faces
+            )  # the CLI's selection rule (FaceAnonymizer.anonymize)
             if detected:
                 item.seed = image_seed(args.seed, item.data)
-                plans = fa.plan_faces(detected, self.method, degree=args.degree, seed=item.seed, selected=selected,
-                                      strength=args.strength)
+                plans = fa.plan_faces(
+                    detected,
+                    self.method,
+                    degree=args.degree,
+                    seed=item.seed,
+                    selected=selected,
+                    strength=args.strength,
+                )
                 plans = fa.keep_plans(rgb, plans, self.keep)
-                item.frame = fa.prepare_frame(rgb, plans, describe_tone(item.photo), only_planned=args.faces is not None)
+                item.frame = fa.prepare_frame(
+                    rgb, plans, describe_tone(item.photo), only_planned=args.faces is not None
+                )
         except Exception as error:  # one bad photo must not stop the batch
             self._fail(item, error)
 
@@ -216,7 +280,7 @@ class AnonymizeBatch:
         batch cap); a photo alone when its group's call fails."""
         pack = max(1, int(getattr(self.args, "pack", 1) or 1))
         for start in range(0, len(items), pack):
-            self._generate_group(items[start:start + pack])
+            self._generate_group(items[start : start + pack])
 
     def _generate_group(self, items: list[Item]) -> None:
         requests = [request for item in items for request in item.frame.requests]
@@ -260,13 +324,17 @@ class AnonymizeBatch:
                 return
             frame = item.frame
             if item.crops is None:  # diffusion failed: redact the faces that were to be generated
-                plans = [FacePlan(p.face, FALLBACK_METHOD, message=item.error) if p.method == self.method else p
-                         for p in frame.plans]
+                plans = [
+                    FacePlan(p.face, FALLBACK_METHOD, message=item.error) if p.method == self.method else p
+                    for p in frame.plans
+                ]
                 frame = fa.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned, frame.leak_guard)
                 item.crops = []
             # FaceAnonymizer.anonymize_frame's steps after generate: finish, --on-same-person, leak guard
             result = fa._finish(frame, item.crops)
-            frame, result = fa._handle_still_recognizable(frame, item.crops, result, self._generation(), _no_progress)
+            frame, result = fa._handle_still_recognizable(
+                frame, item.crops, result, self._generation(), _no_progress
+            )
             result = fa._guard(frame, result)
             # FaceAnonymizer.anonymize's last step (alpha, ICC, greyscale files back to greyscale, message)
             item.result = fa._photo_result(item.photo, item.alpha, result, self.method_note, frame.tone)
@@ -284,9 +352,19 @@ class AnonymizeBatch:
         result = item.result
         faces = len(result.faces) if result is not None and item.status != "error" else 0
         changed = result.num_changed if result is not None and item.status != "error" else 0
-        return audit.file_row(item.key, item.source, item.status, self.run, output=item.output, faces=faces,
-                              changed=changed, seconds=round(item.seconds, 4), error=item.error,
-                              image_seed=item.seed, message=result.message if result is not None else None)
+        return audit.file_row(
+            item.key,
+            item.source,
+            item.status,
+            self.run,
+            output=item.output,
+            faces=faces,
+            changed=changed,
+            seconds=round(item.seconds, 4),
+            error=item.error,
+            image_seed=item.seed,
+            message=result.message if result is not None else None,
+        )
 
     def _save(self, item: Item) -> str:
         from faceanon.media.photo import encode_image, format_for_path, save_image
@@ -296,7 +374,9 @@ class AnonymizeBatch:
         if self.layout == "tree":
             save_image(item.result.image, self.destination / name, quality=self.args.quality, pnginfo=pnginfo)
             return name
-        data = encode_image(item.result.image, format_for_path(name), quality=self.args.quality, pnginfo=pnginfo)
+        data = encode_image(
+            item.result.image, format_for_path(name), quality=self.args.quality, pnginfo=pnginfo
+        )
         self._pending.append({"file": item.key, "output": name, "image": data})
         return f"{self._part}.parquet#{item.key}"
 
@@ -306,14 +386,23 @@ class AnonymizeBatch:
         marked = self.anonymizer.watermark
         rows = []
         for report in item.result.faces:
-            rows.append({
-                "file": item.key, "face": report.face.index, "box": [float(v) for v in report.face.box],
-                "score": float(report.face.score), "method": report.method, "seed": report.seed,
-                "degree": report.degree, "identity_similarity": report.identity_similarity,
-                "verdict": _verdict(report), "leak_guard_hits": _guard_hits(report, self.anonymizer),
-                "watermark": bool(marked and report.method == "diffusion"),
-                "message": report.message or getattr(report, "guard", ""),
-                "run": self.run})
+            rows.append(
+                {
+                    "file": item.key,
+                    "face": report.face.index,
+                    "box": [float(v) for v in report.face.box],
+                    "score": float(report.face.score),
+                    "method": report.method,
+                    "seed": report.seed,
+                    "degree": report.degree,
+                    "identity_similarity": report.identity_similarity,
+                    "verdict": _verdict(report),
+                    "leak_guard_hits": _guard_hits(report, self.anonymizer),
+                    "watermark": bool(marked and report.method == "diffusion"),
+                    "message": report.message or getattr(report, "guard", ""),
+                    "run": self.run,
+                }
+            )
         return rows
 
     def _fail(self, item: Item, error: Exception) -> None:

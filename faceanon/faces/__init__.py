@@ -14,9 +14,23 @@ from faceanon.faces.detection import (
 from faceanon.faces.redaction import REDACTION_METHODS, redact_face
 
 __all__ = [
-    "CROP_SIZE", "AlignedFace", "align_face", "alignment_matrix", "ffhq_quad",
-    "PhotoMask", "blend", "face_mask", "match_colors", "paste_face",
-    "DETECTOR_NAMES", "Detector", "DetectorUnavailableError", "InsightFaceDetector", "ScrfdDetector",
-    "YuNetDetector", "create_detector",
-    "REDACTION_METHODS", "redact_face",
+    "CROP_SIZE",
+    "AlignedFace",
+    "align_face",
+    "alignment_matrix",
+    "ffhq_quad",
+    "PhotoMask",
+    "blend",
+    "face_mask",
+    "match_colors",
+    "paste_face",
+    "DETECTOR_NAMES",
+    "Detector",
+    "DetectorUnavailableError",
+    "InsightFaceDetector",
+    "ScrfdDetector",
+    "YuNetDetector",
+    "create_detector",
+    "REDACTION_METHODS",
+    "redact_face",
 ]

@@ -75,8 +75,13 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE) 
     crop = _warp_to_crop(image[:, :, :3], matrix, scale, size)
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     crop_points = points @ matrix[:, :2].T + matrix[:, 2]
-    return AlignedFace(crop=crop, matrix=matrix, inverse=invert(matrix),
-                       landmarks=crop_points.astype(np.float32), scale=scale)
+    return AlignedFace(
+        crop=crop,
+        matrix=matrix,
+        inverse=invert(matrix),
+        landmarks=crop_points.astype(np.float32),
+        scale=scale,
+    )
 
 
 def _warp_to_crop(image: np.ndarray, matrix: np.ndarray, scale: float, size: int) -> np.ndarray:
@@ -94,8 +99,9 @@ def _warp_to_crop(image: np.ndarray, matrix: np.ndarray, scale: float, size: int
         # Map resized pixel centres back to the region's pixel centres.
         unshrink = np.array([[1 / fx, 0, 0.5 / fx - 0.5], [0, 1 / fy, 0.5 / fy - 0.5], [0, 0, 1]])
         local = local @ unshrink
-    return cv2.warpAffine(region, local[:2], (size, size), flags=cv2.INTER_CUBIC,
-                          borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.warpAffine(
+        region, local[:2], (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101
+    )
 
 
 def _source_region(matrix: np.ndarray, size: int, shape) -> tuple[int, int, int, int]:
@@ -118,7 +124,10 @@ def _padded_region(image: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.
     inside = image[cy0:cy1, cx0:cx1]
     pads = [cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1]
     while any(p > 0 for p in pads):
-        step = [min(p, max(1, n - 1)) for p, n in zip(pads, [inside.shape[0]] * 2 + [inside.shape[1]] * 2, strict=True)]
+        step = [
+            min(p, max(1, n - 1))
+            for p, n in zip(pads, [inside.shape[0]] * 2 + [inside.shape[1]] * 2, strict=True)
+        ]
         mode = cv2.BORDER_REFLECT_101 if min(inside.shape[:2]) > 1 else cv2.BORDER_REPLICATE
         inside = cv2.copyMakeBorder(inside, *step, borderType=mode)
         pads = [p - s for p, s in zip(pads, step, strict=True)]

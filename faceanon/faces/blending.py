@@ -60,9 +60,18 @@ def face_mask(landmarks: np.ndarray, size: int = 512, grow: float = 1.0, feather
     angle = np.degrees(np.arctan2(eye_to_mouth[1], eye_to_mouth[0])) - 90.0
     supersample = 4  # draw with sub-pixel precision
     hard = np.zeros((size, size), dtype=np.uint8)
-    cv2.ellipse(hard, (tuple(int(round(v * supersample)) for v in centre)),
-                (int(round(half_width * supersample)), int(round(half_height * supersample))),
-                angle, 0, 360, 255, thickness=-1, lineType=cv2.LINE_AA, shift=2)
+    cv2.ellipse(
+        hard,
+        (tuple(int(round(v * supersample)) for v in centre)),
+        (int(round(half_width * supersample)), int(round(half_height * supersample))),
+        angle,
+        0,
+        360,
+        255,
+        thickness=-1,
+        lineType=cv2.LINE_AA,
+        shift=2,
+    )
     mask = cv2.GaussianBlur(hard.astype(np.float32) / 255.0, (0, 0), sigmaX=sigma)
     return mask * _border_fade(size, width=max(8, size // 24))
 
@@ -80,8 +89,14 @@ def warp_mask_to_photo(mask: np.ndarray, aligned: AlignedFace, shape) -> PhotoMa
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
         return PhotoMask(np.zeros((0, 0), np.float32), (0, 0, 0, 0))
-    values = cv2.warpAffine(mask, _shifted(aligned.inverse, x0, y0), (x1 - x0, y1 - y0),
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    values = cv2.warpAffine(
+        mask,
+        _shifted(aligned.inverse, x0, y0),
+        (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     values[values < MASK_FLOOR] = 0
     return PhotoMask(np.clip(values, 0, 1), box)
 
@@ -89,8 +104,13 @@ def warp_mask_to_photo(mask: np.ndarray, aligned: AlignedFace, shape) -> PhotoMa
 def warp_crop_to_photo(crop: np.ndarray, aligned: AlignedFace, photo_mask: PhotoMask) -> np.ndarray:
     """The new face crop, inverse-warped (bilinear) onto the mask's photo box."""
     x0, y0, x1, y1 = photo_mask.box
-    return cv2.warpAffine(np.ascontiguousarray(crop), _shifted(aligned.inverse, x0, y0), (x1 - x0, y1 - y0),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        np.ascontiguousarray(crop),
+        _shifted(aligned.inverse, x0, y0),
+        (x1 - x0, y1 - y0),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def blend(image: np.ndarray, replacement: np.ndarray, photo_mask: PhotoMask) -> np.ndarray:
@@ -107,8 +127,13 @@ def blend(image: np.ndarray, replacement: np.ndarray, photo_mask: PhotoMask) -> 
     return image
 
 
-def paste_face(image: np.ndarray, new_crop: np.ndarray, aligned: AlignedFace, mask: np.ndarray | None = None,
-               color_match: bool = False) -> PhotoMask:
+def paste_face(
+    image: np.ndarray,
+    new_crop: np.ndarray,
+    aligned: AlignedFace,
+    mask: np.ndarray | None = None,
+    color_match: bool = False,
+) -> PhotoMask:
     """Paste a generated crop back into `image` (modified in place); returns the mask used."""
     if mask is None:
         mask = face_mask(aligned.landmarks, aligned.size)
@@ -131,7 +156,11 @@ def match_colors(source: np.ndarray, reference: np.ndarray, mask: np.ndarray) ->
     if total < 1:
         return source
     src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
-    ref = cv2.cvtColor(np.ascontiguousarray(reference[..., :3]), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    ref = (
+        cv2.cvtColor(np.ascontiguousarray(reference[..., :3]), cv2.COLOR_RGB2LAB)
+        .reshape(-1, 3)
+        .astype(np.float64)
+    )
     src_mean, ref_mean = (weights * src).sum(0) / total, (weights * ref).sum(0) / total
     src_std = np.sqrt((weights * (src - src_mean) ** 2).sum(0) / total) + 1e-3
     ref_std = np.sqrt((weights * (ref - ref_mean) ** 2).sum(0) / total) + 1e-3
@@ -145,8 +174,15 @@ def _photo_box(mask: np.ndarray, inverse: np.ndarray, shape) -> tuple[int, int, 
     rows, cols = np.nonzero(mask >= MASK_FLOOR)
     if rows.size == 0:
         return (0, 0, 0, 0)
-    corners = np.array([[cols.min(), rows.min()], [cols.min(), rows.max()],
-                        [cols.max(), rows.max()], [cols.max(), rows.min()]], dtype=np.float64)
+    corners = np.array(
+        [
+            [cols.min(), rows.min()],
+            [cols.min(), rows.max()],
+            [cols.max(), rows.max()],
+            [cols.max(), rows.min()],
+        ],
+        dtype=np.float64,
+    )
     points = corners @ inverse[:, :2].T + inverse[:, 2]
     height, width = shape[:2]
     x0, y0 = np.floor(points.min(0)).astype(int) - 2

@@ -87,8 +87,14 @@ class YuNetDetector(Detector):
     name = "yunet"
     SMALL_AT_COARSE = 40  # faces below this size (pixels at the coarse scale) come from the fine pass
 
-    def __init__(self, threshold: float = 0.6, min_face_size: float = 0.0, max_side: int = 4096,
-                 coarse_side: int = 1280, nms_threshold: float = 0.3):
+    def __init__(
+        self,
+        threshold: float = 0.6,
+        min_face_size: float = 0.0,
+        max_side: int = 4096,
+        coarse_side: int = 1280,
+        nms_threshold: float = 0.3,
+    ):
         super().__init__(threshold, min_face_size)
         import cv2
 
@@ -96,8 +102,9 @@ class YuNetDetector(Detector):
         self.max_side, self.coarse_side = int(max_side), int(coarse_side)
         path = YUNET_FILE.path()
         # The network keeps its own threshold low; Detector.detect applies the user's threshold.
-        self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), min(self.threshold, 0.3),
-                                              nms_threshold, 5000)
+        self._net = cv2.FaceDetectorYN.create(
+            str(path), "", (320, 320), min(self.threshold, 0.3), nms_threshold, 5000
+        )
 
     def _detect(self, bgr):
         longest = max(bgr.shape[:2])
@@ -118,8 +125,9 @@ class YuNetDetector(Detector):
         import cv2
 
         if scale != 1.0:  # enlarging helps with tiny faces (the recall mode's small-face pass)
-            bgr = cv2.resize(bgr, None, fx=scale, fy=scale,
-                             interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            bgr = cv2.resize(
+                bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            )
         height, width = bgr.shape[:2]
         self._net.setInputSize((width, height))
         _, rows = self._net.detect(bgr)
@@ -166,8 +174,9 @@ class ScrfdDetector(Detector):
         path = SCRFD_FILE.path()
         self.input_size = int(input_size)
         self._model = get_model(str(path), providers=["CPUExecutionProvider"])
-        self._model.prepare(ctx_id=-1, input_size=(self.input_size, self.input_size),
-                            det_thresh=min(self.threshold, 0.3))
+        self._model.prepare(
+            ctx_id=-1, input_size=(self.input_size, self.input_size), det_thresh=min(self.threshold, 0.3)
+        )
 
     def _detect(self, bgr):
         padded, (top, left) = _pad_to_square(bgr, margin=0.25)
@@ -175,8 +184,7 @@ class ScrfdDetector(Detector):
         if boxes is None or len(boxes) == 0:
             return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
         offset = np.array([left, top], dtype=np.float64)
-        return (boxes[:, :4] - np.tile(offset, 2), boxes[:, 4],
-                landmarks.reshape(-1, 5, 2) - offset)
+        return (boxes[:, :4] - np.tile(offset, 2), boxes[:, 4], landmarks.reshape(-1, 5, 2) - offset)
 
 
 class CenterFaceDetector(Detector):
@@ -190,8 +198,13 @@ class CenterFaceDetector(Detector):
 
     name = "centerface"
 
-    def __init__(self, threshold: float = 0.5, min_face_size: float = 0.0, max_side: int = 1280,
-                 nms_threshold: float = 0.3):
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        min_face_size: float = 0.0,
+        max_side: int = 1280,
+        nms_threshold: float = 0.3,
+    ):
         super().__init__(threshold, min_face_size)
         self.max_side, self.nms_threshold = int(max_side), float(nms_threshold)
         self._session = _centerface_session()
@@ -209,15 +222,16 @@ class CenterFaceDetector(Detector):
         height, width = bgr.shape[:2]
         # The network's strides need sides that are multiples of 32: pad (not stretch) to get them.
         new_w, new_h = max(32, round(width * scale)), max(32, round(height * scale))
-        resized = cv2.resize(bgr, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        resized = cv2.resize(
+            bgr, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        )
         blob = np.zeros((1, 3, -(-new_h // 32) * 32, -(-new_w // 32) * 32), np.float32)
         blob[0, :, :new_h, :new_w] = resized[:, :, ::-1].transpose(2, 0, 1)  # the network reads RGB 0-255
         heatmap, sizes, offsets, points = self._session.run(None, {"input.1": blob})
         boxes, scores, landmarks = _decode_centerface(heatmap[0, 0], sizes[0], offsets[0], points[0], floor)
         keep = _non_max_suppression(boxes, scores, self.nms_threshold)
         sx, sy = new_w / width, new_h / height
-        return (boxes[keep] / np.array([sx, sy, sx, sy]), scores[keep],
-                landmarks[keep] / np.array([sx, sy]))
+        return (boxes[keep] / np.array([sx, sy, sx, sy]), scores[keep], landmarks[keep] / np.array([sx, sy]))
 
 
 def _decode_centerface(heatmap, sizes, offsets, points, floor):
@@ -229,8 +243,13 @@ def _decode_centerface(heatmap, sizes, offsets, points, floor):
     y0 = (rows + offsets[0, rows, cols] + 0.5) * 4 - height / 2
     boxes = np.stack([x0, y0, x0 + width, y0 + height], 1).astype(np.float64)
     # Landmarks are (y, x) pairs relative to the box's top-left corner, in units of its size.
-    landmarks = np.stack([points[1::2, rows, cols].T * width[:, None] + x0[:, None],
-                          points[0::2, rows, cols].T * height[:, None] + y0[:, None]], 2).astype(np.float64)
+    landmarks = np.stack(
+        [
+            points[1::2, rows, cols].T * width[:, None] + x0[:, None],
+            points[0::2, rows, cols].T * height[:, None] + y0[:, None],
+        ],
+        2,
+    ).astype(np.float64)
     return boxes, heatmap[rows, cols].astype(np.float64), landmarks.reshape(-1, 5, 2)
 
 
@@ -267,7 +286,8 @@ def _centerface_session():
             # Idle threads that spin steal the cores from the other passes and from other programs.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             _CENTERFACE_SESSION = onnxruntime.InferenceSession(
-                model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+                model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
         return _CENTERFACE_SESSION
 
 
@@ -278,15 +298,21 @@ class InsightFaceDetector(Detector):
 
     name = "insightface"
 
-    def __init__(self, threshold: float = 0.5, min_face_size: float = 0.0, model_name: str = "buffalo_l",
-                 root: str | None = None):
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        min_face_size: float = 0.0,
+        model_name: str = "buffalo_l",
+        root: str | None = None,
+    ):
         super().__init__(threshold, min_face_size)
         try:
             from insightface.app import FaceAnalysis
 
             kwargs = {"root": root} if root else {}
-            self._app = FaceAnalysis(name=model_name, allowed_modules=["detection"],
-                                     providers=["CPUExecutionProvider"], **kwargs)
+            self._app = FaceAnalysis(
+                name=model_name, allowed_modules=["detection"], providers=["CPUExecutionProvider"], **kwargs
+            )
             self._app.prepare(ctx_id=-1, det_thresh=min(self.threshold, 0.3), det_size=(640, 640))
         except Exception as error:  # download failures surface as many different types
             raise DetectorUnavailableError(
@@ -312,7 +338,7 @@ def _pad_to_square(bgr: np.ndarray, margin: float) -> tuple[np.ndarray, tuple[in
     side = int(round(max(height, width) * (1 + 2 * margin)))
     top, left = (side - height) // 2, (side - width) // 2
     padded = np.zeros((side, side, 3), dtype=bgr.dtype)
-    padded[top:top + height, left:left + width] = bgr
+    padded[top : top + height, left : left + width] = bgr
     return padded, (top, left)
 
 
@@ -330,12 +356,21 @@ def _recall_detector(**options) -> Detector:
     return RecallDetector(**options)
 
 
-_DETECTORS = {"recall": _recall_detector, "yunet": YuNetDetector, "scrfd": ScrfdDetector,
-              "centerface": CenterFaceDetector, "insightface": InsightFaceDetector}
+_DETECTORS = {
+    "recall": _recall_detector,
+    "yunet": YuNetDetector,
+    "scrfd": ScrfdDetector,
+    "centerface": CenterFaceDetector,
+    "insightface": InsightFaceDetector,
+}
 
 
-def create_detector(name: str | Detector = DEFAULTS.detector, threshold: float | None = None,
-                    min_face_size: float = 0.0, **options) -> Detector:
+def create_detector(
+    name: str | Detector = DEFAULTS.detector,
+    threshold: float | None = None,
+    min_face_size: float = 0.0,
+    **options,
+) -> Detector:
     """Build a detector by name (faceanon.registry.DETECTORS; "recall" is the recall mode's ensemble);
     a Detector passes through."""
     if isinstance(name, Detector):

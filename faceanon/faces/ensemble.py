@@ -39,9 +39,17 @@ class RecallDetector(Detector):
 
     name = "recall"
 
-    def __init__(self, threshold: float = 0.5, min_face_size: float = 0.0, max_side: int = 1280,
-                 turned_side: int = 640, small_face: float = 40, small_threshold: float = 0.7,
-                 turns: tuple[int, ...] = (1, 2, 3), small_side: int = 2048):
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        min_face_size: float = 0.0,
+        max_side: int = 1280,
+        turned_side: int = 640,
+        small_face: float = 40,
+        small_threshold: float = 0.7,
+        turns: tuple[int, ...] = (1, 2, 3),
+        small_side: int = 2048,
+    ):
         super().__init__(threshold, min_face_size)
         self.max_side, self.turned_side, self.turns = int(max_side), int(turned_side), tuple(turns)
         self.small_face, self.small_threshold = float(small_face), float(small_threshold)

@@ -61,16 +61,30 @@ def same_face(a: Sequence[float], b: Sequence[float]) -> bool:
     area_a, area_b = max(ax1 - ax0, 0) * max(ay1 - ay0, 0), max(bx1 - bx0, 0) * max(by1 - by0, 0)
     if inter <= 0:
         return False
-    return inter / (area_a + area_b - inter) >= SAME_FACE_IOU or inter / min(area_a, area_b) >= SAME_FACE_INSIDE
+    return (
+        inter / (area_a + area_b - inter) >= SAME_FACE_IOU or inter / min(area_a, area_b) >= SAME_FACE_INSIDE
+    )
 
 
-def new_faces(found: Sequence[DetectedFace], known: Sequence[DetectedFace], first_index: int) -> list[DetectedFace]:
+def new_faces(
+    found: Sequence[DetectedFace], known: Sequence[DetectedFace], first_index: int
+) -> list[DetectedFace]:
     """The faces of `found` (second pass) that are none of `known` (first pass), re-indexed from
     `first_index` on so that the frame's face numbers stay unique."""
     fresh = [face for face in found if not any(same_face(face.box, other.box) for other in known)]
-    return [DetectedFace(first_index + i, face.box, np.asarray(face.landmarks, np.float32), face.score)
-            for i, face in enumerate(fresh)]
+    return [
+        DetectedFace(first_index + i, face.box, np.asarray(face.landmarks, np.float32), face.score)
+        for i, face in enumerate(fresh)
+    ]
 
 
-__all__ = ["FOUND_ON_SECOND_PASS", "GUARD_THRESHOLD_FACTOR", "STILL_SAME_PERSON", "GUARD_MASK_GROW", "guard_detector", "guard_mask", "new_faces",
-           "same_face"]
+__all__ = [
+    "FOUND_ON_SECOND_PASS",
+    "GUARD_THRESHOLD_FACTOR",
+    "STILL_SAME_PERSON",
+    "GUARD_MASK_GROW",
+    "guard_detector",
+    "guard_mask",
+    "new_faces",
+    "same_face",
+]

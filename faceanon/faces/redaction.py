@@ -16,11 +16,19 @@ from faceanon.faces.blending import PhotoMask, blend, face_mask, warp_mask_to_ph
 from faceanon.registry import REDACTION_METHODS
 
 
-def redact_face(image: np.ndarray, aligned: AlignedFace, method: str = "blur", strength: float = 1.0,
-                color: tuple[int, int, int] = (0, 0, 0), mask: np.ndarray | None = None) -> PhotoMask:
+def redact_face(
+    image: np.ndarray,
+    aligned: AlignedFace,
+    method: str = "blur",
+    strength: float = 1.0,
+    color: tuple[int, int, int] = (0, 0, 0),
+    mask: np.ndarray | None = None,
+) -> PhotoMask:
     """Redact one face of `image` (RGB/RGBA uint8, modified in place); returns the mask used."""
     if method not in REDACTORS:
-        raise ValueError(f"Unknown redaction method {method!r}; choose one of {', '.join(REDACTION_METHODS)}.")
+        raise ValueError(
+            f"Unknown redaction method {method!r}; choose one of {', '.join(REDACTION_METHODS)}."
+        )
     if not 0 < strength <= 1:
         raise ValueError(f"Redaction strength must be in (0, 1], got {strength}.")
     if mask is None:
@@ -44,16 +52,23 @@ BLUR_SIGMA = (1 / 4, 1 / 3)  # times the face size
 PIXELATE_BLOCKS = (4, 3)  # blocks across the face
 
 
-def _blur(rgb, photo_mask: PhotoMask, face_size: float, strength: float, color) -> tuple[np.ndarray, PhotoMask]:
+def _blur(
+    rgb, photo_mask: PhotoMask, face_size: float, strength: float, color
+) -> tuple[np.ndarray, PhotoMask]:
     weakest, strongest = BLUR_SIGMA
     sigma = max(1.0, (weakest + (strongest - weakest) * strength) * face_size)
     # Blur a margin around the box too, so the result does not smear in the box's borders.
     margin = int(3 * sigma)
     x0, y0, x1, y1 = photo_mask.box
     height, width = rgb.shape[:2]
-    bx0, by0, bx1, by1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, width), min(y1 + margin, height)
+    bx0, by0, bx1, by1 = (
+        max(x0 - margin, 0),
+        max(y0 - margin, 0),
+        min(x1 + margin, width),
+        min(y1 + margin, height),
+    )
     blurred = _gaussian(np.ascontiguousarray(rgb[by0:by1, bx0:bx1]), sigma)
-    return blurred[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0], photo_mask
+    return blurred[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0], photo_mask
 
 
 def _gaussian(region: np.ndarray, sigma: float) -> np.ndarray:
@@ -63,24 +78,31 @@ def _gaussian(region: np.ndarray, sigma: float) -> np.ndarray:
     if factor == 1.0:
         return cv2.GaussianBlur(region, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT_101)
     height, width = region.shape[:2]
-    small = cv2.resize(region, (max(1, round(width / factor)), max(1, round(height / factor))),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        region, (max(1, round(width / factor)), max(1, round(height / factor))), interpolation=cv2.INTER_AREA
+    )
     small = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma / factor, borderType=cv2.BORDER_REFLECT_101)
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _pixelate(rgb, photo_mask: PhotoMask, face_size: float, strength: float, color) -> tuple[np.ndarray, PhotoMask]:
+def _pixelate(
+    rgb, photo_mask: PhotoMask, face_size: float, strength: float, color
+) -> tuple[np.ndarray, PhotoMask]:
     region = np.ascontiguousarray(rgb[photo_mask.slices])
     most, fewest = PIXELATE_BLOCKS
     block = max(2, int(round(face_size / (most - (most - fewest) * strength))))
     height, width = region.shape[:2]
-    small = cv2.resize(region, (max(1, -(-width // block)), max(1, -(-height // block))),
-                       interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (small.shape[1] * block, small.shape[0] * block),
-                      interpolation=cv2.INTER_NEAREST)[:height, :width], photo_mask
+    small = cv2.resize(
+        region, (max(1, -(-width // block)), max(1, -(-height // block))), interpolation=cv2.INTER_AREA
+    )
+    return cv2.resize(
+        small, (small.shape[1] * block, small.shape[0] * block), interpolation=cv2.INTER_NEAREST
+    )[:height, :width], photo_mask
 
 
-def _solid(rgb, photo_mask: PhotoMask, face_size: float, strength: float, color) -> tuple[np.ndarray, PhotoMask]:
+def _solid(
+    rgb, photo_mask: PhotoMask, face_size: float, strength: float, color
+) -> tuple[np.ndarray, PhotoMask]:
     # Always opaque, whatever the strength: at opacity 0.8 faces still matched their person (0.91).
     replacement = np.empty(photo_mask.values.shape + (3,), np.uint8)
     replacement[:] = np.asarray(color, dtype=np.uint8)

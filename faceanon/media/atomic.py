@@ -27,8 +27,9 @@ def atomic_output(destination: str | Path, suffix: str | None = None) -> Iterato
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=destination.suffix if suffix is None else suffix,
-                                    dir=destination.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=TEMP_PREFIX, suffix=destination.suffix if suffix is None else suffix, dir=destination.parent
+    )
     os.close(handle)
     temporary = Path(name)
     os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
@@ -88,4 +89,11 @@ def _fsync(path: Path) -> None:
         os.fsync(file.fileno())
 
 
-__all__ = ["atomic_output", "write_bytes_atomic", "write_text_atomic", "is_partial", "sweep_partials", "TEMP_PREFIX"]
+__all__ = [
+    "atomic_output",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "is_partial",
+    "sweep_partials",
+    "TEMP_PREFIX",
+]

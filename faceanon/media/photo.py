@@ -39,8 +39,15 @@ MIN_SIDE = 8
 
 # Output formats and whether they can store an alpha channel.
 _ALPHA_FORMATS = {"PNG": True, "WEBP": True, "TIFF": True, "JPEG": False, "BMP": False}
-_EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
-                      ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+_EXTENSION_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
 SOURCE_MODE = "faceanon_source_mode"  # info key: the mode of the file the image was loaded from
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
@@ -52,8 +59,11 @@ _NOT_PHOTO_FORMATS = {"PDF", "EPS", "WMF", "BUFR", "GRIB", "HDF5", "MPEG", "PALM
 
 def _readable_extensions() -> frozenset[str]:
     Image.init()
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items()
-                     if fmt in Image.OPEN and fmt not in _NOT_PHOTO_FORMATS)
+    return frozenset(
+        ext
+        for ext, fmt in Image.registered_extensions().items()
+        if fmt in Image.OPEN and fmt not in _NOT_PHOTO_FORMATS
+    )
 
 
 IMAGE_EXTENSIONS = _readable_extensions()
@@ -62,10 +72,14 @@ IMAGE_EXTENSIONS = _readable_extensions()
 UNSUPPORTED_IMAGE_REASONS = {
     **dict.fromkeys((".heic", ".heif", ".hif"), "HEIC/HEIF photos are not supported; export them as JPEG"),
     **dict.fromkeys((".jxl",), "JPEG XL is not supported; convert it to JPEG or PNG"),
-    **dict.fromkeys((".svg", ".svgz", ".ai", ".eps", ".ps", ".pdf", ".wmf", ".emf"),
-                    "vector drawings and documents are not photos; export the picture as PNG"),
-    **dict.fromkeys((".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".raw", ".srw", ".pef"),
-                    "camera RAW files are not supported; export them as JPEG or TIFF"),
+    **dict.fromkeys(
+        (".svg", ".svgz", ".ai", ".eps", ".ps", ".pdf", ".wmf", ".emf"),
+        "vector drawings and documents are not photos; export the picture as PNG",
+    ),
+    **dict.fromkeys(
+        (".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".raw", ".srw", ".pef"),
+        "camera RAW files are not supported; export them as JPEG or TIFF",
+    ),
 }
 
 
@@ -107,8 +121,10 @@ def _check_jpeg_complete(opened: Image.Image, name: str) -> None:
         simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=1, min_width=1, strict=True)
     except ValueError as error:
         if "premature end" in str(error).lower():
-            raise ImageInputError(f"{name} is truncated: image file is truncated ({error}). Only part of it was "
-                                  "downloaded or copied; get the complete file again.") from None
+            raise ImageInputError(
+                f"{name} is truncated: image file is truncated ({error}). Only part of it was "
+                "downloaded or copied; get the complete file again."
+            ) from None
         # Other warnings ("extraneous bytes before marker") are common in camera files: Pillow decides.
 
 
@@ -127,7 +143,9 @@ def _open(source, name: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(source)
     except UnidentifiedImageError:
-        raise ImageInputError(f"{name} is not an image faceanon can read. Use a JPEG, PNG or WebP file.") from None
+        raise ImageInputError(
+            f"{name} is not an image faceanon can read. Use a JPEG, PNG or WebP file."
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(_too_large(name, "more pixels than")) from None
     except (OSError, ValueError, SyntaxError, struct.error) as error:
@@ -136,8 +154,10 @@ def _open(source, name: str) -> Image.Image:
 
 
 def _undecodable(name: str, error: Exception) -> str:
-    return (f"{name} could not be decoded ({error}); the file may be truncated or damaged. "
-            "Try opening and re-saving it in an image editor.")
+    return (
+        f"{name} could not be decoded ({error}); the file may be truncated or damaged. "
+        "Try opening and re-saving it in an image editor."
+    )
 
 
 def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
@@ -145,13 +165,17 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
     if width * height > max_pixels or max(width, height) > MAX_SIDE:
         raise ImageInputError(_too_large(name, f"{width}x{height} pixels, more than", max_pixels))
     if min(width, height) < MIN_SIDE:
-        raise ImageInputError(f"{name} is only {width}x{height} pixels; a face needs at least a few dozen pixels.")
+        raise ImageInputError(
+            f"{name} is only {width}x{height} pixels; a face needs at least a few dozen pixels."
+        )
 
 
 def _too_large(name: str, what: str, max_pixels: int = MAX_PIXELS) -> str:
-    return (f"{name} is refused: it has {what} faceanon accepts ({max_pixels / 1e6:.0f} megapixels, {MAX_SIDE} "
-            "pixels a side). Images that large can exhaust memory (a 'decompression bomb'); downscale it "
-            "before anonymizing.")
+    return (
+        f"{name} is refused: it has {what} faceanon accepts ({max_pixels / 1e6:.0f} megapixels, {MAX_SIDE} "
+        "pixels a side). Images that large can exhaust memory (a 'decompression bomb'); downscale it "
+        "before anonymizing."
+    )
 
 
 def _describe(source) -> str:
@@ -198,9 +222,13 @@ def _as_srgb(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes 
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if source.profile.xcolor_space.strip() != "RGB":
             return image, None
-        converted = ImageCms.profileToProfile(image, source, ImageCms.ImageCmsProfile(io.BytesIO(srgb_profile())),
-                                              renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-                                              outputMode=image.mode)
+        converted = ImageCms.profileToProfile(
+            image,
+            source,
+            ImageCms.ImageCmsProfile(io.BytesIO(srgb_profile())),
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            outputMode=image.mode,
+        )
     except (ImageCms.PyCMSError, OSError, ValueError, AttributeError):
         return image, None  # a broken profile: the pixels are taken as sRGB
     return converted, srgb_profile()
@@ -245,7 +273,9 @@ def from_array(array: np.ndarray) -> Image.Image:
     """A numpy image (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or float in [0, 1]."""
     array = np.asarray(array)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise ImageInputError(f"An image array must be HxW, HxWx3 (RGB) or HxWx4 (RGBA); got shape {array.shape}.")
+        raise ImageInputError(
+            f"An image array must be HxW, HxWx3 (RGB) or HxWx4 (RGBA); got shape {array.shape}."
+        )
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating):
             array = np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)
@@ -283,12 +313,19 @@ def format_for_path(path: str | Path) -> str:
     """The Pillow format name a file extension asks for (JPEG, PNG, WEBP, TIFF, BMP)."""
     suffix = Path(path).suffix.lower()
     if suffix not in _EXTENSION_FORMATS:
-        raise ImageInputError(f"Cannot write {Path(path).name!r}: use a .jpg, .png, .webp, .tif or .bmp file name.")
+        raise ImageInputError(
+            f"Cannot write {Path(path).name!r}: use a .jpg, .png, .webp, .tif or .bmp file name."
+        )
     return _EXTENSION_FORMATS[suffix]
 
 
-def encode_image(image: Image.Image, format: str = "PNG", quality: int = 95, keep_icc: bool = True,
-                 pnginfo: PngImagePlugin.PngInfo | None = None) -> bytes:
+def encode_image(
+    image: Image.Image,
+    format: str = "PNG",
+    quality: int = 95,
+    keep_icc: bool = True,
+    pnginfo: PngImagePlugin.PngInfo | None = None,
+) -> bytes:
     """Encode pixels (and the ICC profile) only. Alpha is flattened onto white for formats
     without alpha. `pnginfo` (e.g. faceanon.trust.watermark.provenance_pnginfo()) is the only
     metadata written besides the ICC profile, and only into PNG files; other formats ignore it."""
@@ -304,8 +341,13 @@ def encode_image(image: Image.Image, format: str = "PNG", quality: int = 95, kee
     return buffer.getvalue()
 
 
-def save_image(image: Image.Image, path: str | Path, quality: int = 95, keep_icc: bool = True,
-               pnginfo: PngImagePlugin.PngInfo | None = None) -> Path:
+def save_image(
+    image: Image.Image,
+    path: str | Path,
+    quality: int = 95,
+    keep_icc: bool = True,
+    pnginfo: PngImagePlugin.PngInfo | None = None,
+) -> Path:
     """Write `image` to `path` (format from the extension) without any metadata but ICC and,
     for PNG files, the text chunks of `pnginfo`. Atomic: a complete file or none (media.atomic)."""
     path = Path(path)
@@ -317,7 +359,9 @@ def _pixels_only(image: Image.Image, keep_alpha: bool) -> Image.Image:
     """A fresh image with only pixels and faceanon's sRGB profile; grey while the source was grey
     and the pixels still are (an RGB image with colour never loses it)."""
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    grey = image.mode in ("L", "LA") or (image.info.get(SOURCE_MODE) in GRAYSCALE_MODES and _channels_equal(image))
+    grey = image.mode in ("L", "LA") or (
+        image.info.get(SOURCE_MODE) in GRAYSCALE_MODES and _channels_equal(image)
+    )
     icc = image.info.get("icc_profile")
     image = image.convert("RGBA" if has_alpha else "RGB")
     image, icc = _as_srgb(image, icc)
@@ -325,7 +369,10 @@ def _pixels_only(image: Image.Image, keep_alpha: bool) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image).convert("RGB")
     if grey:
-        image, icc = image.convert("LA" if image.mode == "RGBA" else "L"), None  # an RGB profile does not fit L
+        image, icc = (
+            image.convert("LA" if image.mode == "RGBA" else "L"),
+            None,
+        )  # an RGB profile does not fit L
     clean = Image.frombytes(image.mode, image.size, image.tobytes())
     if icc:
         clean.info["icc_profile"] = icc
@@ -369,9 +416,9 @@ class Tone:
         return np.stack([self.curves[c][luminance] for c in range(3)], axis=-1)
 
 
-NEUTRAL_CHROMA = 3      # max - min of R, G, B that JPEG noise leaves in a grey photo (levels)
-TONED_RESIDUAL = 6      # how far a toned photo's pixels may be from its tone curves (levels, 95th pct.)
-TONED_HUE_SPREAD = 20   # degrees: circular spread of hue in a toned photo
+NEUTRAL_CHROMA = 3  # max - min of R, G, B that JPEG noise leaves in a grey photo (levels)
+TONED_RESIDUAL = 6  # how far a toned photo's pixels may be from its tone curves (levels, 95th pct.)
+TONED_HUE_SPREAD = 20  # degrees: circular spread of hue in a toned photo
 
 
 def describe_tone(image: Image.Image) -> Tone | None:

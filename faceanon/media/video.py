@@ -40,8 +40,15 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
 # Output container (FFmpeg muxer name) for each extension, and the codecs written into it.
 _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
-_CONTAINER_ALIASES = {"mp4": "mp4", "m4v": "mp4", "mov": "mov", "mkv": "matroska", "matroska": "matroska",
-                      "webm": "webm", "avi": "avi"}
+_CONTAINER_ALIASES = {
+    "mp4": "mp4",
+    "m4v": "mp4",
+    "mov": "mov",
+    "mkv": "matroska",
+    "matroska": "matroska",
+    "webm": "webm",
+    "avi": "avi",
+}
 _MUXER_SUFFIX = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv", "webm": ".webm", "avi": ".avi"}
 _VIDEO_ENCODER = {"webm": "libvpx-vp9"}  # H.264 (libx264) everywhere else
 _AUDIO_ENCODER = {"webm": "libopus", "avi": "libmp3lame"}  # AAC everywhere else
@@ -136,8 +143,10 @@ class VideoReader:
             yield Frame(index=index, rgb=rgb, pts=pts, time_base=self.info.time_base)
             index, last_pts = index + 1, pts
         if index == 0:
-            raise VideoInputError(f"{_name(self.path)} has a video stream but no frame could be decoded; the file "
-                                  "is probably truncated or damaged. Re-export or re-download it.")
+            raise VideoInputError(
+                f"{_name(self.path)} has a video stream but no frame could be decoded; the file "
+                "is probably truncated or damaged. Re-export or re-download it."
+            )
         self.frames_read = index
 
     def _decoded_frames(self) -> Iterator[av.VideoFrame]:
@@ -145,8 +154,10 @@ class VideoReader:
             for packet in self._container.demux(self._stream):
                 yield from packet.decode()
         except av.error.FFmpegError as error:
-            raise VideoInputError(f"{_name(self.path)} could not be decoded past some point ({_reason(error)}); "
-                                  "the file is probably truncated or damaged. Re-export or re-download it.") from None
+            raise VideoInputError(
+                f"{_name(self.path)} could not be decoded past some point ({_reason(error)}); "
+                "the file is probably truncated or damaged. Re-export or re-download it."
+            ) from None
 
     def close(self) -> None:
         self._container.close()
@@ -166,8 +177,15 @@ class VideoWriter:
     extension, MP4 when it is not a video extension). `crf` / `preset`: x264's quality (lower is
     better; 18 is visually lossless) and speed."""
 
-    def __init__(self, dst: str | Path, like: VideoInfo, source: str | Path | None = None,
-                 container: str | None = None, crf: int = 18, preset: str = "medium"):
+    def __init__(
+        self,
+        dst: str | Path,
+        like: VideoInfo,
+        source: str | Path | None = None,
+        container: str | None = None,
+        crf: int = 18,
+        preset: str = "medium",
+    ):
         self.dst = Path(dst)
         self.like = like
         self.source = Path(source) if source is not None else None
@@ -248,19 +266,27 @@ class VideoWriter:
         if encoder == "libx264":
             stream.options = {"crf": str(self.crf), "preset": self.preset}
         else:
-            stream.options = {"crf": str(self.crf + 14), "b": "0", "row-mt": "1", "deadline": "good",
-                              "cpu-used": "4"}
+            stream.options = {
+                "crf": str(self.crf + 14),
+                "b": "0",
+                "row-mt": "1",
+                "deadline": "good",
+                "cpu-used": "4",
+            }
         return stream
 
     def _video_frame(self, rgb: np.ndarray) -> av.VideoFrame:
         rgb = np.asarray(rgb)
         expected = (self.like.height, self.like.width, 3)
         if rgb.shape != expected or rgb.dtype != np.uint8:
-            raise ValueError(f"VideoWriter.write expects {expected[0]}x{expected[1]}x3 uint8 RGB frames (the "
-                             f"source's display size); got {rgb.shape} {rgb.dtype}.")
+            raise ValueError(
+                f"VideoWriter.write expects {expected[0]}x{expected[1]}x3 uint8 RGB frames (the "
+                f"source's display size); got {rgb.shape} {rgb.dtype}."
+            )
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        return frame.reformat(format=self._video.pix_fmt, dst_colorspace=Colorspace.ITU709,
-                              dst_color_range=ColorRange.MPEG)
+        return frame.reformat(
+            format=self._video.pix_fmt, dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+        )
 
     def _next_pts(self, like: Frame | None) -> int:
         """The source frame's pts in our time base; strictly increasing (encoders require it)."""
@@ -312,7 +338,11 @@ def _audio_route(stream, output, muxer: str):
     codec = _codec_name(stream)
     allowed = _AUDIO_COPY[muxer]
     fits = codec in output.supported_codecs and (allowed is None or codec in allowed)
-    return _AudioRemux(stream, output) if fits else _AudioReencode(stream, output, _AUDIO_ENCODER.get(muxer, "aac"))
+    return (
+        _AudioRemux(stream, output)
+        if fits
+        else _AudioReencode(stream, output, _AUDIO_ENCODER.get(muxer, "aac"))
+    )
 
 
 class _AudioRemux:
@@ -340,8 +370,9 @@ class _AudioReencode:
         layout = _output_layout(stream.codec_context.channels, encoder)
         self._stream = output.add_stream(encoder, rate=rate, layout=layout)
         self._stream.codec_context.flags |= CodecFlags.bitexact
-        self._resampler = av.AudioResampler(format=self._stream.codec_context.format.name, layout=layout,
-                                            rate=rate)
+        self._resampler = av.AudioResampler(
+            format=self._stream.codec_context.format.name, layout=layout, rate=rate
+        )
         self._decoder = stream.codec_context
 
     def send(self, packet) -> None:
@@ -376,9 +407,11 @@ def _open_input(path: str | Path):
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as error:
-        raise VideoInputError(f"{_name(path)} is not a video faceanon can read ({_reason(error)}). Use an MP4, MOV, "
-                              "MKV, WebM or AVI file; if it is one, it is probably truncated or damaged "
-                              "(re-export or re-download it).") from None
+        raise VideoInputError(
+            f"{_name(path)} is not a video faceanon can read ({_reason(error)}). Use an MP4, MOV, "
+            "MKV, WebM or AVI file; if it is one, it is probably truncated or damaged "
+            "(re-export or re-download it)."
+        ) from None
     try:
         _check_video_stream(container, path)
     except BaseException:
@@ -395,8 +428,10 @@ def _check_video_stream(container, path: Path) -> None:
         raise VideoInputError(f"{_name(path)} has no video stream (only audio or data). Choose a video file.")
     codec = _codec_name(stream)
     if not codec or not _can_decode(codec):
-        raise VideoInputError(f"{_name(path)} uses a video codec faceanon cannot decode ({codec or 'unknown'}). "
-                              "Convert it to H.264 MP4 (e.g. with HandBrake or ffmpeg) and try again.")
+        raise VideoInputError(
+            f"{_name(path)} uses a video codec faceanon cannot decode ({codec or 'unknown'}). "
+            "Convert it to H.264 MP4 (e.g. with HandBrake or ffmpeg) and try again."
+        )
     _check_not_truncated(stream, path)
 
 
@@ -438,8 +473,10 @@ def _check_not_truncated(stream, path: Path) -> None:
     end = max(entry.pos + entry.size for entry in entries)
     size = path.stat().st_size
     if end > size:
-        raise VideoInputError(f"{_name(path)} is truncated: it ends at {size} bytes but its index expects at least "
-                              f"{end}. The copy or upload was probably interrupted; re-copy or re-download it.")
+        raise VideoInputError(
+            f"{_name(path)} is truncated: it ends at {size} bytes but its index expects at least "
+            f"{end}. The copy or upload was probably interrupted; re-copy or re-download it."
+        )
 
 
 def _info(container, path: Path) -> VideoInfo:
@@ -452,11 +489,19 @@ def _info(container, path: Path) -> VideoInfo:
     frame_count = stream.frames or _count_packets(path)
     audio = container.streams.audio
     return VideoInfo(
-        width=width, height=height, frame_count=frame_count, fps=float(rate),
-        duration_s=_duration(container, stream, frame_count, rate), rotation=rotation,
-        has_audio=bool(audio), video_codec=_codec_name(stream),
-        audio_codec=_codec_name(audio[0]) if audio else None, container=_container_name(container, path),
-        time_base=stream.time_base or Fraction(1, 90000), average_rate=Fraction(rate), audio_streams=len(audio),
+        width=width,
+        height=height,
+        frame_count=frame_count,
+        fps=float(rate),
+        duration_s=_duration(container, stream, frame_count, rate),
+        rotation=rotation,
+        has_audio=bool(audio),
+        video_codec=_codec_name(stream),
+        audio_codec=_codec_name(audio[0]) if audio else None,
+        container=_container_name(container, path),
+        time_base=stream.time_base or Fraction(1, 90000),
+        average_rate=Fraction(rate),
+        audio_streams=len(audio),
     )
 
 
@@ -467,10 +512,14 @@ def _rotation(container, stream, path: Path) -> int:
         for frame in container.decode(stream):  # the first frame says it
             return round(-(frame.rotation or 0) / 90) % 4 * 90  # PyAV reports counter-clockwise
     except av.error.FFmpegError as error:
-        raise VideoInputError(f"{_name(path)} could not be decoded ({_reason(error)}); the file may be truncated "
-                              "or damaged, or use a codec faceanon cannot read. Convert it to H.264 MP4.") from None
-    raise VideoInputError(f"{_name(path)} has a video stream but no frame could be decoded; the file is probably "
-                          "truncated or damaged. Re-export or re-download it.")
+        raise VideoInputError(
+            f"{_name(path)} could not be decoded ({_reason(error)}); the file may be truncated "
+            "or damaged, or use a codec faceanon cannot read. Convert it to H.264 MP4."
+        ) from None
+    raise VideoInputError(
+        f"{_name(path)} has a video stream but no frame could be decoded; the file is probably "
+        "truncated or damaged. Re-export or re-download it."
+    )
 
 
 def _count_packets(path: Path) -> int:
@@ -487,9 +536,11 @@ def _count_packets(path: Path) -> int:
         stated_s = container.duration / av.time_base if container.duration else None
         start_s = container.start_time / av.time_base if container.start_time else 0.0
     if stated_s and end_s - start_s < stated_s - max(0.5, 0.05 * stated_s):
-        raise VideoInputError(f"{_name(path)} is truncated: its header says {stated_s:.1f} s but the data stops at "
-                              f"{end_s - start_s:.1f} s. The copy or upload was probably interrupted; re-copy or "
-                              "re-download it.")
+        raise VideoInputError(
+            f"{_name(path)} is truncated: its header says {stated_s:.1f} s but the data stops at "
+            f"{end_s - start_s:.1f} s. The copy or upload was probably interrupted; re-copy or "
+            "re-download it."
+        )
     return frames
 
 
@@ -552,4 +603,12 @@ _COLORSPACE_BT709 = 1
 _PRIMARIES_BT709 = 1
 _TRC_BT709 = 1
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoInfo", "Frame", "VideoReader", "VideoWriter", "probe_video", "open_video"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "VideoInfo",
+    "Frame",
+    "VideoReader",
+    "VideoWriter",
+    "probe_video",
+    "open_video",
+]

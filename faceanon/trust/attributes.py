@@ -49,8 +49,12 @@ class FaceAttributes:
         return np.array([self.yaw, self.pitch, self.roll])
 
     def to_dict(self) -> dict:
-        return {"yaw": round(self.yaw, 2), "pitch": round(self.pitch, 2), "roll": round(self.roll, 2),
-                "blendshapes": {k: round(v, 4) for k, v in self.blendshapes.items()}}
+        return {
+            "yaw": round(self.yaw, 2),
+            "pitch": round(self.pitch, 2),
+            "roll": round(self.roll, 2),
+            "blendshapes": {k: round(v, 4) for k, v in self.blendshapes.items()},
+        }
 
 
 def euler_angles(matrix: np.ndarray) -> tuple[float, float, float]:
@@ -69,15 +73,18 @@ def attribute_deltas(original: FaceAttributes, result: FaceAttributes) -> dict[s
     diff = np.array([result.blendshapes[n] - original.blendshapes[n] for n in names])
     gaze = np.array([d for n, d in zip(names, diff, strict=True) if n.startswith(GAZE_PREFIX)])
     return {
-        "yaw_delta": float(pose[0]), "pitch_delta": float(pose[1]), "roll_delta": float(pose[2]),
+        "yaw_delta": float(pose[0]),
+        "pitch_delta": float(pose[1]),
+        "roll_delta": float(pose[2]),
         "pose_distance": float(np.linalg.norm(pose)),
         "expression_distance": float(np.linalg.norm(diff)) if diff.size else float("nan"),
         "gaze_distance": float(np.linalg.norm(gaze)) if gaze.size else float("nan"),
     }
 
 
-def face_crop(image: np.ndarray, box: Sequence[float], context: float = CROP_CONTEXT,
-              pixels: int = CROP_PIXELS) -> np.ndarray:
+def face_crop(
+    image: np.ndarray, box: Sequence[float], context: float = CROP_CONTEXT, pixels: int = CROP_PIXELS
+) -> np.ndarray:
     """A square, `pixels`-sized crop centred on the face box; outside the photo is black."""
     import cv2
 
@@ -103,11 +110,15 @@ class AttributeModel:
                 from mediapipe.tasks.python import BaseOptions, vision
         except ImportError as error:
             raise ModelFileUnavailableError(
-                f"The attribute check needs mediapipe (`pip install --no-deps mediapipe==1.2.2`): {error}") from error
+                f"The attribute check needs mediapipe (`pip install --no-deps mediapipe==1.2.2`): {error}"
+            ) from error
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(LANDMARKER_FILE.path())),
-            running_mode=vision.RunningMode.IMAGE, num_faces=1, output_face_blendshapes=True,
-            output_facial_transformation_matrixes=True)
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=1,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
         with _native_log_noise_dropped():
             self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._first_run = True
@@ -148,8 +159,10 @@ class AttributeModel:
 # none of them actionable. No environment variable silences absl's pre-init logging or TFLite's
 # "Created TensorFlow Lite XNNPACK delegate", so the process's stderr is captured meanwhile and
 # everything else (errors included) is written back.
-_NATIVE_NOISE = re.compile(rb"^(WARNING: Logging before InitGoogle\(\)|[IW]\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]|"
-                           rb"INFO: Created TensorFlow Lite|INFO: Initialized TensorFlow Lite)")
+_NATIVE_NOISE = re.compile(
+    rb"^(WARNING: Logging before InitGoogle\(\)|[IW]\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]|"
+    rb"INFO: Created TensorFlow Lite|INFO: Initialized TensorFlow Lite)"
+)
 
 
 @contextlib.contextmanager
@@ -169,7 +182,9 @@ def _native_log_noise_dropped():
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().splitlines(keepends=True) if not _NATIVE_NOISE.match(line)]
+            kept = [
+                line for line in captured.read().splitlines(keepends=True) if not _NATIVE_NOISE.match(line)
+            ]
             if kept:
                 os.write(2, b"".join(kept))
 
@@ -179,8 +194,12 @@ def get_attribute_model() -> AttributeModel:
     return AttributeModel()
 
 
-def check_attributes(original: np.ndarray, result: np.ndarray, faces: Sequence[DetectedFace],
-                     model: AttributeModel | None = None) -> list[dict]:
+def check_attributes(
+    original: np.ndarray,
+    result: np.ndarray,
+    faces: Sequence[DetectedFace],
+    model: AttributeModel | None = None,
+) -> list[dict]:
     """Per face: the original's and the result's pose, and their deltas.
 
     When the landmarker finds no face in one of the two crops the entry says so in "note" and has
@@ -197,6 +216,8 @@ def check_attributes(original: np.ndarray, result: np.ndarray, faces: Sequence[D
             entry.update(attribute_deltas(before, after))
         for label, attrs in (("original", before), ("result", after)):
             if attrs is not None:
-                entry.update({f"{label}_yaw": attrs.yaw, f"{label}_pitch": attrs.pitch, f"{label}_roll": attrs.roll})
+                entry.update(
+                    {f"{label}_yaw": attrs.yaw, f"{label}_pitch": attrs.pitch, f"{label}_roll": attrs.roll}
+                )
         out.append(entry)
     return out

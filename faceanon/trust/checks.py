@@ -1,8 +1,8 @@
 """Fill the trust fields of an AnonymizationResult's per-face reports.
 
-    result = fa.anonymize(photo)
-    check_result(photo, result)      # sets identity_similarity, same_person, attributes per face
-    still_recognizable(result)       # faces whose anonymized version is still the same person
+result = fa.anonymize(photo)
+check_result(photo, result)      # sets identity_similarity, same_person, attributes per face
+still_recognizable(result)       # faces whose anonymized version is still the same person
 """
 
 from __future__ import annotations
@@ -18,19 +18,39 @@ def _rgb(image) -> np.ndarray:
     return split_alpha(load_image(image))[0]
 
 
-def check_result(original, result: AnonymizationResult, identity: bool = True, attributes: bool = True,
-                 identity_model=None, attribute_model=None) -> AnonymizationResult:
+def check_result(
+    original,
+    result: AnonymizationResult,
+    identity: bool = True,
+    attributes: bool = True,
+    identity_model=None,
+    attribute_model=None,
+) -> AnonymizationResult:
     """Measure every reported face of `result` against `original` (path, PIL or RGB array), in place.
 
     Every face is measured, changed or not: an untouched face is honestly "same person"."""
     if result.faces:
-        measure_reports(_rgb(original), _rgb(result.image), result.faces, identity=identity, attributes=attributes,
-                        identity_model=identity_model, attribute_model=attribute_model)
+        measure_reports(
+            _rgb(original),
+            _rgb(result.image),
+            result.faces,
+            identity=identity,
+            attributes=attributes,
+            identity_model=identity_model,
+            attribute_model=attribute_model,
+        )
     return result
 
 
-def measure_reports(before: np.ndarray, after: np.ndarray, reports: list[FaceReport], identity: bool = True,
-                    attributes: bool = True, identity_model=None, attribute_model=None) -> None:
+def measure_reports(
+    before: np.ndarray,
+    after: np.ndarray,
+    reports: list[FaceReport],
+    identity: bool = True,
+    attributes: bool = True,
+    identity_model=None,
+    attribute_model=None,
+) -> None:
     """The one place that fills FaceReport.identity_similarity / same_person / attributes: each
     face of `before` against the same place of `after` (RGB arrays of one size), in place."""
     if not reports:
@@ -41,7 +61,9 @@ def measure_reports(before: np.ndarray, after: np.ndarray, reports: list[FaceRep
     if attributes:
         from faceanon.trust.attributes import check_attributes
 
-        for report, entry in zip(reports, check_attributes(before, after, faces, attribute_model), strict=True):
+        for report, entry in zip(
+            reports, check_attributes(before, after, faces, attribute_model), strict=True
+        ):
             report.attributes = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in entry.items()}
 
 
@@ -56,7 +78,9 @@ def _measure_identity(before: np.ndarray, after: np.ndarray, reports: list[FaceR
         if not verifiable(report.face.size):
             report.identity_similarity, report.same_person = None, None
             report.identity_note = too_small_note(report.face.size)
-    for report, similarity in zip(large, check_identity(before, after, [r.face for r in large], model), strict=True):
+    for report, similarity in zip(
+        large, check_identity(before, after, [r.face for r in large], model), strict=True
+    ):
         report.identity_similarity = round(float(similarity), 4)
         report.same_person = bool(model.same_person(similarity))
         report.identity_note = ""

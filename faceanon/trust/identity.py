@@ -50,7 +50,8 @@ ENV_VAR = "FACEANON_IDENTITY_MODEL"
 # InsightFace's ArcFace template: where the 5 landmarks go in the 112x112 crop.
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64)
+    dtype=np.float64,
+)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,14 @@ class RecognizerSpec:
 
 
 RECOGNIZERS = {
-    "arcface": RecognizerSpec("arcface", ARCFACE_FILE, 0.30, "non-commercial (InsightFace model terms)",
-                              "ArcFace MobileFaceNet (InsightFace buffalo_s w600k_mbf)", 0.40),
+    "arcface": RecognizerSpec(
+        "arcface",
+        ARCFACE_FILE,
+        0.30,
+        "non-commercial (InsightFace model terms)",
+        "ArcFace MobileFaceNet (InsightFace buffalo_s w600k_mbf)",
+        0.40,
+    ),
     "sface": RecognizerSpec("sface", SFACE_FILE, 0.363, "Apache-2.0", "SFace (OpenCV Zoo, int8)", 0.50),
 }
 
@@ -86,7 +93,9 @@ def align_for_recognition(image: np.ndarray, landmarks: np.ndarray) -> np.ndarra
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     transform = SimilarityTransform.from_estimate(points, ARCFACE_TEMPLATE)
     if not transform:  # degenerate landmarks (all in one point)
-        raise ImageInputError("The face's landmarks are degenerate; it cannot be aligned for the identity check.")
+        raise ImageInputError(
+            "The face's landmarks are degenerate; it cannot be aligned for the identity check."
+        )
     return cv2.warpAffine(_rgb_uint8(image), transform.params[:2], (112, 112), borderValue=0)
 
 
@@ -95,7 +104,8 @@ def _rgb_uint8(image) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
         raise ImageInputError(
             f"The identity check needs an RGB image with 8 bits per channel, got shape {array.shape}, "
-            f"type {array.dtype}.")
+            f"type {array.dtype}."
+        )
     return np.ascontiguousarray(array[:, :, :3])
 
 
@@ -174,7 +184,11 @@ def _load_sface():
     path = str(SFACE_FILE.path())
     try:
         engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
-        net = cv2.dnn.readNetFromONNX(path, engine=engine) if engine is not None else cv2.dnn.readNetFromONNX(path)
+        net = (
+            cv2.dnn.readNetFromONNX(path, engine=engine)
+            if engine is not None
+            else cv2.dnn.readNetFromONNX(path)
+        )
     except cv2.error as error:
         raise ModelFileUnavailableError(f"The SFace identity model could not be loaded: {error}") from error
 
@@ -191,8 +205,12 @@ def get_identity_model(name: str | None = None) -> IdentityModel:
     return IdentityModel(name)
 
 
-def check_identity(original: np.ndarray, result: np.ndarray, faces: Sequence[DetectedFace],
-                   model: IdentityModel | None = None) -> list[float]:
+def check_identity(
+    original: np.ndarray,
+    result: np.ndarray,
+    faces: Sequence[DetectedFace],
+    model: IdentityModel | None = None,
+) -> list[float]:
     """Cosine similarity between each original face and the same place in `result`.
 
     The original landmarks align both crops: anonymization keeps pose and position, and a
@@ -202,5 +220,6 @@ def check_identity(original: np.ndarray, result: np.ndarray, faces: Sequence[Det
     if original.shape[:2] != result.shape[:2]:
         raise ImageInputError(
             f"The original ({original.shape[1]}x{original.shape[0]}) and the result "
-            f"({result.shape[1]}x{result.shape[0]}) must have the same size for the identity check.")
+            f"({result.shape[1]}x{result.shape[0]}) must have the same size for the identity check."
+        )
     return [model.compare(original, face.landmarks, result, face.landmarks) for face in faces]

@@ -94,8 +94,10 @@ _U_RGB = np.array([-0.147, -0.289, 0.436]) / 0.436
 _V_RGB = np.array([0.615, -0.515, -0.100]) / 0.615
 
 PNG_TEXT_KEY = "Comment"
-PNG_TEXT = ("Faces in this image were anonymized by faceanon: they were replaced by generated faces "
-            "of people who do not exist.")
+PNG_TEXT = (
+    "Faces in this image were anonymized by faceanon: they were replaced by generated faces "
+    "of people who do not exist."
+)
 PNG_TEXT_REDACTED = "Faces in this image were anonymized by faceanon (blurred, pixelated or filled)."
 
 
@@ -131,8 +133,10 @@ def _watermark_delta(rgb: np.ndarray) -> np.ndarray:
     delta_yuv[:, :, 1] = delta_u
     # YUV -> RGB is affine; the float path's 0.5 chroma offset cancels out of the difference.
     offset = np.array([0, 0.5, 0.5], dtype=np.float32)
-    delta_rgb = (cv2.cvtColor(delta_yuv + offset, cv2.COLOR_YUV2RGB) - cv2.cvtColor(
-        np.zeros_like(yuv) + offset, cv2.COLOR_YUV2RGB)) * 255
+    delta_rgb = (
+        cv2.cvtColor(delta_yuv + offset, cv2.COLOR_YUV2RGB)
+        - cv2.cvtColor(np.zeros_like(yuv) + offset, cv2.COLOR_YUV2RGB)
+    ) * 255
     height, width = rgb.shape[:2]
     return cv2.resize(delta_rgb, (width, height), interpolation=cv2.INTER_LINEAR)
 
@@ -150,7 +154,9 @@ def add_watermark(image: Image.Image) -> Image.Image:
 def watermark_score(image: Image.Image) -> float:
     """Fraction of the 48 watermark bits read back correctly (about 0.5 for unmarked images)."""
     working = _working_rgb(np.asarray(image.convert("RGB")))
-    bits = np.asarray(_embedder([]).decode(np.ascontiguousarray(working[:, :, ::-1])), dtype=bool)  # wants BGR
+    bits = np.asarray(
+        _embedder([]).decode(np.ascontiguousarray(working[:, :, ::-1])), dtype=bool
+    )  # wants BGR
     return float(np.mean(bits == watermark_bits()))
 
 
@@ -197,8 +203,12 @@ def _pattern_planes(size: int, key: bytes = WATERMARK_MESSAGE) -> np.ndarray:
     cell = side / FACE_GRID
     step = cell / upsample
     # Pattern pixel (u, v) -> crop pixel; one zero cell around the grid lets the smoothing fade out.
-    to_crop = np.array([[step, 0, centre_x - side / 2 - cell + step / 2 - 0.5],
-                        [0, step, centre_y - side / 2 - cell + step / 2 - 0.5]])
+    to_crop = np.array(
+        [
+            [step, 0, centre_x - side / 2 - cell + step / 2 - 0.5],
+            [0, step, centre_y - side / 2 - cell + step / 2 - 0.5],
+        ]
+    )
     planes = []
     for pattern in face_patterns(key):
         grid = np.pad(pattern, 1).astype(np.float32)
@@ -217,7 +227,10 @@ def _face_amplitude() -> float:
     planes = _pattern_planes(FACE_CROP)
     delta = planes[0][..., None] * _U_RGB + planes[1][..., None] * _V_RGB
     centre_x, centre_y, side = FACE_REGION
-    region = delta[int(centre_y - side / 2):int(centre_y + side / 2), int(centre_x - side / 2):int(centre_x + side / 2)]
+    region = delta[
+        int(centre_y - side / 2) : int(centre_y + side / 2),
+        int(centre_x - side / 2) : int(centre_x + side / 2),
+    ]
     return float(min(FACE_MAX_CHANGE / np.abs(delta).max(), FACE_RMS / np.sqrt(np.mean(region**2))))
 
 
@@ -240,17 +253,24 @@ def add_face_watermark(crop: np.ndarray, landmarks: np.ndarray | None = None) ->
     planes = _pattern_planes(size)
     if landmarks is not None:  # crop pixel -> template pixel; sample the template's planes there
         to_template = alignment_matrix(np.asarray(landmarks, np.float64).reshape(5, 2), size)
-        planes = np.stack([cv2.warpAffine(p, to_template, (size, size), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
-                           for p in planes])
+        planes = np.stack(
+            [
+                cv2.warpAffine(p, to_template, (size, size), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+                for p in planes
+            ]
+        )
     amplitude = _face_amplitude()
-    delta = amplitude * (planes[0][..., None] * _U_RGB.astype(np.float32) + planes[1][..., None] * _V_RGB.astype(np.float32))
+    delta = amplitude * (
+        planes[0][..., None] * _U_RGB.astype(np.float32) + planes[1][..., None] * _V_RGB.astype(np.float32)
+    )
     out = crop.copy()
     out[..., :3] = np.clip(np.rint(crop[..., :3] + delta), 0, 255).astype(np.uint8)
     return out
 
 
-def generated_face_landmarks(photo: np.ndarray, crop: np.ndarray, aligned, mask=None, color_match: bool = False,
-                             detector=None) -> np.ndarray | None:
+def generated_face_landmarks(
+    photo: np.ndarray, crop: np.ndarray, aligned, mask=None, color_match: bool = False, detector=None
+) -> np.ndarray | None:
     """The landmarks (in crop pixels) a detector finds for the generated `crop` once it is pasted
     into `photo` (what `paste_face(photo, crop, aligned, mask)` would give; `photo` is not changed),
     or None when it finds no face there. This is the frame `read_watermark` recomputes."""
@@ -260,11 +280,15 @@ def generated_face_landmarks(photo: np.ndarray, crop: np.ndarray, aligned, mask=
     paste_face(composite, crop, aligned, mask, color_match=color_match)
     centre = np.array([0.5, 0.55]) * aligned.size  # the face's centre in crop pixels
     centre = aligned.inverse[:, :2] @ centre + aligned.inverse[:, 2]
-    found = _nearest_face((detector or _detector()).detect(composite), centre, 0.5 * aligned.size / aligned.scale / 2)
+    found = _nearest_face(
+        (detector or _detector()).detect(composite), centre, 0.5 * aligned.size / aligned.scale / 2
+    )
     if found is None:
         return None
     points = np.asarray(found.landmarks, np.float64).reshape(5, 2)
-    return (points @ aligned.matrix[:, :2].T + aligned.matrix[:, 2]) * (np.asarray(crop).shape[0] / aligned.size)
+    return (points @ aligned.matrix[:, :2].T + aligned.matrix[:, 2]) * (
+        np.asarray(crop).shape[0] / aligned.size
+    )
 
 
 def _nearest_face(faces, centre, max_distance):
@@ -289,8 +313,17 @@ def _read_positions(rgb: np.ndarray, landmarks: np.ndarray) -> list[np.ndarray]:
     out = []
     for log_scale, angle in itertools.product(_SEARCH_SCALES, _SEARCH_ANGLES):
         matrix = cv2.getRotationMatrix2D(tuple(centre), angle, float(np.exp(log_scale)))
-        warped = cv2.warpAffine(crop, matrix, (_READ_SIZE, _READ_SIZE), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REFLECT_101) if (log_scale or angle) else crop
+        warped = (
+            cv2.warpAffine(
+                crop,
+                matrix,
+                (_READ_SIZE, _READ_SIZE),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT_101,
+            )
+            if (log_scale or angle)
+            else crop
+        )
         planes = []
         for direction in (_U_RGB, _V_RGB):
             plane = warped @ direction.astype(np.float32)
@@ -317,7 +350,7 @@ def _read_templates(key: bytes = WATERMARK_MESSAGE) -> tuple[np.ndarray, tuple[i
     templates = []
     for plane in planes:
         high = plane - cv2.GaussianBlur(plane, (0, 0), _HIGHPASS_SIGMA)
-        templates.append(np.ascontiguousarray(high[y0:y0 + 2 * half, x0:x0 + 2 * half]))
+        templates.append(np.ascontiguousarray(high[y0 : y0 + 2 * half, x0 : x0 + 2 * half]))
     return np.stack(templates), (x0, y0)
 
 
@@ -331,8 +364,14 @@ def _best_correlation(positions: list[np.ndarray], key: bytes = WATERMARK_MESSAG
     r = _SEARCH_SHIFT
     best = -1.0
     for planes in positions:
-        maps = [cv2.matchTemplate(np.ascontiguousarray(plane[y0 - r:y0 + size + r, x0 - r:x0 + size + r]), template,
-                                  cv2.TM_CCOEFF_NORMED) for plane, template in zip(planes, templates, strict=True)]
+        maps = [
+            cv2.matchTemplate(
+                np.ascontiguousarray(plane[y0 - r : y0 + size + r, x0 - r : x0 + size + r]),
+                template,
+                cv2.TM_CCOEFF_NORMED,
+            )
+            for plane, template in zip(planes, templates, strict=True)
+        ]
         best = max(best, float((maps[0] + maps[1]).max() / 2))
     return best
 
@@ -388,13 +427,16 @@ class WatermarkReading:
         marked = self.marked_faces
         if marked:
             best = max(marked, key=lambda f: f.score)
-            parts.append(f"face {best.index} (score {best.score:.2f}; {len(marked)} of {len(self.faces)} "
-                         f"face(s) marked)")
+            parts.append(
+                f"face {best.index} (score {best.score:.2f}; {len(marked)} of {len(self.faces)} "
+                f"face(s) marked)"
+            )
         if parts:
             return " and ".join(parts)
         best = self.best_face
-        faces = (f"best face {best.index} scored {best.score:.2f} < {FACE_THRESHOLD}" if best
-                 else "no face found")
+        faces = (
+            f"best face {best.index} scored {best.score:.2f} < {FACE_THRESHOLD}" if best else "no face found"
+        )
         return f"whole-image bit accuracy {self.image_score:.2f} < {DETECTION_THRESHOLD:.2f}, {faces}"
 
 

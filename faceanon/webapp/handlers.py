@@ -190,7 +190,9 @@ def anonymize(
         the anonymized photo (PNG, no input metadata), a summary for people, the per-face report, and the seed used.
     """
     if method not in METHODS:
-        raise user_error(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.", title="Bad setting")
+        raise user_error(
+            f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.", title="Bad setting"
+        )
     photo = load_photo(image)
     selected = parse_faces(faces)
     seed_used = pick_seed(seed, randomize_seed)
@@ -211,8 +213,11 @@ def anonymize(
     progress(0.0, desc="Finding faces")
     num_faces, too_small = _count_generated(photo, selected)
     L.check_face_count(num_faces, _LIMITS, too_small)
-    result = _timed_diffusion(num_faces, options["steps"], lambda: _run_diffusion(
-        "anonymize", photo, None, num_faces, options, _progress_callback(progress)))
+    result = _timed_diffusion(
+        num_faces,
+        options["steps"],
+        lambda: _run_diffusion("anonymize", photo, None, num_faces, options, _progress_callback(progress)),
+    )
     return _finish(photo, result, seed_used)
 
 
@@ -248,14 +253,22 @@ def swap(
     selected = parse_faces(target_faces)
     seed_used = pick_seed(seed, randomize_seed)
     options = dict(
-        seed=seed_used, source_face=int(source_face), faces=selected,
-        steps=L.check_steps(steps, _LIMITS), guidance=float(guidance),
+        seed=seed_used,
+        source_face=int(source_face),
+        faces=selected,
+        steps=L.check_steps(steps, _LIMITS),
+        guidance=float(guidance),
     )
     progress(0.0, desc="Finding faces")
     num_faces, too_small = _count_generated(target_photo, selected)
     L.check_face_count(num_faces, _LIMITS, too_small)
-    result = _timed_diffusion(num_faces, options["steps"], lambda: _run_diffusion(
-        "swap", target_photo, source_photo, num_faces, options, _progress_callback(progress)))
+    result = _timed_diffusion(
+        num_faces,
+        options["steps"],
+        lambda: _run_diffusion(
+            "swap", target_photo, source_photo, num_faces, options, _progress_callback(progress)
+        ),
+    )
     return _finish(target_photo, result, seed_used)
 
 
@@ -289,7 +302,12 @@ def _finish(original: Image.Image, result, seed_used: int):
     from faceanon.webapp.report import add_identity_checks, summary_markdown
 
     add_identity_checks(original, result)
-    return _result_png(result), summary_markdown(result, seed_used), result.to_dict() | {"seed": seed_used}, seed_used
+    return (
+        _result_png(result),
+        summary_markdown(result, seed_used),
+        result.to_dict() | {"seed": seed_used},
+        seed_used,
+    )
 
 
 def _result_png(result) -> str:
@@ -345,14 +363,19 @@ def evaluation_options(degrees, seeds, steps, baselines) -> dict:
     try:
         values = [float(v) for v in str(degrees or "").replace(";", ",").split(",") if v.strip()]
     except ValueError:
-        raise user_error(f"Degrees must be numbers separated by commas, such as 0.6, 1.2; got {degrees!r}.",
-                         title="Bad setting") from None
+        raise user_error(
+            f"Degrees must be numbers separated by commas, such as 0.6, 1.2; got {degrees!r}.",
+            title="Bad setting",
+        ) from None
     diffusion = host().diffusion_ready
     if not values and not baselines:
         raise user_error("Choose at least one degree or the baselines.", title="Nothing to evaluate")
-    return dict(degrees=values if diffusion else [], seeds=max(1, int(seeds or 1)),
-                steps=L.check_steps(steps, _LIMITS),
-                baselines=list(registry.REDACTION_METHODS) if baselines or not diffusion else [])
+    return dict(
+        degrees=values if diffusion else [],
+        seeds=max(1, int(seeds or 1)),
+        steps=L.check_steps(steps, _LIMITS),
+        baselines=list(registry.REDACTION_METHODS) if baselines or not diffusion else [],
+    )
 
 
 def evaluation_estimate(degrees, seeds, steps, baselines) -> str:
@@ -364,8 +387,10 @@ def evaluation_estimate(degrees, seeds, steps, baselines) -> str:
     runs = len(options["degrees"]) * options["seeds"]
     parts = [f"{len(options['baselines'])} baselines"] if options["baselines"] else []
     if not host().diffusion_ready:
-        return ("The diffusion model is not on this server: only the blur, pixelate and solid baselines are "
-                "measured (a few seconds per face).")
+        return (
+            "The diffusion model is not on this server: only the blur, pixelate and solid baselines are "
+            "measured (a few seconds per face)."
+        )
     if runs:
         parts.insert(0, f"{runs} diffusion run{'s' if runs != 1 else ''} × {options['steps']} steps")
     seconds = runs * options["steps"] * host().step_seconds_estimate()
@@ -392,10 +417,30 @@ def _evaluation_progress(progress):
     return report
 
 
-EVALUATION_COLUMNS = ["method", "degree", "seed", "face", "identity_similarity", "same_person",
-                      "detected_yunet", "detected_scrfd", "pose_distance", "expression_distance"]
-EVALUATION_HEADERS = ["Method", "d", "Seed", "Face", "Identity similarity", "Same person?",
-                      "Found by YuNet", "Found by SCRFD", "Pose change (°)", "Expression change"]
+EVALUATION_COLUMNS = [
+    "method",
+    "degree",
+    "seed",
+    "face",
+    "identity_similarity",
+    "same_person",
+    "detected_yunet",
+    "detected_scrfd",
+    "pose_distance",
+    "expression_distance",
+]
+EVALUATION_HEADERS = [
+    "Method",
+    "d",
+    "Seed",
+    "Face",
+    "Identity similarity",
+    "Same person?",
+    "Found by YuNet",
+    "Found by SCRFD",
+    "Pose change (°)",
+    "Expression change",
+]
 
 
 def evaluation_table(rows: list[dict]) -> list[list]:
@@ -459,16 +504,20 @@ def selection_note(selected: list[int] | None, faces: list[dict] | None) -> str:
     if not faces:
         return ""
     generated, _ = _tally(_detected(faces), chosen)
-    return (f"**{len(chosen)} of {len(faces)} faces selected** ({generated} large enough for a new identity; "
-            "smaller ones are blurred). Click a face on the picture to select or leave it.")
+    return (
+        f"**{len(chosen)} of {len(faces)} faces selected** ({generated} large enough for a new identity; "
+        "smaller ones are blurred). Click a face on the picture to select or leave it."
+    )
 
 
 def _detected(faces: list[dict]):
     """The picker's faces (as /detect returns them) as DetectedFace, for drawing and planning."""
     from faceanon.results import DetectedFace
 
-    return [DetectedFace(index=f["index"], box=tuple(f["box"]), landmarks=None, score=f.get("score", 1.0))
-            for f in faces]
+    return [
+        DetectedFace(index=f["index"], box=tuple(f["box"]), landmarks=None, score=f.get("score", 1.0))
+        for f in faces
+    ]
 
 
 def show_selection(image: str | None, faces: list[dict] | None, selected: list[int] | None):
@@ -513,11 +562,15 @@ def select_numbers(image, faces, ticked):
 def degree_hint(degree: float) -> str:
     d = float(degree)
     if d > UNREALISTIC_DEGREE:
-        return (f"**d = {d:g} is above {UNREALISTIC_DEGREE}: the paper's supplementary (Fig. 2) shows faces "
-                "stop being detected as faces there.** 1.2–1.3 gives new, natural identities.")
+        return (
+            f"**d = {d:g} is above {UNREALISTIC_DEGREE}: the paper's supplementary (Fig. 2) shows faces "
+            "stop being detected as faces there.** 1.2–1.3 gives new, natural identities."
+        )
     if d < 1.0:
-        return (f"d = {d:g} keeps much of the original identity (d = 0 reconstructs the face). "
-                "Use 1.2–1.3 to anonymize.")
+        return (
+            f"d = {d:g} keeps much of the original identity (d = 0 reconstructs the face). "
+            "Use 1.2–1.3 to anonymize."
+        )
     return ""
 
 
@@ -539,16 +592,40 @@ def page_detect(image: str | None):
     return picture, faces, face_choices(faces), everyone, "all", selection_note(everyone, faces), message()
 
 
-def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, guidance, scheduler, keep=None,
-                   found=None, chosen=None, progress=gr.Progress()):  # noqa: B008
+def page_anonymize(
+    image,
+    method,
+    degree,
+    seed,
+    randomize_seed,
+    faces,
+    steps,
+    guidance,
+    scheduler,
+    keep=None,
+    found=None,
+    chosen=None,
+    progress=gr.Progress(),  # noqa: B008
+):
     """/anonymize for the page: (result, summary, report, seed, before/after, per-face table, message);
     on an error only the message box changes. The faces are the picker's selection (server state),
     not the hidden text box, which the browser may not have updated yet."""
     if found:
         faces = faces_spec(chosen, found)
     try:
-        out, summary, report, seed_used = anonymize(image, method, degree, seed, randomize_seed, faces, steps,
-                                                    guidance, scheduler, keep, progress=progress)
+        out, summary, report, seed_used = anonymize(
+            image,
+            method,
+            degree,
+            seed,
+            randomize_seed,
+            faces,
+            steps,
+            guidance,
+            scheduler,
+            keep,
+            progress=progress,
+        )
     except gr.Error as error:
         return (gr.skip(),) * 6 + (message(error.message),)
     from faceanon.webapp.report import COMPACT_FACES, face_rows
@@ -556,4 +633,3 @@ def page_anonymize(image, method, degree, seed, randomize_seed, faces, steps, gu
     rows = face_rows(report)
     table = gr.Dataframe(value=rows, visible=len(rows) > COMPACT_FACES)
     return out, summary, report, seed_used, (load_photo(image), out), table, message()
-

@@ -67,8 +67,10 @@ class Limits:
 
 def not_an_image_error(name: str = "") -> gr.Error:
     what = f"“{os.path.basename(name)}”" if name else "This file"
-    return user_error(f"{what} is not an image faceanon can read. Upload a photo as {READABLE_FORMATS}.",
-                      title="Not an image")
+    return user_error(
+        f"{what} is not an image faceanon can read. Upload a photo as {READABLE_FORMATS}.",
+        title="Not an image",
+    )
 
 
 def check_image_file(path: str | None, limits: Limits, what: str = "photo") -> tuple[int, int]:
@@ -102,8 +104,14 @@ def check_face_count(generated: int, limits: Limits, too_small: int = 0) -> None
     """Refuses more new identities than the limit; faces too small for one are only blurred and
     do not count."""
     if generated > limits.max_diffusion_faces:
-        small = (f" ({too_small} smaller selected face{'s are' if too_small != 1 else ' is'} only blurred "
-                 "and not counted)") if too_small else ""
+        small = (
+            (
+                f" ({too_small} smaller selected face{'s are' if too_small != 1 else ' is'} only blurred "
+                "and not counted)"
+            )
+            if too_small
+            else ""
+        )
         raise user_error(
             f"{generated} selected faces are large enough for a new identity{small}; this server makes at "
             f"most {limits.max_diffusion_faces} per request. Select fewer faces (click them on the "

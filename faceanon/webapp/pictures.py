@@ -25,8 +25,13 @@ def _label_box(face_box, label_size, where: str, gap: int):
     x0, y0, x1, y1 = face_box
     w, h = label_size
     cx, cy = (x0 + x1 - w) / 2, (y0 + y1 - h) / 2
-    return {"above": (x0, y0 - h - gap), "below": (x0, y1 + gap), "left": (x0 - w - gap, cy),
-            "right": (x1 + gap, cy), "above-centre": (cx, y0 - h - gap)}[where]
+    return {
+        "above": (x0, y0 - h - gap),
+        "below": (x0, y1 + gap),
+        "left": (x0 - w - gap, cy),
+        "right": (x1 + gap, cy),
+        "above-centre": (cx, y0 - h - gap),
+    }[where]
 
 
 def place_labels(boxes, sizes, image_size, gap: int = 2) -> list[tuple[float, float]]:

@@ -37,11 +37,16 @@ def _verdict(report) -> str:
 
 
 def _attributes(report) -> str:
-    pose, expression = (report.attributes or {}).get("pose_distance"), (report.attributes or {}).get("expression_distance")
+    pose, expression = (
+        (report.attributes or {}).get("pose_distance"),
+        (report.attributes or {}).get("expression_distance"),
+    )
     if pose is None or pose != pose:  # missing or NaN: the landmark model found no face
         return "—"
     text = f"pose {pose:.1f}°"
-    return text + (f", expression {expression:.2f}" if expression == expression and expression is not None else "")
+    return text + (
+        f", expression {expression:.2f}" if expression == expression and expression is not None else ""
+    )
 
 
 COMPACT_FACES = 12  # above this many faces: counts only (the page shows a scrolling table instead)
@@ -61,8 +66,10 @@ def treatment_counts(result) -> str:
         what = {"diffusion": "new identity", None: "left as is"}.get(r.method, r.method)
         counts[what] = counts.get(what, 0) + 1
     plural = {"new identity": "new identities"}
-    return " · ".join(f"{n} {plural.get(k, k) if n != 1 else k}" for k, n in
-                      sorted(counts.items(), key=lambda item: -item[1]))
+    return " · ".join(
+        f"{n} {plural.get(k, k) if n != 1 else k}"
+        for k, n in sorted(counts.items(), key=lambda item: -item[1])
+    )
 
 
 def summary_markdown(result, seed: int) -> str:
@@ -75,16 +82,25 @@ def summary_markdown(result, seed: int) -> str:
     lines = [head]
     if found > COMPACT_FACES:
         still = sum(1 for r in result.faces if r.same_person)
-        lines += [treatment_counts(result) + (f" · **{still} still recognizable**" if still else ""),
-                  "", "Each face is in the per-face table below and in the report."]
+        lines += [
+            treatment_counts(result) + (f" · **{still} still recognizable**" if still else ""),
+            "",
+            "Each face is in the per-face table below and in the report.",
+        ]
         return "\n".join(lines)
     note = _COUNTS.sub("", result.message or "").strip()  # the counts are already in the head line
     if note:
         lines.append(note)
     if found:
-        lines += ["", "| Face | Done | Identity check | Pose / expression change | Note |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| Face | Done | Identity check | Pose / expression change | Note |",
+            "|---|---|---|---|---|",
+        ]
         for r in result.faces:
-            lines.append(f"| #{r.face.index} | {_done(r)} | {_verdict(r)} | {_attributes(r)} | {r.message or ''} |")
+            lines.append(
+                f"| #{r.face.index} | {_done(r)} | {_verdict(r)} | {_attributes(r)} | {r.message or ''} |"
+            )
     return "\n".join(lines)
 
 
@@ -99,7 +115,10 @@ def face_rows(report: dict) -> list[list]:
         if face.get("method") == "diffusion" and face.get("degree") is not None:
             done += f" (d = {face['degree']:g})"
         similarity = face.get("identity_similarity")
-        check = "not checked" if similarity is None else (
-            f"{'same person' if face.get('same_person') else 'different person'} ({similarity:.2f})")
+        check = (
+            "not checked"
+            if similarity is None
+            else (f"{'same person' if face.get('same_person') else 'different person'} ({similarity:.2f})")
+        )
         rows.append([f"#{face['face']['index']}", done, check, face.get("message") or ""])
     return rows

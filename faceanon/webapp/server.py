@@ -28,14 +28,22 @@ def on_zero_gpu() -> bool:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="faceanon serve", description="Serve the faceanon web app.")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    parser.add_argument("--device", default=None, help="torch device for diffusion (default: cuda if any, else cpu)")
-    parser.add_argument("--download-weights", action="store_true",
-                        help="download missing diffusion weights from the hub in the background "
-                             "(default: use local files only; see `faceanon download`)")
+    parser.add_argument(
+        "--device", default=None, help="torch device for diffusion (default: cuda if any, else cpu)"
+    )
+    parser.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="download missing diffusion weights from the hub in the background "
+        "(default: use local files only; see `faceanon download`)",
+    )
     parser.add_argument("--max-file-size", default=None, help="largest upload, e.g. 20mb")
     parser.add_argument("--max-megapixels", type=int, default=None, help="largest photo in megapixels")
     parser.add_argument("--gpu-jobs", type=int, default=None, help="diffusion jobs at once (one per GPU)")
@@ -50,8 +58,11 @@ def _limits(args):
     from faceanon.webapp.limits import Limits
 
     limits = Limits.from_env()
-    overrides = {"max_file_size": args.max_file_size, "max_megapixels": args.max_megapixels,
-                 "gpu_jobs": args.gpu_jobs}
+    overrides = {
+        "max_file_size": args.max_file_size,
+        "max_megapixels": args.max_megapixels,
+        "gpu_jobs": args.gpu_jobs,
+    }
     return replace(limits, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -61,8 +72,12 @@ def create_app(args: argparse.Namespace):
 
     limits = _limits(args)
     zero_gpu = on_zero_gpu()
-    host = ModelHost(device=args.device, local_files_only=not args.download_weights,
-                     speed=speed_options_from_args(args), cpu_jobs=limits.cpu_jobs)
+    host = ModelHost(
+        device=args.device,
+        local_files_only=not args.download_weights,
+        speed=speed_options_from_args(args),
+        cpu_jobs=limits.cpu_jobs,
+    )
     # ZeroGPU only moves models that exist before launch onto the GPU; elsewhere never block start-up.
     host.start(background=not zero_gpu)
     from faceanon.webapp.ui import CSS, build_demo  # imports Gradio meanwhile (seconds)
@@ -84,8 +99,10 @@ def _cuda_available() -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     problem = port_problem(args.host, args.port)
     if problem:  # before any model loads: say it in one line, not as a traceback
         log.error(problem)
@@ -94,8 +111,10 @@ def main(argv=None) -> int:
     temp.claim()  # before the app is built: Gradio reads GRADIO_TEMP_DIR then
     atexit.register(temp.release)
     _shutdown_cleanly_on_sigterm()
-    log.info("uploads and results are kept in %s (deleted at shutdown, and at the next start after a crash)",
-             temp.path)
+    log.info(
+        "uploads and results are kept in %s (deleted at shutdown, and at the next start after a crash)",
+        temp.path,
+    )
     demo, _host, limits, css = create_app(args)
     try:
         demo.launch(
@@ -125,15 +144,20 @@ def port_problem(host: str, port: int) -> str | None:
             probe.bind((host, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                return (f"Port {port} on {host} is already in use (another faceanon or web server?). "
-                        f"Stop it, or choose another port: use --port {port + 1}.")
-            return f"Cannot listen on {host}:{port} ({error.strerror}). Use --host / --port to choose another."
+                return (
+                    f"Port {port} on {host} is already in use (another faceanon or web server?). "
+                    f"Stop it, or choose another port: use --port {port + 1}."
+                )
+            return (
+                f"Cannot listen on {host}:{port} ({error.strerror}). Use --host / --port to choose another."
+            )
     return None
 
 
 def _shutdown_cleanly_on_sigterm() -> None:
     """SIGTERM (docker stop, systemd, a Space restart) runs the same shutdown as Ctrl-C, so the temp
     folder is deleted; Python's default would end the process without any clean-up."""
+
     def stop(_signum, _frame):
         raise KeyboardInterrupt
 

@@ -28,8 +28,14 @@ class ModelHost:
 
     LOADING, READY, UNAVAILABLE = "loading", "ready", "unavailable"
 
-    def __init__(self, device: str | None = None, local_files_only: bool = True, detector: str = DEFAULTS.detector,
-                 speed=None, cpu_jobs: int = 4):
+    def __init__(
+        self,
+        device: str | None = None,
+        local_files_only: bool = True,
+        detector: str = DEFAULTS.detector,
+        speed=None,
+        cpu_jobs: int = 4,
+    ):
         self.requested_device = device
         self.speed = speed  # faceanon.speed.SpeedOptions, or None for the defaults
         self.local_files_only = local_files_only
@@ -55,7 +61,9 @@ class ModelHost:
     def start(self, background: bool = True) -> ModelHost:
         """Loads the diffusion weights, in a daemon thread unless `background` is False."""
         if background:
-            self._thread = threading.Thread(target=self._check_then_load, name="faceanon-weights", daemon=True)
+            self._thread = threading.Thread(
+                target=self._check_then_load, name="faceanon-weights", daemon=True
+            )
             self._thread.start()
         else:
             self._check_then_load()
@@ -108,15 +116,20 @@ class ModelHost:
             from faceanon.speed import load_pipeline
 
             pipe, device, dtype = load_pipeline(  # GPU fp16, else CPU fp32
-                self.requested_device, speed=self.speed, local_files_only=self.local_files_only)
-            anonymizer = FaceAnonymizer(detector=self.detector, pipeline=pipe, device=device, torch_dtype=dtype)
+                self.requested_device, speed=self.speed, local_files_only=self.local_files_only
+            )
+            anonymizer = FaceAnonymizer(
+                detector=self.detector, pipeline=pipe, device=device, torch_dtype=dtype
+            )
         except (FaceAnonError, OSError, ImportError) as error:
             self._set(self.UNAVAILABLE, _reason_for_people(error))
             log.warning("diffusion unavailable: %s", self.reason)
             return
         except Exception as error:  # an unexpected failure must not take the redaction modes down
             log.exception("loading the diffusion weights failed")
-            self._set(self.UNAVAILABLE, f"loading the diffusion weights failed ({type(error).__name__}: {error}).")
+            self._set(
+                self.UNAVAILABLE, f"loading the diffusion weights failed ({type(error).__name__}: {error})."
+            )
             return
         with self._lock:
             self._anonymizer, self.device = anonymizer, device
@@ -186,10 +199,14 @@ class ModelHost:
         """What a visitor is told: what they can do, not how the server is set up (that is in the
         server log and, briefly, in the status line)."""
         if self.state == self.LOADING:
-            return ("The diffusion model is still loading; try again in a moment. Blur, pixelate and "
-                    "solid work meanwhile.")
-        return ("The diffusion method is unavailable on this server (its model is not installed). "
-                "Choose blur, pixelate or solid: they work without it.")
+            return (
+                "The diffusion model is still loading; try again in a moment. Blur, pixelate and "
+                "solid work meanwhile."
+            )
+        return (
+            "The diffusion method is unavailable on this server (its model is not installed). "
+            "Choose blur, pixelate or solid: they work without it."
+        )
 
     def status_markdown(self) -> str:
         """One line for the top of the page."""
@@ -197,13 +214,16 @@ class ModelHost:
             fetching = "" if self.local_files_only else " (downloading what is missing first: about 12 GB)"
             return f"**Loading the diffusion model{fetching}…** Blur, pixelate and solid work already."
         if self.state == self.UNAVAILABLE:
-            return ("**Diffusion unavailable** on this server: blur, pixelate and solid work. "
-                    f"*For the operator: {self.operator_hint()} (details in the server log).*")
+            return (
+                "**Diffusion unavailable** on this server: blur, pixelate and solid work. "
+                f"*For the operator: {self.operator_hint()} (details in the server log).*"
+            )
         if self.on_cpu:
-            return ("**Warning: diffusion runs on the CPU** (no GPU found): expect minutes per face. "
-                    "Blur, pixelate and solid are instant.")
+            return (
+                "**Warning: diffusion runs on the CPU** (no GPU found): expect minutes per face. "
+                "Blur, pixelate and solid are instant."
+            )
         return "**Diffusion model ready on the GPU** (fp16)."
-
 
     def record_step_seconds(self, seconds: float) -> None:
         """Remembers how long one denoising step of one face took here (a running average)."""

@@ -1,7 +1,7 @@
 """Helpers for testing the app for real: a server in a subprocess, and a headless system Chromium.
 
-    with running_app(env) as url: Client(url).predict(...)
-    with chromium() as browser: page = browser.new_page(); page.goto(url)
+with running_app(env) as url: Client(url).predict(...)
+with chromium() as browser: page = browser.new_page(); page.goto(url)
 """
 
 from __future__ import annotations
@@ -19,8 +19,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("FACEANON_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 
 
@@ -31,8 +37,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout: float = 120,
-                workdir: str | Path | None = None, unset: tuple[str, ...] = ()):
+def running_app(
+    env: dict[str, str] | None = None,
+    args: list[str] = (),
+    timeout: float = 120,
+    workdir: str | Path | None = None,
+    unset: tuple[str, ...] = (),
+):
     """Runs `python app.py` on a free 127.0.0.1 port; yields its URL; stops it afterwards.
 
     The server's working directory (Gradio's example cache) and temp root (`<workdir>/tmp`, see
@@ -42,17 +53,25 @@ def running_app(env: dict[str, str] | None = None, args: list[str] = (), timeout
     with contextlib.ExitStack() as stack:
         workdir = Path(workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="faceanon-app-")))
         port = free_port()
-        full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                    "FACEANON_TEMP_DIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1",
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-                    **(env or {})}
+        full_env = {
+            **os.environ,
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "FACEANON_TEMP_DIR": str(workdir / "tmp"),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            **(env or {}),
+        }
         for name in unset:  # e.g. FACEANON_* of the caller's environment
             full_env.pop(name, None)
         log = open(workdir / "server.log", "w")  # noqa: SIM115  (closed by the exit stack)
         stack.callback(log.close)
         process = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         stack.callback(_stop, process)
         url = AppURL(f"http://127.0.0.1:{port}/")
@@ -100,7 +119,10 @@ def chromium(headless: bool = True):
 
     with tempfile.TemporaryDirectory(prefix="faceanon-chromium-") as profile, sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=headless, args=CHROMIUM_ARGS,
+            profile,
+            executable_path=CHROMIUM,
+            headless=headless,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1000},
         )
         try:
@@ -120,8 +142,10 @@ def crowd_photo(path: str | Path, rows: int = 10, columns: int = 13, tile: int =
 
     from faceanon.faces.detection import create_detector
 
-    sources = [Path(os.path.dirname(insightface.__file__)) / "data" / "images" / "t1.jpg",
-               Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    sources = [
+        Path(os.path.dirname(insightface.__file__)) / "data" / "images" / "t1.jpg",
+        Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
+    ]
     photos = [np.asarray(Image.open(p).convert("RGB")) for p in sources] + [data.astronaut()]
     detector = create_detector("yunet")
     faces = []
@@ -130,7 +154,12 @@ def crowd_photo(path: str | Path, rows: int = 10, columns: int = 13, tile: int =
             x0, y0, x1, y1 = face.box
             side = 1.8 * max(x1 - x0, y1 - y0)  # the face with some hair and background around it
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            box = (int(max(0, cx - side / 2)), int(max(0, cy - side / 2)), int(cx + side / 2), int(cy + side / 2))
+            box = (
+                int(max(0, cx - side / 2)),
+                int(max(0, cy - side / 2)),
+                int(cx + side / 2),
+                int(cy + side / 2),
+            )
             faces.append(Image.fromarray(rgb).crop(box).resize((tile, tile), Image.LANCZOS))
     canvas = Image.new("RGB", (columns * tile, rows * tile), (235, 235, 235))
     for i in range(rows * columns):

@@ -26,8 +26,10 @@ pixelate or cover it. Uploads and results are deleted from this server after {mi
 results carry no metadata of your photo.
 """
 
-DEGREE_INFO = ("0 reconstructs the face; 1.2–1.3 (recommended) gives a new, natural identity; "
-               "above 1.5 faces stop looking real.")
+DEGREE_INFO = (
+    "0 reconstructs the face; 1.2–1.3 (recommended) gives a new, natural identity; "
+    "above 1.5 faces stop looking real."
+)
 METHOD_INFO = "diffusion gives a new face; blur, pixelate and solid redact it (instant, no model needed)."
 
 CSS = """
@@ -64,8 +66,9 @@ def build_demo(host: ModelHost, limits: Limits, gpu_present: bool = False) -> gr
                 estimate, settings = _evaluate_tab()
         _status_updates(demo, host, status)
         # Preselect a method that works on this server now (diffusion once its weights are loaded).
-        demo.load(lambda: gr.Radio(value=host.default_method), outputs=method, api_visibility="private",
-                  queue=False)
+        demo.load(
+            lambda: gr.Radio(value=host.default_method), outputs=method, api_visibility="private", queue=False
+        )
         demo.load(H.evaluation_estimate, settings, estimate, api_visibility="private", queue=False)
     return demo
 
@@ -91,14 +94,32 @@ def _seed_controls():
 def _diffusion_settings(max_steps: int, with_scheduler: bool = False) -> list:
     with gr.Accordion("Advanced settings (diffusion)", open=False):
         controls = [
-            gr.Slider(1, max_steps, value=DEFAULTS.steps, step=1, label="Steps",
-                      info="Denoising steps per face: more is slower and finer."),
-            gr.Slider(1.0, 10.0, value=DEFAULTS.guidance, step=0.5, label="Guidance",
-                      info="Classifier-free guidance scale (4 in the paper)."),
+            gr.Slider(
+                1,
+                max_steps,
+                value=DEFAULTS.steps,
+                step=1,
+                label="Steps",
+                info="Denoising steps per face: more is slower and finer.",
+            ),
+            gr.Slider(
+                1.0,
+                10.0,
+                value=DEFAULTS.guidance,
+                step=0.5,
+                label="Guidance",
+                info="Classifier-free guidance scale (4 in the paper).",
+            ),
         ]
         if with_scheduler:
-            controls.append(gr.Dropdown(H.SCHEDULERS, value="default", label="Sampler (scheduler)",
-                                        info="'default' is the model's own (DDPM)."))
+            controls.append(
+                gr.Dropdown(
+                    H.SCHEDULERS,
+                    value="default",
+                    label="Sampler (scheduler)",
+                    info="'default' is the model's own (DDPM).",
+                )
+            )
     return controls
 
 
@@ -107,10 +128,18 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = PhotoInput(label="Photo", height=380, elem_id="anon-input")
-            method = gr.Radio(H.METHODS, value=default_method, label="Method", info=METHOD_INFO,
-                              elem_id="method")
-            degree = gr.Slider(0.0, DEFAULTS.max_degree, value=DEFAULTS.degree, step=0.05,
-                               label="Anonymization degree d", info=DEGREE_INFO, elem_id="degree")
+            method = gr.Radio(
+                H.METHODS, value=default_method, label="Method", info=METHOD_INFO, elem_id="method"
+            )
+            degree = gr.Slider(
+                0.0,
+                DEFAULTS.max_degree,
+                value=DEFAULTS.degree,
+                step=0.05,
+                label="Anonymization degree d",
+                info=DEGREE_INFO,
+                elem_id="degree",
+            )
             degree_note = gr.Markdown("")
             # The button sits level with the result (top of the right column), so the result
             # appears where the person is looking; the rest of the settings come below it.
@@ -119,17 +148,36 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
             seed, randomize = _seed_controls()
             steps, guidance, scheduler = _diffusion_settings(H._LIMITS.max_steps, with_scheduler=True)
             picker = _face_picker(image)
-            keep = gr.File(label="Keep these people (a photo of each; their faces stay untouched)",
-                           file_count="multiple", file_types=["image"], type="filepath", elem_id="keep")
+            keep = gr.File(
+                label="Keep these people (a photo of each; their faces stay untouched)",
+                file_count="multiple",
+                file_types=["image"],
+                type="filepath",
+                elem_id="keep",
+            )
         with gr.Column(scale=1):
-            result = gr.Image(label="Anonymized", format="png", interactive=False, height=420,
-                              buttons=["download", "fullscreen"], elem_id="anon-output")
+            result = gr.Image(
+                label="Anonymized",
+                format="png",
+                interactive=False,
+                height=420,
+                buttons=["download", "fullscreen"],
+                elem_id="anon-output",
+            )
             summary = gr.Markdown(elem_id="summary")
-            table = gr.Dataframe(headers=FACE_TABLE_HEADERS, label="Per face", interactive=False, visible=False,
-                                 max_height=300, wrap=True, elem_id="face-table")
+            table = gr.Dataframe(
+                headers=FACE_TABLE_HEADERS,
+                label="Per face",
+                interactive=False,
+                visible=False,
+                max_height=300,
+                wrap=True,
+                elem_id="face-table",
+            )
             with gr.Accordion("Before / after", open=True):
-                compare = gr.ImageSlider(label="Before / after", format="png", interactive=False,
-                                         elem_id="compare")
+                compare = gr.ImageSlider(
+                    label="Before / after", format="png", interactive=False, elem_id="compare"
+                )
             with gr.Accordion("Report (JSON)", open=False):
                 report = gr.JSON(label="Per-face report")
             api_anonymize = gr.Button(visible=False)  # the named API endpoints' triggers (no UI)
@@ -138,16 +186,41 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
     inputs = [image, method, degree, seed, randomize, picker["faces"], steps, guidance, scheduler, keep]
     outputs = [result, summary, report, seed]
     photo_work = dict(concurrency_id="photo", concurrency_limit=H._LIMITS.requests_at_once)
-    run.click(H.page_anonymize, [*inputs, picker["found"], picker["chosen"]], [*outputs, compare, table, error],
-              api_visibility="private",
-              show_progress_on=[result], **photo_work).then(None, js=SCROLL_TO_RESULT)
-    api_anonymize.click(H.anonymize, inputs, outputs, api_name="anonymize", api_description=_doc(H.anonymize),
-                        **photo_work)
-    api_detect.click(H.detect, image, [picker["detected"], picker["json"]], api_name="detect",
-                     api_description=_doc(H.detect), **photo_work)
-    image.change(H.page_detect, image, [picker["detected"], picker["found"], picker["choose"], picker["chosen"],
-                                        picker["faces"], picker["note"], error],
-                 api_visibility="private", show_progress_on=[picker["detected"]], **photo_work)
+    run.click(
+        H.page_anonymize,
+        [*inputs, picker["found"], picker["chosen"]],
+        [*outputs, compare, table, error],
+        api_visibility="private",
+        show_progress_on=[result],
+        **photo_work,
+    ).then(None, js=SCROLL_TO_RESULT)
+    api_anonymize.click(
+        H.anonymize, inputs, outputs, api_name="anonymize", api_description=_doc(H.anonymize), **photo_work
+    )
+    api_detect.click(
+        H.detect,
+        image,
+        [picker["detected"], picker["json"]],
+        api_name="detect",
+        api_description=_doc(H.detect),
+        **photo_work,
+    )
+    image.change(
+        H.page_detect,
+        image,
+        [
+            picker["detected"],
+            picker["found"],
+            picker["choose"],
+            picker["chosen"],
+            picker["faces"],
+            picker["note"],
+            error,
+        ],
+        api_visibility="private",
+        show_progress_on=[picker["detected"]],
+        **photo_work,
+    )
     degree.change(H.degree_hint, degree, degree_note, api_visibility="private", queue=False)
     _anonymize_examples(inputs, outputs, gpu_present)
     return method
@@ -166,8 +239,13 @@ def _face_picker(image) -> dict:
     tick numbers; the picture greys out the faces left as is."""
     with gr.Accordion("Faces", open=True):
         note = gr.Markdown("", elem_id="selection-note")
-        detected = gr.Image(label="Detected faces (click a face to select or leave it)", interactive=False,
-                            height=320, format="png", elem_id="detected")
+        detected = gr.Image(
+            label="Detected faces (click a face to select or leave it)",
+            interactive=False,
+            height=320,
+            format="png",
+            elem_id="detected",
+        )
         with gr.Row():
             every = gr.Button("Select all", size="sm", elem_id="select-all")
             nobody = gr.Button("Select none", size="sm", elem_id="select-none")
@@ -178,42 +256,76 @@ def _face_picker(image) -> dict:
     # The page's truth, kept on the server: the faces found and those selected (see H._new_selection).
     found, chosen = gr.State([]), gr.State([])
     shown = [detected, faces, note]
-    private = dict(api_visibility="private", show_progress="hidden", concurrency_id="picker",
-                   concurrency_limit=H._LIMITS.cpu_jobs)
+    private = dict(
+        api_visibility="private",
+        show_progress="hidden",
+        concurrency_id="picker",
+        concurrency_limit=H._LIMITS.cpu_jobs,
+    )
     detected.select(H.toggle_face, [image, found, chosen], [chosen, choose, *shown], **private)
     every.click(H.select_all, [image, found], [chosen, choose, *shown], **private)
     nobody.click(H.select_none, [image, found], [chosen, choose, *shown], **private)
     choose.input(H.select_numbers, [image, found, choose], [chosen, *shown], **private)
-    return {"detected": detected, "json": faces_json, "found": found, "chosen": chosen, "choose": choose,
-            "faces": faces, "note": note}
+    return {
+        "detected": detected,
+        "json": faces_json,
+        "found": found,
+        "chosen": chosen,
+        "choose": choose,
+        "faces": faces,
+        "note": note,
+    }
 
 
 def _anonymize_examples(inputs, outputs, gpu_present: bool) -> None:
     image, method, degree, seed = inputs[:4]
     gr.Examples(
         label="Examples: redaction (no model needed)",
-        examples=[[example_path("two_portraits.jpg"), "blur", 1.25, 0],
-                  [example_path("grace_hopper.jpg"), "pixelate", 1.25, 0],
-                  [example_path("astronaut.jpg"), "solid", 1.25, 0]],
-        inputs=[image, method, degree, seed], outputs=outputs, fn=_example_anonymize,
-        cache_examples=True, cache_mode="lazy", api_name=False, elem_id="redaction-examples",
+        examples=[
+            [example_path("two_portraits.jpg"), "blur", 1.25, 0],
+            [example_path("grace_hopper.jpg"), "pixelate", 1.25, 0],
+            [example_path("astronaut.jpg"), "solid", 1.25, 0],
+        ],
+        inputs=[image, method, degree, seed],
+        outputs=outputs,
+        fn=_example_anonymize,
+        cache_examples=True,
+        cache_mode="lazy",
+        api_name=False,
+        elem_id="redaction-examples",
     )
     gr.Examples(
         label="Examples: new identities (diffusion)",
-        examples=[[example_path("astronaut.jpg"), "diffusion", 1.25, 0],
-                  [example_path("grace_hopper.jpg"), "diffusion", 1.25, 7],
-                  [example_path("two_portraits.jpg"), "diffusion", 1.3, 1]],
-        inputs=[image, method, degree, seed], outputs=outputs, fn=_example_anonymize,
+        examples=[
+            [example_path("astronaut.jpg"), "diffusion", 1.25, 0],
+            [example_path("grace_hopper.jpg"), "diffusion", 1.25, 7],
+            [example_path("two_portraits.jpg"), "diffusion", 1.3, 1],
+        ],
+        inputs=[image, method, degree, seed],
+        outputs=outputs,
+        fn=_example_anonymize,
         # Cached on first use only where a GPU makes that quick; on a CPU the example just fills the
         # form, and the Anonymize button then shows step-by-step progress.
-        cache_examples=gpu_present, cache_mode="lazy" if gpu_present else None, api_name=False,
+        cache_examples=gpu_present,
+        cache_mode="lazy" if gpu_present else None,
+        api_name=False,
         elem_id="diffusion-examples",
     )
 
 
 def _example_anonymize(image, method, degree, seed):
-    return H.anonymize(image, method, degree, seed, False, "all", DEFAULTS.steps, DEFAULTS.guidance, "default",
-                       progress=_no_progress)
+    return H.anonymize(
+        image,
+        method,
+        degree,
+        seed,
+        False,
+        "all",
+        DEFAULTS.steps,
+        DEFAULTS.guidance,
+        "default",
+        progress=_no_progress,
+    )
 
 
 def _no_progress(*_args, **_kwargs):
@@ -227,28 +339,45 @@ def _swap_tab() -> None:
                 source = PhotoInput(label="Source face (identity)", height=260, elem_id="swap-source")
                 target = PhotoInput(label="Target photo", height=260, elem_id="swap-target")
             with gr.Row():
-                source_face = gr.Number(value=0, precision=0, minimum=0, label="Source face #",
-                                        info="Which face of the source photo gives the identity.")
-                target_faces = gr.Textbox(value="all", label="Target faces",
-                                          info="'all' or face numbers such as '0, 2'.")
+                source_face = gr.Number(
+                    value=0,
+                    precision=0,
+                    minimum=0,
+                    label="Source face #",
+                    info="Which face of the source photo gives the identity.",
+                )
+                target_faces = gr.Textbox(
+                    value="all", label="Target faces", info="'all' or face numbers such as '0, 2'."
+                )
             seed, randomize = _seed_controls()
             steps, guidance = _diffusion_settings(H._LIMITS.max_steps)
             run = gr.Button("Swap faces", variant="primary", elem_id="swap-button")
         with gr.Column(scale=1):
-            result = gr.Image(label="Swapped", format="png", interactive=False, height=420,
-                              buttons=["download", "fullscreen"], elem_id="swap-output")
+            result = gr.Image(
+                label="Swapped",
+                format="png",
+                interactive=False,
+                height=420,
+                buttons=["download", "fullscreen"],
+                elem_id="swap-output",
+            )
             summary = gr.Markdown()
             with gr.Accordion("Report (JSON)", open=False):
                 report = gr.JSON(label="Per-face report")
-    run.click(H.swap, [source, target, source_face, target_faces, seed, randomize, steps, guidance],
-              [result, summary, report, seed], api_name="swap", api_description=_doc(H.swap),
-              concurrency_id="model",
-              concurrency_limit=H._LIMITS.gpu_jobs)
+    run.click(
+        H.swap,
+        [source, target, source_face, target_faces, seed, randomize, steps, guidance],
+        [result, summary, report, seed],
+        api_name="swap",
+        api_description=_doc(H.swap),
+        concurrency_id="model",
+        concurrency_limit=H._LIMITS.gpu_jobs,
+    )
     gr.Examples(
         examples=[[example_path("astronaut.jpg"), example_path("grace_hopper.jpg")]],
-        inputs=[source, target], label="Example (needs the diffusion model)",
+        inputs=[source, target],
+        label="Example (needs the diffusion model)",
     )
-
 
 
 EVALUATE_INTRO = """
@@ -266,8 +395,11 @@ def _evaluate_tab() -> tuple:
         with gr.Column(scale=1):
             image = PhotoInput(label="Photo", height=300, elem_id="eval-input")
         with gr.Column(scale=2):
-            degrees = gr.Textbox(value="0.6, 1.2, 1.5", label="Degrees d",
-                                 info="Comma-separated; the supplementary used 0.3, 0.6, 0.9, 1.2, 1.4, 1.5.")
+            degrees = gr.Textbox(
+                value="0.6, 1.2, 1.5",
+                label="Degrees d",
+                info="Comma-separated; the supplementary used 0.3, 0.6, 0.9, 1.2, 1.4, 1.5.",
+            )
             with gr.Row():
                 seeds = gr.Number(value=1, precision=0, minimum=1, maximum=10, label="Seeds per degree")
                 steps = gr.Slider(1, H._LIMITS.max_steps, value=DEFAULTS.steps, step=1, label="Steps")
@@ -276,18 +408,47 @@ def _evaluate_tab() -> tuple:
             run = gr.Button("Evaluate", variant="primary", elem_id="evaluate-button")
     # Full width, two per row: the plots are read on the page, not opened one by one.
     with gr.Row():
-        plots = [gr.Image(label=name, format="png", interactive=False, height=380, elem_id=f"eval-plot-{i}",
-                          buttons=["download", "fullscreen"])
-                 for i, name in enumerate(("Identity vs d", "Detection vs d"))]
+        plots = [
+            gr.Image(
+                label=name,
+                format="png",
+                interactive=False,
+                height=380,
+                elem_id=f"eval-plot-{i}",
+                buttons=["download", "fullscreen"],
+            )
+            for i, name in enumerate(("Identity vs d", "Detection vs d"))
+        ]
     with gr.Row():
-        plots.append(gr.Image(label="Pose / expression vs d", format="png", interactive=False, height=380,
-                              elem_id="eval-plot-2", buttons=["download", "fullscreen"]))
-    table = gr.Dataframe(headers=H.EVALUATION_HEADERS, label="Per face and run", interactive=False,
-                         wrap=True, max_height=360, elem_id="eval-table")
+        plots.append(
+            gr.Image(
+                label="Pose / expression vs d",
+                format="png",
+                interactive=False,
+                height=380,
+                elem_id="eval-plot-2",
+                buttons=["download", "fullscreen"],
+            )
+        )
+    table = gr.Dataframe(
+        headers=H.EVALUATION_HEADERS,
+        label="Per face and run",
+        interactive=False,
+        wrap=True,
+        max_height=360,
+        elem_id="eval-table",
+    )
     settings = [degrees, seeds, steps, baselines]
     for control in settings:
         control.change(H.evaluation_estimate, settings, estimate, api_visibility="private", queue=False)
-    run.click(H.evaluate, [image, *settings], [*plots, table], api_name="evaluate",
-              api_description=_doc(H.evaluate), concurrency_id="evaluate", concurrency_limit=H._LIMITS.gpu_jobs,
-              show_progress_on=[plots[0]])
+    run.click(
+        H.evaluate,
+        [image, *settings],
+        [*plots, table],
+        api_name="evaluate",
+        api_description=_doc(H.evaluate),
+        concurrency_id="evaluate",
+        concurrency_limit=H._LIMITS.gpu_jobs,
+        show_progress_on=[plots[0]],
+    )
     return estimate, settings

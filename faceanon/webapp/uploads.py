@@ -154,14 +154,20 @@ def clean_upload(path: str | Path, max_megapixels: float, display_name: str = ""
                 width, height = header.size
                 upright_jpeg = header.format == "JPEG" and header.getexif().get(0x0112, 1) == 1
     except Image.DecompressionBombError:
-        return _refuse(path, f"{name} has far more pixels than this server accepts (at most "
-                             f"{max_megapixels:g} megapixels). Resize it and try again.")
+        return _refuse(
+            path,
+            f"{name} has far more pixels than this server accepts (at most "
+            f"{max_megapixels:g} megapixels). Resize it and try again.",
+        )
     except (UnidentifiedImageError, OSError, ValueError):
         return "not an image"
     megapixels = width * height / 1e6
     if megapixels > max_megapixels:
-        return _refuse(path, f"{name} is {width}×{height} pixels ({megapixels:.0f} megapixels); this server "
-                             f"accepts at most {max_megapixels:g} megapixels. Resize it and try again.")
+        return _refuse(
+            path,
+            f"{name} is {width}×{height} pixels ({megapixels:.0f} megapixels); this server "
+            f"accepts at most {max_megapixels:g} megapixels. Resize it and try again.",
+        )
     try:
         data = path.read_bytes()
         image = None if upright_jpeg else load_image(data, max_pixels=int(max_megapixels * 1e6))
@@ -196,16 +202,18 @@ def _jpeg_without_metadata(data: bytes) -> bytes:
             i += 1
             continue
         if marker in _NO_LENGTH:
-            out.append(data[i:i + 2])
+            out.append(data[i : i + 2])
             i += 2
             continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        segment = data[i:i + 2 + length]
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        segment = data[i : i + 2 + length]
         if marker == 0xDA:  # start of scan: the image data, up to the end-of-image marker
             end = data.find(b"\xff\xd9", i + 2 + length)
-            out.append(data[i:] if end < 0 else data[i:end + 2])
+            out.append(data[i:] if end < 0 else data[i : end + 2])
             return b"".join(out)
-        if not (0xE0 <= marker <= 0xEF or marker == 0xFE) or segment[4:].startswith(_KEEP_APP.get(marker, (b"\x00" * 64,))):
+        if not (0xE0 <= marker <= 0xEF or marker == 0xFE) or segment[4:].startswith(
+            _KEEP_APP.get(marker, (b"\x00" * 64,))
+        ):
             out.append(segment)
         i += 2 + length
     raise ValueError("JPEG without image data")
@@ -265,4 +273,6 @@ class CleanUploads:
                 log.exception("cleaning an upload failed; the file is emptied")
                 with contextlib.suppress(OSError):
                     Path(path).write_bytes(b"")
-                REFUSALS.add(path, "This file could not be read as an image. Upload a JPEG, PNG or WebP photo.")
+                REFUSALS.add(
+                    path, "This file could not be read as an image. Upload a JPEG, PNG or WebP photo."
+                )
