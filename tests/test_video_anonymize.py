@@ -104,9 +104,11 @@ def test_outside_the_faces_nothing_changes(tmp_path, anonymizer):
         assert difference.max() <= 1  # 4:2:0 chroma rounding at most
 
 
-def test_a_face_the_detector_misses_for_a_few_frames_is_still_hidden(tmp_path, anonymizer):
-    # Eyes covered for frames 6-8: the detector misses the face, the visible mouth and chin must
-    # still be redacted (interpolated track).
+def test_a_face_the_detector_misses_for_a_few_frames_is_still_hidden(tmp_path):
+    # Eyes covered for frames 6-8: YuNet misses the face, the visible mouth and chin must still be
+    # redacted (interpolated track). YuNet, not the default recall ensemble, which still finds this
+    # face with its eyes covered: the test is about the tracker bridging a detector's misses.
+    anonymizer = FaceAnonymizer(detector="yunet", identity_check=False)
     clip = make_test_clip(tmp_path / "cover.mp4", photo="grace_hopper", motion="still", size=(240, 320), seconds=0.8,
                           fps=20, cover=(6, 8, (40, 60, 200, 150)))
     out = tmp_path / "solid.mp4"
@@ -189,12 +191,25 @@ def tiny(tmp_path_factory):
     return fa, recorder, scan
 
 
-def _render(tiny, tmp_path, name, **settings):
+def _render(tiny, tmp_path, name, crf=18, **settings):
     fa, recorder, scan = tiny
     recorder.calls.clear()
     recorder.encoded.clear()
-    report = render_video(fa, scan, tmp_path / name, VideoSettings(method="diffusion", seed=7, steps=1, **settings))
+    report = render_video(fa, scan, tmp_path / name, VideoSettings(method="diffusion", seed=7, steps=1, **settings),
+                          crf=crf)
     return report, list(recorder.calls), _frames(tmp_path / name)
+
+
+def _equal_but_float_rounding(a: np.ndarray, b: np.ndarray) -> None:
+    """Frames that are the same render up to float rounding. A batch of 2 and a batch of 1 (or a
+    source encoded once and expanded vs encoded in the batch) run CPU kernels blocked differently,
+    so the float outputs differ by ~1e-6 and a few pixels round to the next uint8 level (measured:
+    1 level in 4 pixels of a 64 px crop). Written losslessly (crf 0) that stays <= 2 levels (the
+    4:2:0 round trip) in a handful of pixels; at crf 18 x264 turned it into 9 levels in 40-71 pixels
+    of every later frame (they predict from the first), which is codec noise, not the method."""
+    difference = np.abs(a.astype(int) - b.astype(int))
+    assert difference.max() <= 2
+    assert (difference.max(axis=-1) > 0).sum() <= 0.001 * difference.shape[0] * difference.shape[1]
 
 
 def test_one_seed_per_track_keyframe_generated_once_then_swaps_with_the_source_encoded_once(tiny, tmp_path):
@@ -213,20 +228,20 @@ def test_one_seed_per_track_keyframe_generated_once_then_swaps_with_the_source_e
 
 
 def test_batched_windows_equal_one_frame_at_a_time(tiny, tmp_path):
-    _, batched_calls, batched = _render(tiny, tmp_path, "batched.mp4", window=3)
-    _, single_calls, single = _render(tiny, tmp_path, "single.mp4", window=1)
+    _, batched_calls, batched = _render(tiny, tmp_path, "batched.mp4", crf=0, window=3)
+    _, single_calls, single = _render(tiny, tmp_path, "single.mp4", crf=0, window=1)
     assert max(c["rows"] for c in batched_calls[1:]) == 2 and max(c["rows"] for c in single_calls[1:]) == 1
     for a, b in zip(batched, single, strict=True):
-        assert np.array_equal(a, b)
+        _equal_but_float_rounding(a, b)
 
 
-def test_reusing_the_encoded_source_is_exact(tiny, tmp_path):
-    _, reused_calls, reused = _render(tiny, tmp_path, "reused.mp4")
-    _, plain_calls, plain = _render(tiny, tmp_path, "plain.mp4", reuse_source=False)
+def test_reusing_the_encoded_source_equals_encoding_it_per_call(tiny, tmp_path):
+    _, reused_calls, reused = _render(tiny, tmp_path, "reused.mp4", crf=0)
+    _, plain_calls, plain = _render(tiny, tmp_path, "plain.mp4", crf=0, reuse_source=False)
     assert all(c["reference"] is not None for c in reused_calls[1:])
     assert all(c["reference"] is None for c in plain_calls[1:])
     for a, b in zip(reused, plain, strict=True):
-        assert np.array_equal(a, b)
+        _equal_but_float_rounding(a, b)
 
 
 def test_per_frame_mode_anonymizes_every_frame_with_the_track_seed(tiny, tmp_path):
@@ -234,3 +249,61 @@ def test_per_frame_mode_anonymizes_every_frame_with_the_track_seed(tiny, tmp_pat
     assert report.mode == "per-frame" and report.generated_faces == 6
     assert all(c["degree"] == 1.25 and c["reference"] is None for c in calls)
     assert sorted(s for c in calls for s in c["seeds"]) == sorted([face_seed(7, 0)] * 3 + [face_seed(7, 1)] * 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keep-list and leak guard, per track
+
+
+def _two_people_clip(path, seconds=0.25):
+    two_people = np.concatenate([cv2.resize(photo_rgb("astronaut"), (300, 300)),
+                                 cv2.resize(photo_rgb("grace_hopper"), (225, 300))], axis=1)
+    return make_test_clip(path, photo=two_people, motion="still", size=(350, 200), seconds=seconds, fps=20)
+
+
+def _through_writer(src, dst):
+    with open_video(src) as reader, VideoWriter(dst, like=reader.info, source=src, crf=0) as writer:
+        for frame in reader:
+            writer.write(frame.rgb, like=frame)
+    return _frames(dst)
+
+
+def test_a_kept_person_is_left_untouched_in_every_frame_of_the_track(tmp_path):
+    from PIL import Image
+
+    pytest.importorskip("faceanon.trust.identity")
+    fa = FaceAnonymizer(detector="yunet", identity_check=False)
+    clip = _two_people_clip(tmp_path / "two.mp4")
+    Image.fromarray(photo_rgb("grace_hopper")).save(tmp_path / "grace.png")  # another picture of her: the photo itself
+    report = fa.anonymize_video(clip.path, tmp_path / "out.mp4", method="solid", keep=[tmp_path / "grace.png"], crf=0)
+    by_x = sorted(report.tracks, key=lambda t: t.first_frame)  # both start at frame 0
+    kept = [t for t in by_x if t.kept_as]
+    assert [t.kept_as for t in kept] == ["grace"] and kept[0].method is None
+    assert kept[0].kept_similarity >= fa.load_keep([tmp_path / "grace.png"]).threshold
+    assert "Kept (keep-list): track" in report.message and "grace" in report.message
+    other = next(t for t in report.tracks if not t.kept_as)
+    assert other.method == "solid"
+    baseline, out = _through_writer(clip.path, tmp_path / "base.mp4"), _frames(tmp_path / "out.mp4")
+    for before, after in zip(baseline, out, strict=True):
+        assert np.abs(before[:, 320:].astype(int) - after[:, 320:].astype(int)).max() <= 1  # her half: as it was
+        assert (before[40:160, 60:220] != after[40:160, 60:220]).any()  # the astronaut: filled
+
+
+def test_the_leak_guard_redacts_a_face_the_tracks_miss_on_the_redaction_path(tmp_path):
+    # A first-pass threshold above the faces' scores (0.93): no track at all; the guard's second
+    # pass (5/6 of it, 0.79) finds the face in every frame and blurs it there.
+    clip = make_test_clip(tmp_path / "one.mp4", photo="grace_hopper", motion="still", size=(240, 320), seconds=0.25,
+                          fps=20)
+    guarded = FaceAnonymizer(detector="yunet", detection_threshold=0.95, identity_check=False)
+    report = guarded.anonymize_video(clip.path, tmp_path / "guarded.mp4", method="solid", crf=0)
+    assert report.tracks == [] and report.guard_redactions == clip.frame_count
+    assert "Leak guard" in report.message
+    detector = create_detector("yunet")
+    for frame in _frames(tmp_path / "guarded.mp4"):
+        assert all(face.score < 0.79 for face in detector.detect(frame))
+    off = FaceAnonymizer(detector="yunet", detection_threshold=0.95, identity_check=False, leak_guard=False)
+    report = off.anonymize_video(clip.path, tmp_path / "off.mp4", method="solid", crf=0)
+    assert report.guard_redactions == 0
+    for before, after in zip(_through_writer(clip.path, tmp_path / "base.mp4"), _frames(tmp_path / "off.mp4"),
+                             strict=True):
+        assert np.array_equal(before, after)

@@ -35,12 +35,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from faceanon.anonymizer import CropRequest, FaceAnonymizer, FacePlan, Generation, face_seed
+from faceanon.anonymizer import (
+    CropRequest,
+    FaceAnonymizer,
+    FacePlan,
+    FrameResult,
+    Generation,
+    PreparedFrame,
+    face_seed,
+)
 from faceanon.faces.alignment import CROP_SIZE, AlignedFace, align_face, alignment_matrix, invert
 from faceanon.faces.blending import face_mask
 from faceanon.faces.redaction import redact_face
@@ -79,6 +87,7 @@ class VideoSettings:
     reuse_source: bool = True  # diffusion: encode each track's source once (exact; False re-encodes per call)
     window: int = 16  # frames rendered together (their swaps of one track share a pipeline call)
     identity_check: bool = True  # diffusion: per-track similarity to the person and frame-to-frame consistency
+    keep: object = None  # faceanon.keep.KeepList (or photos for fa.load_keep): tracks of kept people stay untouched
 
 
 @dataclass
@@ -113,6 +122,8 @@ class TrackReport:
     consistency_min: float | None = None  # generated face vs the previous frame's generated face
     consistency_mean: float | None = None
     same_person: bool | None = None  # identity_max at or above the identity model's threshold
+    kept_as: str | None = None  # the keep-list person the keyframe face matched (track left untouched)
+    kept_similarity: float | None = None
     message: str = ""
 
     def to_dict(self) -> dict:
@@ -135,6 +146,7 @@ class VideoReport:
     mode: str  # "keyframe+swap", "per-frame" (diffusion) or "redaction"
     tracks: list[TrackReport]
     generated_faces: int = 0  # pipeline rows run (keyframes + swaps, or per-frame faces)
+    guard_redactions: int = 0  # faces the leak guard found only on its second pass and redacted (all frames)
     seconds: dict = field(default_factory=dict)  # scan, keyframes, render, total
     message: str = ""
 
@@ -257,6 +269,7 @@ class _TrackPlan:
     previous_embedding: np.ndarray | None = None
     mask: np.ndarray | None = None  # redaction: the last face mask drawn, and its landmarks' key
     mask_key: np.ndarray | None = None
+    kept: object = None  # faceanon.keep.KeepMatch of the keyframe face
 
 
 def plan_tracks(anonymizer: FaceAnonymizer, scan: VideoScan, settings: VideoSettings, method: str) -> dict[int, _TrackPlan]:
@@ -265,11 +278,16 @@ def plan_tracks(anonymizer: FaceAnonymizer, scan: VideoScan, settings: VideoSett
     if unknown:
         raise ValueError(f"This video has {len(scan.tracks)} tracked face(s), numbered 0 to {len(scan.tracks) - 1}; "
                          f"there is no track {', '.join(map(str, unknown))}.")
+    kept = keep_matches(scan, settings.keep)
     plans = {}
     for track in scan.tracks:
         keyframe = scan.keyframes[track.track_id]
         if chosen is not None and track.track_id not in chosen:
             plans[track.track_id] = _TrackPlan(track, None, keyframe=keyframe, message="not selected")
+        elif track.track_id in kept:
+            match = kept[track.track_id]
+            plans[track.track_id] = _TrackPlan(track, None, keyframe=keyframe, kept=match,
+                                               message=f"{match.message}, in every frame of the track")
         elif method == DIFFUSION and track.points[keyframe].size < anonymizer.min_face_size:
             small = anonymizer.small_face_method
             plans[track.track_id] = _TrackPlan(track, small, keyframe=keyframe, message=(
@@ -282,6 +300,30 @@ def plan_tracks(anonymizer: FaceAnonymizer, scan: VideoScan, settings: VideoSett
         else:
             plans[track.track_id] = _TrackPlan(track, method, keyframe=keyframe)
     return plans
+
+
+def keep_matches(scan: VideoScan, keep) -> dict:
+    """Track id -> faceanon.keep.KeepMatch for the tracks whose keyframe face (the track's best
+    face) is a kept person: the whole track is then left as it is, so a kept person is kept in
+    every frame, including frames where the face is turned or blurred and would not match alone."""
+    if not keep or not scan.tracks:
+        return {}
+    from faceanon.keep import match_faces
+
+    by_frame: dict[int, list[FaceTrack]] = {}
+    for track in scan.tracks:
+        by_frame.setdefault(scan.keyframes[track.track_id], []).append(track)
+    matches = {}
+    with open_video(scan.path) as reader:
+        for frame in reader:
+            tracks = by_frame.get(frame.index, [])
+            faces = [track.face_at(frame.index) for track in tracks]
+            for track, match in zip(tracks, match_faces(frame.rgb, faces, keep), strict=True):
+                if match is not None:
+                    matches[track.track_id] = match
+            if frame.index >= max(by_frame):
+                break
+    return matches
 
 
 def diffusion_faces(plans: dict[int, _TrackPlan], per_frame: bool) -> tuple[int, int]:
@@ -315,6 +357,8 @@ def render_video(anonymizer: FaceAnonymizer, scan: VideoScan, dst: str | Path, s
     """Keyframes (diffusion), then every frame rendered and written to `dst`."""
     settings = settings or VideoSettings()
     method, note = anonymizer._resolve_method(settings.method)
+    if settings.keep is not None:
+        settings = replace(settings, keep=anonymizer.load_keep(settings.keep))
     plans = plan_tracks(anonymizer, scan, settings, method)
     generation = Generation(settings.steps, settings.guidance, settings.scheduler)
     seconds = {"scan": round(scan.seconds, 3)}
@@ -329,7 +373,8 @@ def render_video(anonymizer: FaceAnonymizer, scan: VideoScan, dst: str | Path, s
             notify(f"The keyframes took {per_face:.1f} s per face; the other {rest} frame face(s) should take "
                    f"about {_duration(estimate_seconds(anonymizer, rest, settings.steps, per_face))}.")
     render_start = time.perf_counter()
-    generated = keys + _render(anonymizer, scan, plans, settings, generation, dst, crf, progress, on_frames)
+    guarded: list[int] = []
+    generated = keys + _render(anonymizer, scan, plans, settings, generation, dst, crf, progress, on_frames, guarded)
     seconds["render"] = round(time.perf_counter() - render_start, 3)
     seconds["total"] = round(scan.seconds + time.perf_counter() - started, 3)
     reports = [_track_report(plan, anonymizer) for plan in plans.values()]
@@ -337,7 +382,7 @@ def render_video(anonymizer: FaceAnonymizer, scan: VideoScan, dst: str | Path, s
     report = VideoReport(source=scan.path.name, output=str(dst), frames=scan.frame_count, width=scan.info.width,
                          height=scan.info.height, fps=round(scan.info.fps, 3), duration_s=round(scan.info.duration_s, 3),
                          has_audio=scan.info.has_audio, method=method, mode=mode, tracks=reports,
-                         generated_faces=generated, seconds=seconds)
+                         generated_faces=generated, guard_redactions=sum(guarded), seconds=seconds)
     report.message = _summary(report, note)
     _tell(progress, None, RENDER, 1, 1, 1.0, 0.0)
     return report
@@ -349,6 +394,8 @@ def anonymize_video(anonymizer: FaceAnonymizer, src: str | Path, dst: str | Path
     """scan_video + render_video."""
     settings = settings or VideoSettings()
     anonymizer._resolve_method(settings.method)  # the weights' error before a long scan
+    if settings.keep is not None:  # every keep photo checked before the scan too
+        settings = replace(settings, keep=anonymizer.load_keep(settings.keep))
     scan = scan_video(anonymizer, src, tracking, progress, on_frames)
     return render_video(anonymizer, scan, dst, settings, progress, on_frames, notify, crf)
 
@@ -395,7 +442,7 @@ def _encode_source(anonymizer: FaceAnonymizer, crop: np.ndarray, seed: int):
 
 
 def _render(anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _TrackPlan], settings: VideoSettings,
-            generation: Generation, dst, crf: int, progress, on_frames) -> int:
+            generation: Generation, dst, crf: int, progress, on_frames, guarded: list[int]) -> int:
     window = max(1, int(settings.window))
     total = scan.frame_count
     generated = 0
@@ -405,22 +452,24 @@ def _render(anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _Track
         for frame in reader:
             batch.append(frame)
             if len(batch) == window:
-                generated += _render_window(anonymizer, batch, plans, settings, generation, writer)
+                generated += _render_window(anonymizer, batch, plans, settings, generation, writer, guarded)
                 _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
                 batch = []
         if batch:
-            generated += _render_window(anonymizer, batch, plans, settings, generation, writer)
+            generated += _render_window(anonymizer, batch, plans, settings, generation, writer, guarded)
             _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
     return generated
 
 
 def _render_window(anonymizer: FaceAnonymizer, frames: list, plans: dict[int, _TrackPlan], settings: VideoSettings,
-                   generation: Generation, writer: VideoWriter) -> int:
-    """Prepare every frame of the window, generate each track's faces in one call, finish, write."""
+                   generation: Generation, writer: VideoWriter, guarded: list[int]) -> int:
+    """Prepare every frame of the window, generate each track's faces in one call, finish (the leak
+    guard included, when the anonymizer's is on), write."""
     frame_plans = [_frame_plans(plans, f.index, settings) for f in frames]
     if not any(p.method == DIFFUSION for face_plans in frame_plans for p in face_plans):
         for frame, face_plans in zip(frames, frame_plans, strict=True):
-            writer.write(_redact_frame(frame.rgb, face_plans, plans), like=frame)
+            output = _redact_frame(frame.rgb, face_plans, plans)
+            writer.write(_guard_redacted(anonymizer, frame.rgb, output, face_plans, guarded), like=frame)
         return 0
     prepared = [anonymizer.prepare_frame(f.rgb, face_plans) for f, face_plans in zip(frames, frame_plans, strict=True)]
     requests: dict[int, list[tuple[int, int]]] = {}  # track id -> (frame in window, request index)
@@ -441,6 +490,7 @@ def _render_window(anonymizer: FaceAnonymizer, frames: list, plans: dict[int, _T
             crops[w][r] = crop
     for frame, source, frame_crops in zip(frames, prepared, crops, strict=True):
         result = anonymizer.finish_frame(source, frame_crops)
+        guarded.append(sum(1 for face in result.faces if face.guard and face.changed))
         if settings.identity_check:
             _measure_identity(source, result.image, plans)
         writer.write(result.image, like=frame)
@@ -462,6 +512,19 @@ def _redact_frame(rgb: np.ndarray, face_plans: list[FacePlan], plans: dict[int, 
             track.mask, track.mask_key = face_mask(aligned.landmarks, aligned.size), aligned.landmarks
         redact_face(output, aligned, plan.method, plan.strength, mask=track.mask)
     return output
+
+
+def _guard_redacted(anonymizer: FaceAnonymizer, rgb: np.ndarray, output: np.ndarray, face_plans: list[FacePlan],
+                    guarded: list[int]) -> np.ndarray:
+    """The leak guard on a frame of the redaction fast path: the same second detection pass
+    finish_frame runs (faceanon.faces.leak_guard); every face of the frame's tracks (changed or
+    deliberately left) counts as known, so only faces the tracks do not cover are redacted."""
+    if not anonymizer.leak_guard:
+        return output
+    frame = PreparedFrame(rgb=rgb, plans=face_plans, aligned={})
+    result = anonymizer._guard(frame, FrameResult(image=output, faces=[]))
+    guarded.append(sum(1 for face in result.faces if face.changed))
+    return result.image
 
 
 def _alignment_only(landmarks: np.ndarray, size: int = CROP_SIZE) -> AlignedFace:
@@ -532,6 +595,7 @@ def _track_report(plan: _TrackPlan, anonymizer: FaceAnonymizer) -> TrackReport:
         keyframe=plan.keyframe, method=plan.method, seed=plan.seed if plan.method == DIFFUSION else None,
         degree=plan.degree if plan.method == DIFFUSION else None, detected_frames=len(track.frames_of(DETECTED)),
         interpolated_frames=track.frames_of(INTERPOLATED), extended_frames=track.frames_of(EXTENDED),
+        kept_as=plan.kept.name if plan.kept else None, kept_similarity=plan.kept.similarity if plan.kept else None,
         message=plan.message)
     if plan.similarities:
         report.identity_max = round(max(plan.similarities), 4)
@@ -562,6 +626,13 @@ def _summary(report: VideoReport, note: str) -> str:
     elif any(t.identity_max is not None for t in report.tracks):
         highest = max(t.identity_max for t in report.tracks if t.identity_max is not None)
         text += f" Identity check: every generated track is a different person (highest similarity {highest:.2f})."
+    kept = [t for t in report.tracks if t.kept_as]
+    if kept:
+        text += " Kept (keep-list): " + ", ".join(f"track #{t.track_id} {t.kept_as} ({t.kept_similarity:.2f})"
+                                                  for t in kept) + "."
+    if report.guard_redactions:
+        text += (f" Leak guard: {report.guard_redactions} face(s) found only on its second pass were redacted "
+                 "in the frames where they appeared.")
     return " ".join(filter(None, [text, note if changed else ""]))
 
 
@@ -584,4 +655,4 @@ def _tell(progress: Progress | None, on_frames: FrameProgress | None, stage: str
 
 __all__ = ["VideoSettings", "VideoScan", "VideoReport", "TrackReport", "scan_video", "render_video",
            "anonymize_video", "keyframe_crops", "keyframe_thumbnails", "choose_keyframe", "frontality",
-           "estimate_seconds", "METHODS"]
+           "estimate_seconds", "keep_matches", "METHODS"]
