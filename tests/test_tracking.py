@@ -12,6 +12,7 @@ from faceanon.faces.tracking import (
     INTERPOLATED,
     FaceTrack,
     TrackPoint,
+    fix_landmark_outliers,
     smooth_landmarks,
     track_faces,
 )
@@ -98,3 +99,20 @@ def test_one_euro_smoothing_removes_jitter_without_lagging_a_moving_face():
     assert abs(error[5:-5, :, 0].mean()) < 0.5  # and no lag behind the motion (forwards + backwards)
     jitter = np.abs(np.diff(error[5:-5], axis=0)).mean()
     assert jitter < 0.6 * np.abs(np.diff(raw_error[5:-5], axis=0)).mean()
+
+
+def test_a_detection_with_landmarks_that_do_not_fit_its_box_gets_its_neighbours_shape(tmp_path, detector):
+    # Real YuNet detections of a zooming face; frame 8's landmarks replaced by those the recall
+    # ensemble returned on a phone clip (eyes 23 px apart instead of ~64, shifted right).
+    clip = make_test_clip(tmp_path / "zoom.mp4", photo="grace_hopper", motion="zoom", size=(240, 320), seconds=0.8,
+                          fps=20)
+    _, detections = _tracks(clip.path, detector)
+    track = FaceTrack(0, {i: TrackPoint(i, t, np.array(f[0].box, float), np.array(f[0].landmarks, float), f[0].score)
+                          for i, t, f in detections})
+    true = track.points[8].landmarks.copy()
+    eyes = (true[0] + true[1]) / 2
+    track.points[8].landmarks = true.copy()
+    track.points[8].landmarks[:2] = [eyes + [-2, 3], eyes + [21, 8]]
+    assert fix_landmark_outliers(track) == [8]
+    size = track.points[8].size
+    assert np.abs(track.points[8].landmarks - true).max() < 0.06 * size  # back on the face

@@ -12,6 +12,11 @@ Kalman-predicted boxes matched by IoU, high-confidence detections first). What `
 * the detection a track was started from (ByteTrack names a track on its second frame) is put
   back at its head; a detection no track took becomes a track of its own (covered, not dropped:
   for an anonymizer a missed face is worse than a blurred patch of wall);
+* a detection whose landmarks do not fit its own box the way the track's neighbouring detections
+  do (an ensemble's pass that returned the eyes of a smaller, shifted face: seen on the recall
+  ensemble, eyes 23 px apart on a 140 px face whose neighbours had 64) gets the landmarks of its
+  neighbours' median shape placed in its box: a mask drawn from them would leave part of the face
+  (glasses, an eye) visible;
 * a frame inside a track where the detector missed the face (covered for a moment, motion blur)
   gets the box and landmarks interpolated linearly in time from the detections around the gap;
 * each track is extended `extend_s` seconds before its first and after its last detection, moving
@@ -146,6 +151,7 @@ class FaceTracker:
         result = []
         for track_id, points in enumerate(ordered):
             track = FaceTrack(track_id, dict(sorted(points.items())))
+            fix_landmark_outliers(track)
             fill_gaps(track, times)
             extend_track(track, times, size, round(self.options.extend_s * self.fps))
             if self.options.smooth:
@@ -196,6 +202,35 @@ def _frame_times(known: dict[int, float], frame_count: int, fps: float) -> np.nd
         times[before] = values[0] - (indices[0] - np.arange(count)[before]) / fps
         times[after] = values[-1] + (np.arange(count)[after] - indices[-1]) / fps
     return times
+
+
+LANDMARK_OUTLIER = 0.12  # face sizes a landmark may sit from the neighbours' median shape
+OUTLIER_WINDOW = 4  # detections on each side that make the median shape
+
+
+def fix_landmark_outliers(track: FaceTrack, limit: float = LANDMARK_OUTLIER, window: int = OUTLIER_WINDOW) -> list[int]:
+    """Detections whose landmarks, in units of their own box, lie more than `limit` from the
+    median shape of the `window` detections on each side get that median shape in their box.
+    Returns the frames fixed. Turning heads change the shape slowly, so a local median follows them."""
+    frames = track.frames
+    if len(frames) < 5:
+        return []
+    shapes = np.stack([_shape(track.points[i]) for i in frames])  # (T, 5, 2), in box units
+    fixed = []
+    for n, frame in enumerate(frames):
+        around = [k for k in range(max(0, n - window), min(len(frames), n + window + 1)) if k != n]
+        if len(around) < 4:
+            continue
+        median = np.median(shapes[around], axis=0)
+        if np.abs(shapes[n] - median).max() > limit:
+            point = track.points[frame]
+            point.landmarks = (median * point.size + point.box[:2]).astype(np.float32)
+            fixed.append(frame)
+    return fixed
+
+
+def _shape(point: TrackPoint) -> np.ndarray:
+    return (np.asarray(point.landmarks, np.float64) - point.box[:2]) / max(point.size, 1.0)
 
 
 def fill_gaps(track: FaceTrack, times: np.ndarray) -> None:
