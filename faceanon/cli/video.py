@@ -38,9 +38,9 @@ def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def process_video(job, args, anonymizer) -> dict:
+def process_video(job, args, anonymizer, keep=None) -> dict:
     """One video of a batch: the same entry shape as a photo's (status, message, counts) plus the
-    per-track report."""
+    per-track report. keep: the loaded keep-list (--keep): tracks of kept people stay as they are."""
     entry = {"input": str(job.source), "output": str(job.target)}
     if job.target.exists() and not args.overwrite:
         return {**entry, "status": "skipped", "reason": "output exists (use --overwrite to replace it)"}
@@ -49,7 +49,7 @@ def process_video(job, args, anonymizer) -> dict:
         report = anonymizer.anonymize_video(
             job.source, job.target, method=args.method, degree=args.degree, seed=args.seed, steps=args.steps,
             guidance=args.guidance, scheduler=args.scheduler, strength=args.strength, tracks=args.tracks,
-            per_frame=args.per_frame, window=args.window, crf=args.crf, on_frames=bars.update,
+            per_frame=args.per_frame, window=args.window, crf=args.crf, keep=keep, on_frames=bars.update,
             notify=lambda text: say(args, f"{job.source}: {text}", always=True))
     except FaceAnonError as error:
         return {**entry, "status": "error", "error": str(error)}
