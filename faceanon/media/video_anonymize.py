@@ -469,9 +469,11 @@ def _render_window(anonymizer: FaceAnonymizer, frames: list, plans: dict[int, _T
     if not any(p.method == DIFFUSION for face_plans in frame_plans for p in face_plans):
         for frame, face_plans in zip(frames, frame_plans, strict=True):
             output = _redact_frame(frame.rgb, face_plans, plans)
-            writer.write(_guard_redacted(anonymizer, frame.rgb, output, face_plans, guarded), like=frame)
+            writer.write(_guard_redacted(anonymizer, frame.rgb, output, face_plans, settings, guarded), like=frame)
         return 0
-    prepared = [anonymizer.prepare_frame(f.rgb, face_plans) for f, face_plans in zip(frames, frame_plans, strict=True)]
+    chosen = settings.tracks is not None  # the leak guard then reports new faces but leaves them, as for photos
+    prepared = [anonymizer.prepare_frame(f.rgb, face_plans, only_planned=chosen)
+                for f, face_plans in zip(frames, frame_plans, strict=True)]
     requests: dict[int, list[tuple[int, int]]] = {}  # track id -> (frame in window, request index)
     for w, frame in enumerate(prepared):
         for r, plan in enumerate(frame.generated):
@@ -515,13 +517,14 @@ def _redact_frame(rgb: np.ndarray, face_plans: list[FacePlan], plans: dict[int, 
 
 
 def _guard_redacted(anonymizer: FaceAnonymizer, rgb: np.ndarray, output: np.ndarray, face_plans: list[FacePlan],
-                    guarded: list[int]) -> np.ndarray:
+                    settings: VideoSettings, guarded: list[int]) -> np.ndarray:
     """The leak guard on a frame of the redaction fast path: the same second detection pass
     finish_frame runs (faceanon.faces.leak_guard); every face of the frame's tracks (changed or
-    deliberately left) counts as known, so only faces the tracks do not cover are redacted."""
+    deliberately left) counts as known, so only faces the tracks do not cover are redacted (and
+    only reported when the caller chose tracks, as for photos with chosen faces)."""
     if not anonymizer.leak_guard:
         return output
-    frame = PreparedFrame(rgb=rgb, plans=face_plans, aligned={})
+    frame = PreparedFrame(rgb=rgb, plans=face_plans, aligned={}, only_planned=settings.tracks is not None)
     result = anonymizer._guard(frame, FrameResult(image=output, faces=[]))
     guarded.append(sum(1 for face in result.faces if face.changed))
     return result.image
