@@ -30,19 +30,34 @@ SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 
 
 def bench_redaction(folder: Path, size: str, seconds: float, method: str) -> dict:
-    clip = make_test_clip(folder / f"{size}.mp4", photo="group", motion="pan", size=SIZES[size], seconds=seconds, fps=25)
+    clip = make_test_clip(
+        folder / f"{size}.mp4", photo="group", motion="pan", size=SIZES[size], seconds=seconds, fps=25
+    )
     fa = FaceAnonymizer(identity_check=False)
     cpu = time.process_time()
     scan = scan_video(fa, clip.path)
     report = render_video(fa, scan, folder / f"{size}_{method}.mp4", VideoSettings(method=method))
     total = report.seconds["total"]
-    return {"run": f"{method} {size}", "frames": report.frames, "tracks": len(report.tracks),
-            "seconds": report.seconds, "fps": round(report.frames / total, 2),
-            "cpu_seconds": round(time.process_time() - cpu, 2), "load_average": os.getloadavg()}
+    return {
+        "run": f"{method} {size}",
+        "frames": report.frames,
+        "tracks": len(report.tracks),
+        "seconds": report.seconds,
+        "fps": round(report.frames / total, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "load_average": os.getloadavg(),
+    }
 
 
-def bench_diffusion(folder: Path, model: str, steps: int, seconds: float, device: str | None, per_frame: bool,
-                    compare_reuse: bool = False) -> dict:
+def bench_diffusion(
+    folder: Path,
+    model: str,
+    steps: int,
+    seconds: float,
+    device: str | None,
+    per_frame: bool,
+    compare_reuse: bool = False,
+) -> dict:
     import torch
 
     from benchmarks.speed_common import build_pipeline
@@ -51,25 +66,49 @@ def bench_diffusion(folder: Path, model: str, steps: int, seconds: float, device
     if device == "cuda":
         pipe.to(dtype=torch.float16)
     resolution = 512 if model == "sd21" else 64
-    fa = FaceAnonymizer(detector="yunet", pipeline=pipe, resolution=resolution, identity_check=False,
-                        watermark=False, leak_guard=False)
-    clip = make_test_clip(folder / "diffusion.mp4", photo="grace_hopper", motion="zoom", size=(320, 416),
-                          seconds=seconds, fps=25)
+    fa = FaceAnonymizer(
+        detector="yunet",
+        pipeline=pipe,
+        resolution=resolution,
+        identity_check=False,
+        watermark=False,
+        leak_guard=False,
+    )
+    clip = make_test_clip(
+        folder / "diffusion.mp4",
+        photo="grace_hopper",
+        motion="zoom",
+        size=(320, 416),
+        seconds=seconds,
+        fps=25,
+    )
     scan = scan_video(fa, clip.path)
     _warm_up(fa, scan)
-    out = {"run": f"diffusion {model} {'per-frame' if per_frame else 'keyframe+swap'} {steps} steps "
-                  f"{device or 'cpu'}", "tracks": len(scan.tracks), "load_average_before": os.getloadavg()}
+    out = {
+        "run": f"diffusion {model} {'per-frame' if per_frame else 'keyframe+swap'} {steps} steps "
+        f"{device or 'cpu'}",
+        "tracks": len(scan.tracks),
+        "load_average_before": os.getloadavg(),
+    }
     modes = [True, False] if compare_reuse and not per_frame else [True]
     for reuse in modes:
-        report = render_video(fa, scan, folder / "diffusion_out.mp4", VideoSettings(
-            method="diffusion", steps=steps, per_frame=per_frame, reuse_source=reuse))
+        report = render_video(
+            fa,
+            scan,
+            folder / "diffusion_out.mp4",
+            VideoSettings(method="diffusion", steps=steps, per_frame=per_frame, reuse_source=reuse),
+        )
         keyframes = report.seconds.get("keyframes", 0.0)
         swaps = report.generated_faces - (0 if per_frame else len(scan.tracks))
         key = "encoded_once" if reuse else "encoded_per_call"
-        out[key] = {"frames": report.frames, "faces_generated": report.generated_faces, "seconds": report.seconds,
-                    "keyframe_seconds_per_face": round(keyframes / max(len(scan.tracks), 1), 2),
-                    "seconds_per_swap_frame": round(report.seconds["render"] / max(swaps, 1), 2),
-                    "seconds_per_frame": round((keyframes + report.seconds["render"]) / report.frames, 2)}
+        out[key] = {
+            "frames": report.frames,
+            "faces_generated": report.generated_faces,
+            "seconds": report.seconds,
+            "keyframe_seconds_per_face": round(keyframes / max(len(scan.tracks), 1), 2),
+            "seconds_per_swap_frame": round(report.seconds["render"] / max(swaps, 1), 2),
+            "seconds_per_frame": round((keyframes + report.seconds["render"]) / report.frames, 2),
+        }
     if len(modes) == 2:
         once, each = out["encoded_once"]["seconds"]["render"], out["encoded_per_call"]["seconds"]["render"]
         out["render_saving_from_encoded_source"] = f"{100 * (1 - once / each):.1f} %"
@@ -95,13 +134,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--per-frame", action="store_true")
-    parser.add_argument("--compare-reuse", action="store_true",
-                        help="render again re-encoding the source per call (the saving of encoding it once)")
+    parser.add_argument(
+        "--compare-reuse",
+        action="store_true",
+        help="render again re-encoding the source per call (the saving of encoding it once)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="faceanon-video-bench-") as folder:
         if args.diffusion:
-            print(json.dumps(bench_diffusion(Path(folder), args.diffusion, args.steps, args.seconds, args.device,
-                                             args.per_frame, args.compare_reuse)))
+            print(
+                json.dumps(
+                    bench_diffusion(
+                        Path(folder),
+                        args.diffusion,
+                        args.steps,
+                        args.seconds,
+                        args.device,
+                        args.per_frame,
+                        args.compare_reuse,
+                    )
+                )
+            )
             return
         for size in args.sizes:
             print(json.dumps(bench_redaction(Path(folder), size, args.seconds, args.method)), flush=True)

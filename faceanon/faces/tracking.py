@@ -83,8 +83,12 @@ class FaceTrack:
         point = self.points.get(frame)
         if point is None:
             return None
-        return DetectedFace(index=self.track_id, box=tuple(float(v) for v in point.box),
-                            landmarks=point.landmarks.astype(np.float32), score=point.score)
+        return DetectedFace(
+            index=self.track_id,
+            box=tuple(float(v) for v in point.box),
+            landmarks=point.landmarks.astype(np.float32),
+            score=point.score,
+        )
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,13 @@ class FaceTracker:
         self.fps = float(fps) if fps and fps > 0 else 30.0
         # lost_track_buffer counts 30 fps frames whatever the video's rate (trackers' convention).
         self._bytetrack = ByteTrackTracker(
-            lost_track_buffer=max(1, round(self.options.lost_s * 30)), frame_rate=self.fps,
-            track_activation_threshold=threshold, minimum_consecutive_frames=1,
-            minimum_iou_threshold=self.options.min_iou, high_conf_det_threshold=threshold)
+            lost_track_buffer=max(1, round(self.options.lost_s * 30)),
+            frame_rate=self.fps,
+            track_activation_threshold=threshold,
+            minimum_consecutive_frames=1,
+            minimum_iou_threshold=self.options.min_iou,
+            high_conf_det_threshold=threshold,
+        )
         self._tracked: dict[int, dict[int, TrackPoint]] = {}
         self._untracked: list[TrackPoint] = []
         self._times: dict[int, float] = {}
@@ -122,12 +130,22 @@ class FaceTracker:
         import supervision as sv
 
         self._times[frame] = float(time_s)
-        points = [TrackPoint(frame, float(time_s), np.asarray(f.box, dtype=np.float64),
-                             np.asarray(f.landmarks, dtype=np.float64).reshape(5, 2), float(f.score)) for f in faces]
+        points = [
+            TrackPoint(
+                frame,
+                float(time_s),
+                np.asarray(f.box, dtype=np.float64),
+                np.asarray(f.landmarks, dtype=np.float64).reshape(5, 2),
+                float(f.score),
+            )
+            for f in faces
+        ]
         if points:
-            detections = sv.Detections(xyxy=np.stack([p.box for p in points]),
-                                       confidence=np.array([p.score for p in points]),
-                                       data={"index": np.arange(len(points))})
+            detections = sv.Detections(
+                xyxy=np.stack([p.box for p in points]),
+                confidence=np.array([p.score for p in points]),
+                data={"index": np.arange(len(points))},
+            )
         else:
             detections = sv.Detections.empty()
         # Timestamps make the Kalman prediction follow variable frame rates.
@@ -160,9 +178,14 @@ class FaceTracker:
         return result
 
 
-def track_faces(detections: Iterable[tuple[int, float, list[DetectedFace]]], frame_count: int,
-                size: tuple[int, int], fps: float = 30.0, threshold: float = 0.5,
-                options: TrackingOptions | None = None) -> list[FaceTrack]:
+def track_faces(
+    detections: Iterable[tuple[int, float, list[DetectedFace]]],
+    frame_count: int,
+    size: tuple[int, int],
+    fps: float = 30.0,
+    threshold: float = 0.5,
+    options: TrackingOptions | None = None,
+) -> list[FaceTrack]:
     """Tracks from (frame index, time in seconds, faces) for every frame, in order."""
     tracker = FaceTracker(fps=fps, threshold=threshold, options=options)
     for frame, time_s, faces in detections:
@@ -208,7 +231,9 @@ LANDMARK_OUTLIER = 0.12  # face sizes a landmark may sit from the neighbours' me
 OUTLIER_WINDOW = 4  # detections on each side that make the median shape
 
 
-def fix_landmark_outliers(track: FaceTrack, limit: float = LANDMARK_OUTLIER, window: int = OUTLIER_WINDOW) -> list[int]:
+def fix_landmark_outliers(
+    track: FaceTrack, limit: float = LANDMARK_OUTLIER, window: int = OUTLIER_WINDOW
+) -> list[int]:
     """Detections whose landmarks, in units of their own box, lie more than `limit` from the
     median shape of the `window` detections on each side get that median shape in their box.
     Returns the frames fixed. Turning heads change the shape slowly, so a local median follows them."""
@@ -244,8 +269,13 @@ def fill_gaps(track: FaceTrack, times: np.ndarray) -> None:
         for frame in range(a + 1, b):
             w = float((times[frame] - times[a]) / span)
             track.points[frame] = TrackPoint(
-                frame, float(times[frame]), (1 - w) * start.box + w * end.box,
-                (1 - w) * start.landmarks + w * end.landmarks, min(start.score, end.score), INTERPOLATED)
+                frame,
+                float(times[frame]),
+                (1 - w) * start.box + w * end.box,
+                (1 - w) * start.landmarks + w * end.landmarks,
+                min(start.score, end.score),
+                INTERPOLATED,
+            )
     track.points = dict(sorted(track.points.items()))
 
 
@@ -266,8 +296,14 @@ def extend_track(track: FaceTrack, times: np.ndarray, size: tuple[int, int], fra
             box = anchor.box + velocity_box * dt
             if not _visible(box, size):
                 break
-            track.points[frame] = TrackPoint(frame, float(times[frame]), box, anchor.landmarks + velocity_points * dt,
-                                             anchor.score, EXTENDED)
+            track.points[frame] = TrackPoint(
+                frame,
+                float(times[frame]),
+                box,
+                anchor.landmarks + velocity_points * dt,
+                anchor.score,
+                EXTENDED,
+            )
     track.points = dict(sorted(track.points.items()))
 
 
@@ -338,5 +374,17 @@ def faces_in_frame(tracks: list[FaceTrack], frame: int) -> list[DetectedFace]:
     return sorted(faces, key=lambda f: (f.box[0] + f.box[2]) / 2)
 
 
-__all__ = ["FaceTracker", "FaceTrack", "TrackPoint", "TrackingOptions", "track_faces", "faces_in_frame",
-           "fill_gaps", "extend_track", "smooth_landmarks", "DETECTED", "INTERPOLATED", "EXTENDED"]
+__all__ = [
+    "FaceTracker",
+    "FaceTrack",
+    "TrackPoint",
+    "TrackingOptions",
+    "track_faces",
+    "faces_in_frame",
+    "fill_gaps",
+    "extend_track",
+    "smooth_landmarks",
+    "DETECTED",
+    "INTERPOLATED",
+    "EXTENDED",
+]
