@@ -109,6 +109,7 @@ def bench_diffusion(
             "seconds_per_swap_frame": round(report.seconds["render"] / max(swaps, 1), 2),
             "seconds_per_frame": round((keyframes + report.seconds["render"]) / report.frames, 2),
         }
+        print(json.dumps({"partial": key, **out[key]}), flush=True)  # a run cut by a timeout still tells
     if len(modes) == 2:
         once, each = out["encoded_once"]["seconds"]["render"], out["encoded_per_call"]["seconds"]["render"]
         out["render_saving_from_encoded_source"] = f"{100 * (1 - once / each):.1f} %"
