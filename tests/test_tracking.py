@@ -12,6 +12,7 @@ from faceanon.faces.tracking import (
     INTERPOLATED,
     FaceTrack,
     TrackPoint,
+    fix_landmark_outliers,
     smooth_landmarks,
     track_faces,
 )
@@ -28,14 +29,27 @@ def _tracks(path, detector, **options):
     info = probe_video(path)
     with open_video(path) as reader:
         detections = [(f.index, f.time_s, detector.detect(f.rgb)) for f in reader]
-    return track_faces(detections, len(detections), (info.width, info.height), fps=info.fps,
-                       threshold=detector.threshold, **options), detections
+    return track_faces(
+        detections,
+        len(detections),
+        (info.width, info.height),
+        fps=info.fps,
+        threshold=detector.threshold,
+        **options,
+    ), detections
 
 
 def test_a_briefly_covered_face_stays_one_track_with_the_gap_interpolated(tmp_path, detector):
     # Grace Hopper's eyes hidden for frames 6-8: the detector misses her there.
-    clip = make_test_clip(tmp_path / "cover.mp4", photo="grace_hopper", motion="still", size=(240, 320),
-                          seconds=0.8, fps=20, cover=(6, 8, (40, 60, 200, 150)))
+    clip = make_test_clip(
+        tmp_path / "cover.mp4",
+        photo="grace_hopper",
+        motion="still",
+        size=(240, 320),
+        seconds=0.8,
+        fps=20,
+        cover=(6, 8, (40, 60, 200, 150)),
+    )
     tracks, detections = _tracks(clip.path, detector)
     missed = [i for i, _, faces in detections if not faces]
     assert missed == [6, 7, 8]  # the occlusion really defeats the detector
@@ -51,8 +65,14 @@ def test_a_briefly_covered_face_stays_one_track_with_the_gap_interpolated(tmp_pa
 
 
 def test_a_face_entering_is_covered_before_the_detector_sees_it(tmp_path, detector):
-    clip = make_test_clip(tmp_path / "enter.mp4", photo="grace_hopper", motion="enter_leave", size=(320, 240),
-                          seconds=1.2, fps=20)
+    clip = make_test_clip(
+        tmp_path / "enter.mp4",
+        photo="grace_hopper",
+        motion="enter_leave",
+        size=(320, 240),
+        seconds=1.2,
+        fps=20,
+    )
     tracks, detections = _tracks(clip.path, detector)
     assert len(tracks) == 1
     track = tracks[0]
@@ -70,7 +90,9 @@ def test_a_face_entering_is_covered_before_the_detector_sees_it(tmp_path, detect
 
 
 def test_six_people_of_a_pan_keep_their_track_ids(tmp_path, detector):
-    clip = make_test_clip(tmp_path / "pan.mp4", photo="group", motion="pan", size=(480, 320), seconds=1.0, fps=20)
+    clip = make_test_clip(
+        tmp_path / "pan.mp4", photo="group", motion="pan", size=(480, 320), seconds=1.0, fps=20
+    )
     tracks, detections = _tracks(clip.path, detector)
     assert max(len(faces) for _, _, faces in detections) >= 5
     long_tracks = [t for t in tracks if len(t.frames_of(DETECTED)) >= 5]
@@ -89,7 +111,9 @@ def test_one_euro_smoothing_removes_jitter_without_lagging_a_moving_face():
         moved = base + [3.0 * frame, 0.0]  # 90 px/s to the right at 30 fps
         truth[frame] = moved
         noisy = moved + rng.normal(0, 1.5, moved.shape)
-        box = np.array([noisy[:, 0].min() - 20, noisy[:, 1].min() - 30, noisy[:, 0].max() + 20, noisy[:, 1].max() + 20])
+        box = np.array(
+            [noisy[:, 0].min() - 20, noisy[:, 1].min() - 30, noisy[:, 0].max() + 20, noisy[:, 1].max() + 20]
+        )
         track.points[frame] = TrackPoint(frame, frame / 30, box, noisy, 0.9)
     raw_error = np.array([track.points[i].landmarks - truth[i] for i in range(60)])
     smooth_landmarks(track)
@@ -98,3 +122,26 @@ def test_one_euro_smoothing_removes_jitter_without_lagging_a_moving_face():
     assert abs(error[5:-5, :, 0].mean()) < 0.5  # and no lag behind the motion (forwards + backwards)
     jitter = np.abs(np.diff(error[5:-5], axis=0)).mean()
     assert jitter < 0.6 * np.abs(np.diff(raw_error[5:-5], axis=0)).mean()
+
+
+def test_a_detection_with_landmarks_that_do_not_fit_its_box_gets_its_neighbours_shape(tmp_path, detector):
+    # Real YuNet detections of a zooming face; frame 8's landmarks replaced by those the recall
+    # ensemble returned on a phone clip (eyes 23 px apart instead of ~64, shifted right).
+    clip = make_test_clip(
+        tmp_path / "zoom.mp4", photo="grace_hopper", motion="zoom", size=(240, 320), seconds=0.8, fps=20
+    )
+    _, detections = _tracks(clip.path, detector)
+    track = FaceTrack(
+        0,
+        {
+            i: TrackPoint(i, t, np.array(f[0].box, float), np.array(f[0].landmarks, float), f[0].score)
+            for i, t, f in detections
+        },
+    )
+    true = track.points[8].landmarks.copy()
+    eyes = (true[0] + true[1]) / 2
+    track.points[8].landmarks = true.copy()
+    track.points[8].landmarks[:2] = [eyes + [-2, 3], eyes + [21, 8]]
+    assert fix_landmark_outliers(track) == [8]
+    size = track.points[8].size
+    assert np.abs(track.points[8].landmarks - true).max() < 0.06 * size  # back on the face

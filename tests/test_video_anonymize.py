@@ -65,8 +65,14 @@ def _visible_core(box, width, height, shrink=0.25):
 
 
 def test_every_face_is_covered_in_every_frame_including_entering_and_leaving(tmp_path, anonymizer):
-    clip = make_test_clip(tmp_path / "enter.mp4", photo="grace_hopper", motion="enter_leave", size=(320, 240),
-                          seconds=1.2, fps=20)
+    clip = make_test_clip(
+        tmp_path / "enter.mp4",
+        photo="grace_hopper",
+        motion="enter_leave",
+        size=(320, 240),
+        seconds=1.2,
+        fps=20,
+    )
     out = tmp_path / "solid.mp4"
     report = anonymizer.anonymize_video(clip.path, out, method="solid")
     assert report.tracks and report.tracks[0].extended_frames
@@ -82,8 +88,14 @@ def test_every_face_is_covered_in_every_frame_including_entering_and_leaving(tmp
 
 
 def test_outside_the_faces_nothing_changes(tmp_path, anonymizer):
-    clip = make_test_clip(tmp_path / "enter.mp4", photo="grace_hopper", motion="enter_leave", size=(320, 240),
-                          seconds=1.0, fps=20)
+    clip = make_test_clip(
+        tmp_path / "enter.mp4",
+        photo="grace_hopper",
+        motion="enter_leave",
+        size=(320, 240),
+        seconds=1.0,
+        fps=20,
+    )
     out = tmp_path / "blur.mp4"
     # Lossless H.264 (crf 0): x264's lossy prediction would spread small differences around the
     # changed faces; lossless shows what the anonymizer itself changed.
@@ -91,39 +103,65 @@ def test_outside_the_faces_nothing_changes(tmp_path, anonymizer):
     # The reference: the same frames through the same writer untouched (the writer's own colour
     # conversion is VideoWriter's business, measured by its tests).
     baseline = tmp_path / "baseline.mp4"
-    with open_video(clip.path) as reader, VideoWriter(baseline, like=reader.info, source=clip.path,
-                                                      crf=0) as writer:
+    with (
+        open_video(clip.path) as reader,
+        VideoWriter(baseline, like=reader.info, source=clip.path, crf=0) as writer,
+    ):
         for frame in reader:
             writer.write(frame.rgb, like=frame)
     for before, after, box in zip(_frames(baseline), _frames(out), _enter_leave_boxes(clip), strict=True):
         outside = np.ones(before.shape[:2], bool)
         x0, y0, x1, y1 = box
         w, h = x1 - x0, y1 - y0  # the mask reaches beyond the detector's box (forehead, chin, hair line)
-        outside[max(int(y0 - 0.6 * h), 0):max(int(y1 + 0.6 * h), 0), max(int(x0 - 0.6 * w), 0):max(int(x1 + 0.6 * w), 0)] = False
+        outside[
+            max(int(y0 - 0.6 * h), 0) : max(int(y1 + 0.6 * h), 0),
+            max(int(x0 - 0.6 * w), 0) : max(int(x1 + 0.6 * w), 0),
+        ] = False
         difference = np.abs(before.astype(int) - after.astype(int))[outside]
         assert difference.max() <= 1  # 4:2:0 chroma rounding at most
 
 
-def test_a_face_the_detector_misses_for_a_few_frames_is_still_hidden(tmp_path, anonymizer):
-    # Eyes covered for frames 6-8: the detector misses the face, the visible mouth and chin must
-    # still be redacted (interpolated track).
-    clip = make_test_clip(tmp_path / "cover.mp4", photo="grace_hopper", motion="still", size=(240, 320), seconds=0.8,
-                          fps=20, cover=(6, 8, (40, 60, 200, 150)))
+def test_a_face_the_detector_misses_for_a_few_frames_is_still_hidden(tmp_path):
+    # Eyes covered for frames 6-8: YuNet misses the face, the visible mouth and chin must still be
+    # redacted (interpolated track). YuNet, not the default recall ensemble, which still finds this
+    # face with its eyes covered: the test is about the tracker bridging a detector's misses.
+    anonymizer = FaceAnonymizer(detector="yunet", identity_check=False)
+    clip = make_test_clip(
+        tmp_path / "cover.mp4",
+        photo="grace_hopper",
+        motion="still",
+        size=(240, 320),
+        seconds=0.8,
+        fps=20,
+        cover=(6, 8, (40, 60, 200, 150)),
+    )
     out = tmp_path / "solid.mp4"
     report = anonymizer.anonymize_video(clip.path, out, method="solid")
     assert [t.interpolated_frames for t in report.tracks] == [[6, 7, 8]]
     frames, source = _frames(out), _frames(clip.path)
     box = np.array(create_detector("yunet").detect(source[0])[0].box)
-    mouth = slice(155, int(box[3] - 0.15 * (box[3] - box[1]))), slice(int(box[0] + 0.3 * (box[2] - box[0])),
-                                                                       int(box[2] - 0.3 * (box[2] - box[0])))
+    mouth = (
+        slice(155, int(box[3] - 0.15 * (box[3] - box[1]))),
+        slice(int(box[0] + 0.3 * (box[2] - box[0])), int(box[2] - 0.3 * (box[2] - box[0]))),
+    )
     for index in (6, 7, 8):
         assert source[index][mouth].mean() > 60  # the lower face is visible in the input
         assert frames[index][mouth].mean() < 30  # and filled in the output
 
 
 def test_phone_video_rotation_timing_audio_and_no_metadata(tmp_path, anonymizer, detector):
-    clip = make_test_clip(tmp_path / "phone.mov", photo="grace_hopper", motion="zoom", size=(240, 320), seconds=1.0,
-                          fps=25, rotation=90, vfr=True, audio=True, metadata=True)
+    clip = make_test_clip(
+        tmp_path / "phone.mov",
+        photo="grace_hopper",
+        motion="zoom",
+        size=(240, 320),
+        seconds=1.0,
+        fps=25,
+        rotation=90,
+        vfr=True,
+        audio=True,
+        metadata=True,
+    )
     out = tmp_path / "phone_out.mov"
     report = anonymizer.anonymize_video(clip.path, out, method="blur")
     info = probe_video(out)
@@ -166,9 +204,14 @@ class _Recorder:
         return self.pipe.encode_source(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
-        self.calls.append({"degree": kwargs["anonymization_degree"], "reference": kwargs.get("source_reference"),
-                           "rows": len(kwargs["conditioning_image"]),
-                           "seeds": [g.initial_seed() for g in kwargs["generator"]]})
+        self.calls.append(
+            {
+                "degree": kwargs["anonymization_degree"],
+                "reference": kwargs.get("source_reference"),
+                "rows": len(kwargs["conditioning_image"]),
+                "seeds": [g.initial_seed() for g in kwargs["generator"]],
+            }
+        )
         return self.pipe(*args, **kwargs)
 
 
@@ -180,21 +223,43 @@ def tiny(tmp_path_factory):
     pipe.set_progress_bar_config(disable=True)
     recorder = _Recorder(pipe)
     fa = FaceAnonymizer(pipeline=recorder, resolution=64, identity_check=False, watermark=False)
-    two_people = np.concatenate([cv2.resize(photo_rgb("astronaut"), (300, 300)),
-                                 cv2.resize(photo_rgb("grace_hopper"), (225, 300))], axis=1)
-    clip = make_test_clip(tmp_path_factory.mktemp("clip") / "two.mp4", photo=two_people, motion="still",
-                          size=(350, 200), seconds=0.15, fps=20)
+    two_people = np.concatenate(
+        [cv2.resize(photo_rgb("astronaut"), (300, 300)), cv2.resize(photo_rgb("grace_hopper"), (225, 300))],
+        axis=1,
+    )
+    clip = make_test_clip(
+        tmp_path_factory.mktemp("clip") / "two.mp4",
+        photo=two_people,
+        motion="still",
+        size=(350, 200),
+        seconds=0.15,
+        fps=20,
+    )
     scan = scan_video(fa, clip.path)
     assert len(scan.tracks) == 2 and all(len(t.points) == clip.frame_count == 3 for t in scan.tracks)
     return fa, recorder, scan
 
 
-def _render(tiny, tmp_path, name, **settings):
+def _render(tiny, tmp_path, name, crf=18, **settings):
     fa, recorder, scan = tiny
     recorder.calls.clear()
     recorder.encoded.clear()
-    report = render_video(fa, scan, tmp_path / name, VideoSettings(method="diffusion", seed=7, steps=1, **settings))
+    report = render_video(
+        fa, scan, tmp_path / name, VideoSettings(method="diffusion", seed=7, steps=1, **settings), crf=crf
+    )
     return report, list(recorder.calls), _frames(tmp_path / name)
+
+
+def _equal_but_float_rounding(a: np.ndarray, b: np.ndarray) -> None:
+    """Frames that are the same render up to float rounding. A batch of 2 and a batch of 1 (or a
+    source encoded once and expanded vs encoded in the batch) run CPU kernels blocked differently,
+    so the float outputs differ by ~1e-6 and a few pixels round to the next uint8 level (measured:
+    1 level in 4 pixels of a 64 px crop). Written losslessly (crf 0) that stays <= 2 levels (the
+    4:2:0 round trip) in a handful of pixels; at crf 18 x264 turned it into 9 levels in 40-71 pixels
+    of every later frame (they predict from the first), which is codec noise, not the method."""
+    difference = np.abs(a.astype(int) - b.astype(int))
+    assert difference.max() <= 2
+    assert (difference.max(axis=-1) > 0).sum() <= 0.001 * difference.shape[0] * difference.shape[1]
 
 
 def test_one_seed_per_track_keyframe_generated_once_then_swaps_with_the_source_encoded_once(tiny, tmp_path):
@@ -213,24 +278,93 @@ def test_one_seed_per_track_keyframe_generated_once_then_swaps_with_the_source_e
 
 
 def test_batched_windows_equal_one_frame_at_a_time(tiny, tmp_path):
-    _, batched_calls, batched = _render(tiny, tmp_path, "batched.mp4", window=3)
-    _, single_calls, single = _render(tiny, tmp_path, "single.mp4", window=1)
+    _, batched_calls, batched = _render(tiny, tmp_path, "batched.mp4", crf=0, window=3)
+    _, single_calls, single = _render(tiny, tmp_path, "single.mp4", crf=0, window=1)
     assert max(c["rows"] for c in batched_calls[1:]) == 2 and max(c["rows"] for c in single_calls[1:]) == 1
     for a, b in zip(batched, single, strict=True):
-        assert np.array_equal(a, b)
+        _equal_but_float_rounding(a, b)
 
 
-def test_reusing_the_encoded_source_is_exact(tiny, tmp_path):
-    _, reused_calls, reused = _render(tiny, tmp_path, "reused.mp4")
-    _, plain_calls, plain = _render(tiny, tmp_path, "plain.mp4", reuse_source=False)
+def test_reusing_the_encoded_source_equals_encoding_it_per_call(tiny, tmp_path):
+    _, reused_calls, reused = _render(tiny, tmp_path, "reused.mp4", crf=0)
+    _, plain_calls, plain = _render(tiny, tmp_path, "plain.mp4", crf=0, reuse_source=False)
     assert all(c["reference"] is not None for c in reused_calls[1:])
     assert all(c["reference"] is None for c in plain_calls[1:])
     for a, b in zip(reused, plain, strict=True):
-        assert np.array_equal(a, b)
+        _equal_but_float_rounding(a, b)
 
 
 def test_per_frame_mode_anonymizes_every_frame_with_the_track_seed(tiny, tmp_path):
     report, calls, _ = _render(tiny, tmp_path, "per_frame.mp4", per_frame=True)
     assert report.mode == "per-frame" and report.generated_faces == 6
     assert all(c["degree"] == 1.25 and c["reference"] is None for c in calls)
-    assert sorted(s for c in calls for s in c["seeds"]) == sorted([face_seed(7, 0)] * 3 + [face_seed(7, 1)] * 3)
+    assert sorted(s for c in calls for s in c["seeds"]) == sorted(
+        [face_seed(7, 0)] * 3 + [face_seed(7, 1)] * 3
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Keep-list and leak guard, per track
+
+
+def _two_people_clip(path, seconds=0.25):
+    two_people = np.concatenate(
+        [cv2.resize(photo_rgb("astronaut"), (300, 300)), cv2.resize(photo_rgb("grace_hopper"), (225, 300))],
+        axis=1,
+    )
+    return make_test_clip(path, photo=two_people, motion="still", size=(350, 200), seconds=seconds, fps=20)
+
+
+def _through_writer(src, dst):
+    with open_video(src) as reader, VideoWriter(dst, like=reader.info, source=src, crf=0) as writer:
+        for frame in reader:
+            writer.write(frame.rgb, like=frame)
+    return _frames(dst)
+
+
+def test_a_kept_person_is_left_untouched_in_every_frame_of_the_track(tmp_path):
+    from PIL import Image
+
+    pytest.importorskip("faceanon.trust.identity")
+    fa = FaceAnonymizer(detector="yunet", identity_check=False)
+    clip = _two_people_clip(tmp_path / "two.mp4")
+    # The keep photo: the portrait the clip is made from (her face, not the clip's frames).
+    Image.fromarray(photo_rgb("grace_hopper")).save(tmp_path / "grace.png")
+    report = fa.anonymize_video(
+        clip.path, tmp_path / "out.mp4", method="solid", keep=[tmp_path / "grace.png"], crf=0
+    )
+    by_x = sorted(report.tracks, key=lambda t: t.first_frame)  # both start at frame 0
+    kept = [t for t in by_x if t.kept_as]
+    assert [t.kept_as for t in kept] == ["grace"] and kept[0].method is None
+    assert kept[0].kept_similarity >= fa.load_keep([tmp_path / "grace.png"]).threshold
+    assert "Kept (keep-list): track" in report.message and "grace" in report.message
+    other = next(t for t in report.tracks if not t.kept_as)
+    assert other.method == "solid"
+    baseline, out = _through_writer(clip.path, tmp_path / "base.mp4"), _frames(tmp_path / "out.mp4")
+    for before, after in zip(baseline, out, strict=True):
+        her_half = np.abs(before[:, 320:].astype(int) - after[:, 320:].astype(int))
+        assert her_half.max() <= 1  # as it was
+        assert (before[40:160, 60:220] != after[40:160, 60:220]).any()  # the astronaut: filled
+
+
+def test_the_leak_guard_redacts_a_face_the_tracks_miss_on_the_redaction_path(tmp_path):
+    # A first-pass threshold above the faces' scores (0.93): no track at all; the guard's second
+    # pass (5/6 of it, 0.79) finds the face in every frame and blurs it there.
+    clip = make_test_clip(
+        tmp_path / "one.mp4", photo="grace_hopper", motion="still", size=(240, 320), seconds=0.25, fps=20
+    )
+    guarded = FaceAnonymizer(detector="yunet", detection_threshold=0.95, identity_check=False)
+    report = guarded.anonymize_video(clip.path, tmp_path / "guarded.mp4", method="solid", crf=0)
+    assert report.tracks == [] and report.guard_redactions == clip.frame_count
+    assert "Leak guard" in report.message
+    detector = create_detector("yunet")
+    for frame in _frames(tmp_path / "guarded.mp4"):
+        assert all(face.score < 0.79 for face in detector.detect(frame))
+    # Off, or with tracks chosen (only those change, as with chosen faces in a photo): nothing redacted.
+    off = FaceAnonymizer(detector="yunet", detection_threshold=0.95, identity_check=False, leak_guard=False)
+    baseline = _through_writer(clip.path, tmp_path / "base.mp4")
+    for fa, tracks, name in [(off, None, "off.mp4"), (guarded, [], "chosen.mp4")]:
+        report = fa.anonymize_video(clip.path, tmp_path / name, method="solid", tracks=tracks, crf=0)
+        assert report.guard_redactions == 0
+        for before, after in zip(baseline, _frames(tmp_path / name), strict=True):
+            assert np.array_equal(before, after)

@@ -96,7 +96,7 @@ def run_anonymize(args) -> int:
     )
     for job in progress(jobs, args):
         if is_video(job.source):
-            entry = process_video(job, args, anonymizer)
+            entry = process_video(job, args, anonymizer, keep)
         else:  # a photo's seed comes from its bytes (image_seed), as in a --ray dataset job
             entry = process(
                 job,

@@ -19,17 +19,31 @@ from faceanon.errors import FaceAnonError
 
 def add_video_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("videos")
-    group.add_argument("--tracks", type=face_list, default=None, metavar="I,J,...",
-                       help="videos: only these people (face tracks, numbered in order of appearance from 0, as "
-                            "the --json report lists them); default: all")
-    group.add_argument("--per-frame", action="store_true",
-                       help="videos, diffusion: anonymize every frame on its own with the person's seed, instead of "
-                            "generating one keyframe per person and swapping it onto the other frames (slower, "
-                            "less consistent; for comparison)")
-    group.add_argument("--window", type=int, default=16, metavar="N",
-                       help="videos: frames rendered together; a person's faces in them share one model call "
-                            "(default: 16)")
-    group.add_argument("--crf", type=int, default=18, help="videos: H.264 quality, lower is better (default: 18)")
+    group.add_argument(
+        "--tracks",
+        type=face_list,
+        default=None,
+        metavar="I,J,...",
+        help="videos: only these people (face tracks, numbered in order of appearance from 0, as "
+        "the --json report lists them); default: all",
+    )
+    group.add_argument(
+        "--per-frame",
+        action="store_true",
+        help="videos, diffusion: anonymize every frame on its own with the person's seed, instead of "
+        "generating one keyframe per person and swapping it onto the other frames (slower, "
+        "less consistent; for comparison)",
+    )
+    group.add_argument(
+        "--window",
+        type=int,
+        default=16,
+        metavar="N",
+        help="videos: frames rendered together; a person's faces in them share one model call (default: 16)",
+    )
+    group.add_argument(
+        "--crf", type=int, default=18, help="videos: H.264 quality, lower is better (default: 18)"
+    )
 
 
 def is_video(path: Path) -> bool:
@@ -38,19 +52,32 @@ def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def process_video(job, args, anonymizer) -> dict:
+def process_video(job, args, anonymizer, keep=None) -> dict:
     """One video of a batch: the same entry shape as a photo's (status, message, counts) plus the
-    per-track report."""
+    per-track report. keep: the loaded keep-list (--keep): tracks of kept people stay as they are."""
     entry = {"input": str(job.source), "output": str(job.target)}
     if job.target.exists() and not args.overwrite:
         return {**entry, "status": "skipped", "reason": "output exists (use --overwrite to replace it)"}
     bars = _FrameBars(enabled=not (args.quiet or args.json))
     try:
         report = anonymizer.anonymize_video(
-            job.source, job.target, method=args.method, degree=args.degree, seed=args.seed, steps=args.steps,
-            guidance=args.guidance, scheduler=args.scheduler, strength=args.strength, tracks=args.tracks,
-            per_frame=args.per_frame, window=args.window, crf=args.crf, on_frames=bars.update,
-            notify=lambda text: say(args, f"{job.source}: {text}", always=True))
+            job.source,
+            job.target,
+            method=args.method,
+            degree=args.degree,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            scheduler=args.scheduler,
+            strength=args.strength,
+            tracks=args.tracks,
+            per_frame=args.per_frame,
+            window=args.window,
+            crf=args.crf,
+            keep=keep,
+            on_frames=bars.update,
+            notify=lambda text: say(args, f"{job.source}: {text}", always=True),
+        )
     except FaceAnonError as error:
         return {**entry, "status": "error", "error": str(error)}
     except (KeyboardInterrupt, SystemExit):

@@ -35,12 +35,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from faceanon.anonymizer import CropRequest, FaceAnonymizer, FacePlan, Generation, face_seed
+from faceanon.anonymizer import (
+    CropRequest,
+    FaceAnonymizer,
+    FacePlan,
+    FrameResult,
+    Generation,
+    PreparedFrame,
+    face_seed,
+)
 from faceanon.faces.alignment import CROP_SIZE, AlignedFace, align_face, alignment_matrix, invert
 from faceanon.faces.blending import face_mask
 from faceanon.faces.redaction import redact_face
@@ -78,7 +86,12 @@ class VideoSettings:
     per_frame: bool = False  # diffusion: anonymize each frame alone (same seed) instead of keyframe + swap
     reuse_source: bool = True  # diffusion: encode each track's source once (exact; False re-encodes per call)
     window: int = 16  # frames rendered together (their swaps of one track share a pipeline call)
-    identity_check: bool = True  # diffusion: per-track similarity to the person and frame-to-frame consistency
+    identity_check: bool = (
+        True  # diffusion: per-track similarity to the person and frame-to-frame consistency
+    )
+    keep: object = (
+        None  # faceanon.keep.KeepList (or photos for fa.load_keep): tracks of kept people stay untouched
+    )
 
 
 @dataclass
@@ -113,6 +126,8 @@ class TrackReport:
     consistency_min: float | None = None  # generated face vs the previous frame's generated face
     consistency_mean: float | None = None
     same_person: bool | None = None  # identity_max at or above the identity model's threshold
+    kept_as: str | None = None  # the keep-list person the keyframe face matched (track left untouched)
+    kept_similarity: float | None = None
     message: str = ""
 
     def to_dict(self) -> dict:
@@ -135,6 +150,7 @@ class VideoReport:
     mode: str  # "keyframe+swap", "per-frame" (diffusion) or "redaction"
     tracks: list[TrackReport]
     generated_faces: int = 0  # pipeline rows run (keyframes + swaps, or per-frame faces)
+    guard_redactions: int = 0  # faces the leak guard found only on its second pass and redacted (all frames)
     seconds: dict = field(default_factory=dict)  # scan, keyframes, render, total
     message: str = ""
 
@@ -153,8 +169,13 @@ class VideoReport:
 # Pass 1: detect and track
 
 
-def scan_video(anonymizer: FaceAnonymizer, src: str | Path, tracking: TrackingOptions | None = None,
-               progress: Progress | None = None, on_frames: FrameProgress | None = None) -> VideoScan:
+def scan_video(
+    anonymizer: FaceAnonymizer,
+    src: str | Path,
+    tracking: TrackingOptions | None = None,
+    progress: Progress | None = None,
+    on_frames: FrameProgress | None = None,
+) -> VideoScan:
     """Decode every frame once, detect its faces and follow them (boxes and landmarks only)."""
     started = time.perf_counter()
     info = probe_video(src)
@@ -166,8 +187,9 @@ def scan_video(anonymizer: FaceAnonymizer, src: str | Path, tracking: TrackingOp
             count = frame.index + 1
             _tell(progress, on_frames, SCAN, count, info.frame_count, 0.0, 0.3)
     tracks = tracker.finish(count, (info.width, info.height))
-    scan = VideoScan(path=Path(src), info=info, tracks=tracks, frame_count=count,
-                     seconds=time.perf_counter() - started)
+    scan = VideoScan(
+        path=Path(src), info=info, tracks=tracks, frame_count=count, seconds=time.perf_counter() - started
+    )
     scan.keyframes = {track.track_id: choose_keyframe(track) for track in tracks}
     return scan
 
@@ -192,7 +214,9 @@ def frontality(landmarks: np.ndarray) -> float:
     return max(0.05, 1.0 - 2.0 * offset)
 
 
-def keyframe_crops(scan: VideoScan, track_ids: Iterable[int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def keyframe_crops(
+    scan: VideoScan, track_ids: Iterable[int] | None = None
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Decode up to the last keyframe needed: track id -> (aligned 512x512 crop, frame RGB thumbnail).
     (A short decode-only pass: keyframes are known once tracks are final.)"""
     wanted = {t: scan.keyframes[t] for t in (scan.keyframes if track_ids is None else track_ids)}
@@ -208,7 +232,10 @@ def keyframe_crops(scan: VideoScan, track_ids: Iterable[int] | None = None) -> d
         for frame in reader:
             for track_id in by_frame.get(frame.index, []):
                 point = tracks[track_id].points[frame.index]
-                crops[track_id] = (align_face(frame.rgb, point.landmarks).crop, _thumbnail(frame.rgb, point.box))
+                crops[track_id] = (
+                    align_face(frame.rgb, point.landmarks).crop,
+                    _thumbnail(frame.rgb, point.box),
+                )
             if frame.index >= last:
                 break
     return crops
@@ -226,15 +253,18 @@ def _thumbnail(rgb: np.ndarray, box: np.ndarray, margin: float = 0.35) -> np.nda
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     left, top = int(max(cx - side / 2, 0)), int(max(cy - side / 2, 0))
     right, bottom = int(min(cx + side / 2, width)), int(min(cy + side / 2, height))
-    return rgb[top:max(bottom, top + 1), left:max(right, left + 1)].copy()
+    return rgb[top : max(bottom, top + 1), left : max(right, left + 1)].copy()
 
 
 def _resize(rgb: np.ndarray, size: int) -> np.ndarray:
     import cv2
 
     scale = size / max(rgb.shape[:2])
-    return cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    return cv2.resize(
+        rgb,
+        (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,31 +287,81 @@ class _TrackPlan:
     previous_embedding: np.ndarray | None = None
     mask: np.ndarray | None = None  # redaction: the last face mask drawn, and its landmarks' key
     mask_key: np.ndarray | None = None
+    kept: object = None  # faceanon.keep.KeepMatch of the keyframe face
 
 
-def plan_tracks(anonymizer: FaceAnonymizer, scan: VideoScan, settings: VideoSettings, method: str) -> dict[int, _TrackPlan]:
+def plan_tracks(
+    anonymizer: FaceAnonymizer, scan: VideoScan, settings: VideoSettings, method: str
+) -> dict[int, _TrackPlan]:
     chosen = None if settings.tracks is None else {int(t) for t in settings.tracks}
     unknown = sorted((chosen or set()) - {t.track_id for t in scan.tracks})
     if unknown:
-        raise ValueError(f"This video has {len(scan.tracks)} tracked face(s), numbered 0 to {len(scan.tracks) - 1}; "
-                         f"there is no track {', '.join(map(str, unknown))}.")
+        raise ValueError(
+            f"This video has {len(scan.tracks)} tracked face(s), numbered 0 to {len(scan.tracks) - 1}; "
+            f"there is no track {', '.join(map(str, unknown))}."
+        )
+    kept = keep_matches(scan, settings.keep)
     plans = {}
     for track in scan.tracks:
         keyframe = scan.keyframes[track.track_id]
         if chosen is not None and track.track_id not in chosen:
             plans[track.track_id] = _TrackPlan(track, None, keyframe=keyframe, message="not selected")
+        elif track.track_id in kept:
+            match = kept[track.track_id]
+            plans[track.track_id] = _TrackPlan(
+                track,
+                None,
+                keyframe=keyframe,
+                kept=match,
+                message=f"{match.message}, in every frame of the track",
+            )
         elif method == DIFFUSION and track.points[keyframe].size < anonymizer.min_face_size:
             small = anonymizer.small_face_method
-            plans[track.track_id] = _TrackPlan(track, small, keyframe=keyframe, message=(
-                f"the face is at most {track.points[keyframe].size:.0f} px at its best, smaller than "
-                f"{anonymizer.min_face_size:.0f} px: too small for a new identity, "
-                f"{'redacted' if small else 'left unchanged'} with {small or 'nothing'}"))
+            plans[track.track_id] = _TrackPlan(
+                track,
+                small,
+                keyframe=keyframe,
+                message=(
+                    f"the face is at most {track.points[keyframe].size:.0f} px at its best, smaller than "
+                    f"{anonymizer.min_face_size:.0f} px: too small for a new identity, "
+                    f"{'redacted' if small else 'left unchanged'} with {small or 'nothing'}"
+                ),
+            )
         elif method == DIFFUSION:
-            plans[track.track_id] = _TrackPlan(track, DIFFUSION, seed=face_seed(settings.seed, track.track_id),
-                                               degree=float(settings.degree), keyframe=keyframe)
+            plans[track.track_id] = _TrackPlan(
+                track,
+                DIFFUSION,
+                seed=face_seed(settings.seed, track.track_id),
+                degree=float(settings.degree),
+                keyframe=keyframe,
+            )
         else:
             plans[track.track_id] = _TrackPlan(track, method, keyframe=keyframe)
     return plans
+
+
+def keep_matches(scan: VideoScan, keep) -> dict:
+    """Track id -> faceanon.keep.KeepMatch for the tracks whose keyframe face (the track's best
+    face) is a kept person: the whole track is then left as it is, so a kept person is kept in
+    every frame, including frames where the face is turned or blurred and would not match alone."""
+    if not keep or not scan.tracks:
+        return {}
+    from faceanon.keep import match_faces
+
+    by_frame: dict[int, list[FaceTrack]] = {}
+    for track in scan.tracks:
+        by_frame.setdefault(scan.keyframes[track.track_id], []).append(track)
+    matches = {}
+    with open_video(scan.path) as reader:
+        for frame in reader:
+            tracks = by_frame.get(frame.index, [])
+            faces = [track.face_at(frame.index) for track in tracks]
+            for track, match in zip(tracks, match_faces(frame.rgb, faces, keep), strict=True):
+                if match is not None:
+                    matches[track.track_id] = match
+            if frame.index >= max(by_frame):
+                break
+    return matches
 
 
 def diffusion_faces(plans: dict[int, _TrackPlan], per_frame: bool) -> tuple[int, int]:
@@ -291,12 +371,16 @@ def diffusion_faces(plans: dict[int, _TrackPlan], per_frame: bool) -> tuple[int,
     return (0, frames) if per_frame else (len(tracks), frames - len(tracks))
 
 
-def estimate_seconds(anonymizer: FaceAnonymizer, faces: int, steps: int, measured: float | None = None) -> float:
+def estimate_seconds(
+    anonymizer: FaceAnonymizer, faces: int, steps: int, measured: float | None = None
+) -> float:
     """Seconds the diffusion of `faces` faces will take: from a measured seconds-per-face when
     there is one, else from a prior for the device (see PRIOR_SECONDS_PER_FACE_STEP)."""
     if measured is not None:
         return faces * measured
-    per_step = PRIOR_SECONDS_PER_FACE_STEP.get(pipeline_device(anonymizer), PRIOR_SECONDS_PER_FACE_STEP["cpu"])
+    per_step = PRIOR_SECONDS_PER_FACE_STEP.get(
+        pipeline_device(anonymizer), PRIOR_SECONDS_PER_FACE_STEP["cpu"]
+    )
     return faces * steps * per_step * (anonymizer.resolution / 512) ** 2
 
 
@@ -309,12 +393,21 @@ def pipeline_device(anonymizer: FaceAnonymizer) -> str:
 # Pass 2: render
 
 
-def render_video(anonymizer: FaceAnonymizer, scan: VideoScan, dst: str | Path, settings: VideoSettings | None = None,
-                 progress: Progress | None = None, on_frames: FrameProgress | None = None,
-                 notify: Notify | None = None, crf: int = 18) -> VideoReport:
+def render_video(
+    anonymizer: FaceAnonymizer,
+    scan: VideoScan,
+    dst: str | Path,
+    settings: VideoSettings | None = None,
+    progress: Progress | None = None,
+    on_frames: FrameProgress | None = None,
+    notify: Notify | None = None,
+    crf: int = 18,
+) -> VideoReport:
     """Keyframes (diffusion), then every frame rendered and written to `dst`."""
     settings = settings or VideoSettings()
     method, note = anonymizer._resolve_method(settings.method)
+    if settings.keep is not None:
+        settings = replace(settings, keep=anonymizer.load_keep(settings.keep))
     plans = plan_tracks(anonymizer, scan, settings, method)
     generation = Generation(settings.steps, settings.guidance, settings.scheduler)
     seconds = {"scan": round(scan.seconds, 3)}
@@ -326,29 +419,56 @@ def render_video(anonymizer: FaceAnonymizer, scan: VideoScan, dst: str | Path, s
         per_face = _generate_keyframes(anonymizer, scan, plans, settings, generation)
         seconds["keyframes"] = round(time.perf_counter() - started, 3)
         if rest and notify:
-            notify(f"The keyframes took {per_face:.1f} s per face; the other {rest} frame face(s) should take "
-                   f"about {_duration(estimate_seconds(anonymizer, rest, settings.steps, per_face))}.")
+            notify(
+                f"The keyframes took {per_face:.1f} s per face; the other {rest} frame face(s) should take "
+                f"about {_duration(estimate_seconds(anonymizer, rest, settings.steps, per_face))}."
+            )
     render_start = time.perf_counter()
-    generated = keys + _render(anonymizer, scan, plans, settings, generation, dst, crf, progress, on_frames)
+    guarded: list[int] = []
+    generated = keys + _render(
+        anonymizer, scan, plans, settings, generation, dst, crf, progress, on_frames, guarded
+    )
     seconds["render"] = round(time.perf_counter() - render_start, 3)
     seconds["total"] = round(scan.seconds + time.perf_counter() - started, 3)
     reports = [_track_report(plan, anonymizer) for plan in plans.values()]
     mode = ("per-frame" if settings.per_frame else "keyframe+swap") if method == DIFFUSION else "redaction"
-    report = VideoReport(source=scan.path.name, output=str(dst), frames=scan.frame_count, width=scan.info.width,
-                         height=scan.info.height, fps=round(scan.info.fps, 3), duration_s=round(scan.info.duration_s, 3),
-                         has_audio=scan.info.has_audio, method=method, mode=mode, tracks=reports,
-                         generated_faces=generated, seconds=seconds)
+    report = VideoReport(
+        source=scan.path.name,
+        output=str(dst),
+        frames=scan.frame_count,
+        width=scan.info.width,
+        height=scan.info.height,
+        fps=round(scan.info.fps, 3),
+        duration_s=round(scan.info.duration_s, 3),
+        has_audio=scan.info.has_audio,
+        method=method,
+        mode=mode,
+        tracks=reports,
+        generated_faces=generated,
+        guard_redactions=sum(guarded),
+        seconds=seconds,
+    )
     report.message = _summary(report, note)
     _tell(progress, None, RENDER, 1, 1, 1.0, 0.0)
     return report
 
 
-def anonymize_video(anonymizer: FaceAnonymizer, src: str | Path, dst: str | Path, settings: VideoSettings | None = None,
-                    tracking: TrackingOptions | None = None, progress: Progress | None = None,
-                    on_frames: FrameProgress | None = None, notify: Notify | None = None, crf: int = 18) -> VideoReport:
+def anonymize_video(
+    anonymizer: FaceAnonymizer,
+    src: str | Path,
+    dst: str | Path,
+    settings: VideoSettings | None = None,
+    tracking: TrackingOptions | None = None,
+    progress: Progress | None = None,
+    on_frames: FrameProgress | None = None,
+    notify: Notify | None = None,
+    crf: int = 18,
+) -> VideoReport:
     """scan_video + render_video."""
     settings = settings or VideoSettings()
     anonymizer._resolve_method(settings.method)  # the weights' error before a long scan
+    if settings.keep is not None:  # every keep photo checked before the scan too
+        settings = replace(settings, keep=anonymizer.load_keep(settings.keep))
     scan = scan_video(anonymizer, src, tracking, progress, on_frames)
     return render_video(anonymizer, scan, dst, settings, progress, on_frames, notify, crf)
 
@@ -357,22 +477,33 @@ def _warn_estimate(anonymizer: FaceAnonymizer, faces: int, steps: int, notify: N
     if notify is None:
         return
     device = pipeline_device(anonymizer)
-    text = (f"Diffusion will generate {faces} face(s) at {steps} steps: about "
-            f"{_duration(estimate_seconds(anonymizer, faces, steps))} on this {device.upper()}.")
+    text = (
+        f"Diffusion will generate {faces} face(s) at {steps} steps: about "
+        f"{_duration(estimate_seconds(anonymizer, faces, steps))} on this {device.upper()}."
+    )
     if device == "cpu":
-        text += (" It runs on the CPU, which is very slow for the diffusion model: use a GPU, fewer steps, or "
-                 "--method blur for a fast redaction.")
+        text += (
+            " It runs on the CPU, which is very slow for the diffusion model: use a GPU, fewer steps, or "
+            "--method blur for a fast redaction."
+        )
     notify(text)
 
 
-def _generate_keyframes(anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _TrackPlan],
-                        settings: VideoSettings, generation: Generation) -> float:
+def _generate_keyframes(
+    anonymizer: FaceAnonymizer,
+    scan: VideoScan,
+    plans: dict[int, _TrackPlan],
+    settings: VideoSettings,
+    generation: Generation,
+) -> float:
     """Generate every diffusion track's keyframe face in one batched call; encode each as a source.
     Returns the seconds per face it took."""
     diffused = [p for p in plans.values() if p.method == DIFFUSION]
     crops = keyframe_crops(scan, [p.track.track_id for p in diffused])
     started = time.perf_counter()
-    requests = [CropRequest(condition=crops[p.track.track_id][0], degree=p.degree, seed=p.seed) for p in diffused]
+    requests = [
+        CropRequest(condition=crops[p.track.track_id][0], degree=p.degree, seed=p.seed) for p in diffused
+    ]
     for plan, crop in zip(diffused, anonymizer.generate(requests, generation), strict=True):
         plan.key_crop = crop
         if settings.reuse_source:
@@ -391,38 +522,70 @@ def _encode_source(anonymizer: FaceAnonymizer, crop: np.ndarray, seed: int):
     if encode is None:
         return None
     size = anonymizer.resolution
-    return encode(Image.fromarray(crop), generator=torch.Generator().manual_seed(seed), height=size, width=size)
+    return encode(
+        Image.fromarray(crop), generator=torch.Generator().manual_seed(seed), height=size, width=size
+    )
 
 
-def _render(anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _TrackPlan], settings: VideoSettings,
-            generation: Generation, dst, crf: int, progress, on_frames) -> int:
+def _render(
+    anonymizer: FaceAnonymizer,
+    scan: VideoScan,
+    plans: dict[int, _TrackPlan],
+    settings: VideoSettings,
+    generation: Generation,
+    dst,
+    crf: int,
+    progress,
+    on_frames,
+    guarded: list[int],
+) -> int:
     window = max(1, int(settings.window))
     total = scan.frame_count
     generated = 0
-    with _no_frame_checks(anonymizer), open_video(scan.path) as reader, \
-            VideoWriter(dst, like=reader.info, source=scan.path, crf=crf) as writer:
+    with (
+        _no_frame_checks(anonymizer),
+        open_video(scan.path) as reader,
+        VideoWriter(dst, like=reader.info, source=scan.path, crf=crf) as writer,
+    ):
         batch = []
         for frame in reader:
             batch.append(frame)
             if len(batch) == window:
-                generated += _render_window(anonymizer, batch, plans, settings, generation, writer)
+                generated += _render_window(anonymizer, batch, plans, settings, generation, writer, guarded)
                 _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
                 batch = []
         if batch:
-            generated += _render_window(anonymizer, batch, plans, settings, generation, writer)
+            generated += _render_window(anonymizer, batch, plans, settings, generation, writer, guarded)
             _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
     return generated
 
 
-def _render_window(anonymizer: FaceAnonymizer, frames: list, plans: dict[int, _TrackPlan], settings: VideoSettings,
-                   generation: Generation, writer: VideoWriter) -> int:
-    """Prepare every frame of the window, generate each track's faces in one call, finish, write."""
+def _render_window(
+    anonymizer: FaceAnonymizer,
+    frames: list,
+    plans: dict[int, _TrackPlan],
+    settings: VideoSettings,
+    generation: Generation,
+    writer: VideoWriter,
+    guarded: list[int],
+) -> int:
+    """Prepare every frame of the window, generate each track's faces in one call, finish (the leak
+    guard included, when the anonymizer's is on), write."""
     frame_plans = [_frame_plans(plans, f.index, settings) for f in frames]
     if not any(p.method == DIFFUSION for face_plans in frame_plans for p in face_plans):
         for frame, face_plans in zip(frames, frame_plans, strict=True):
-            writer.write(_redact_frame(frame.rgb, face_plans, plans), like=frame)
+            output = _redact_frame(frame.rgb, face_plans, plans)
+            writer.write(
+                _guard_redacted(anonymizer, frame.rgb, output, face_plans, settings, guarded), like=frame
+            )
         return 0
-    prepared = [anonymizer.prepare_frame(f.rgb, face_plans) for f, face_plans in zip(frames, frame_plans, strict=True)]
+    chosen = (
+        settings.tracks is not None
+    )  # the leak guard then reports new faces but leaves them, as for photos
+    prepared = [
+        anonymizer.prepare_frame(f.rgb, face_plans, only_planned=chosen)
+        for f, face_plans in zip(frames, frame_plans, strict=True)
+    ]
     requests: dict[int, list[tuple[int, int]]] = {}  # track id -> (frame in window, request index)
     for w, frame in enumerate(prepared):
         for r, plan in enumerate(frame.generated):
@@ -441,6 +604,7 @@ def _render_window(anonymizer: FaceAnonymizer, frames: list, plans: dict[int, _T
             crops[w][r] = crop
     for frame, source, frame_crops in zip(frames, prepared, crops, strict=True):
         result = anonymizer.finish_frame(source, frame_crops)
+        guarded.append(sum(1 for face in result.faces if face.guard and face.changed))
         if settings.identity_check:
             _measure_identity(source, result.image, plans)
         writer.write(result.image, like=frame)
@@ -464,12 +628,37 @@ def _redact_frame(rgb: np.ndarray, face_plans: list[FacePlan], plans: dict[int, 
     return output
 
 
+def _guard_redacted(
+    anonymizer: FaceAnonymizer,
+    rgb: np.ndarray,
+    output: np.ndarray,
+    face_plans: list[FacePlan],
+    settings: VideoSettings,
+    guarded: list[int],
+) -> np.ndarray:
+    """The leak guard on a frame of the redaction fast path: the same second detection pass
+    finish_frame runs (faceanon.faces.leak_guard); every face of the frame's tracks (changed or
+    deliberately left) counts as known, so only faces the tracks do not cover are redacted (and
+    only reported when the caller chose tracks, as for photos with chosen faces)."""
+    if not anonymizer.leak_guard:
+        return output
+    frame = PreparedFrame(rgb=rgb, plans=face_plans, aligned={}, only_planned=settings.tracks is not None)
+    result = anonymizer._guard(frame, FrameResult(image=output, faces=[]))
+    guarded.append(sum(1 for face in result.faces if face.changed))
+    return result.image
+
+
 def _alignment_only(landmarks: np.ndarray, size: int = CROP_SIZE) -> AlignedFace:
     """align_face's transforms without warping the crop (whose pixels redaction never reads)."""
     matrix = alignment_matrix(landmarks, size)
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2) @ matrix[:, :2].T + matrix[:, 2]
-    return AlignedFace(crop=np.empty((size, size, 3), np.uint8), matrix=matrix, inverse=invert(matrix),
-                       landmarks=points.astype(np.float32), scale=float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))))
+    return AlignedFace(
+        crop=np.empty((size, size, 3), np.uint8),
+        matrix=matrix,
+        inverse=invert(matrix),
+        landmarks=points.astype(np.float32),
+        scale=float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))),
+    )
 
 
 def _frame_plans(plans: dict[int, _TrackPlan], frame: int, settings: VideoSettings) -> list[FacePlan]:
@@ -483,11 +672,28 @@ def _frame_plans(plans: dict[int, _TrackPlan], frame: int, settings: VideoSettin
         elif settings.per_frame:
             out.append(FacePlan(face, DIFFUSION, seed=plan.seed, degree=plan.degree, base_seed=settings.seed))
         elif frame == plan.keyframe:
-            out.append(FacePlan(face, DIFFUSION, seed=plan.seed, degree=plan.degree, base_seed=settings.seed,
-                                message="keyframe"))
+            out.append(
+                FacePlan(
+                    face,
+                    DIFFUSION,
+                    seed=plan.seed,
+                    degree=plan.degree,
+                    base_seed=settings.seed,
+                    message="keyframe",
+                )
+            )
         else:
-            out.append(FacePlan(face, DIFFUSION, seed=plan.seed, degree=0.0, source=plan.key_crop,
-                                source_reference=plan.reference, base_seed=settings.seed))
+            out.append(
+                FacePlan(
+                    face,
+                    DIFFUSION,
+                    seed=plan.seed,
+                    degree=0.0,
+                    source=plan.key_crop,
+                    source_reference=plan.reference,
+                    base_seed=settings.seed,
+                )
+            )
     return out
 
 
@@ -528,11 +734,21 @@ def _measure_identity(frame, output: np.ndarray, plans: dict[int, _TrackPlan]) -
 def _track_report(plan: _TrackPlan, anonymizer: FaceAnonymizer) -> TrackReport:
     track = plan.track
     report = TrackReport(
-        track_id=track.track_id, frames=len(track.points), first_frame=track.first_frame, last_frame=track.last_frame,
-        keyframe=plan.keyframe, method=plan.method, seed=plan.seed if plan.method == DIFFUSION else None,
-        degree=plan.degree if plan.method == DIFFUSION else None, detected_frames=len(track.frames_of(DETECTED)),
-        interpolated_frames=track.frames_of(INTERPOLATED), extended_frames=track.frames_of(EXTENDED),
-        message=plan.message)
+        track_id=track.track_id,
+        frames=len(track.points),
+        first_frame=track.first_frame,
+        last_frame=track.last_frame,
+        keyframe=plan.keyframe,
+        method=plan.method,
+        seed=plan.seed if plan.method == DIFFUSION else None,
+        degree=plan.degree if plan.method == DIFFUSION else None,
+        detected_frames=len(track.frames_of(DETECTED)),
+        interpolated_frames=track.frames_of(INTERPOLATED),
+        extended_frames=track.frames_of(EXTENDED),
+        kept_as=plan.kept.name if plan.kept else None,
+        kept_similarity=plan.kept.similarity if plan.kept else None,
+        message=plan.message,
+    )
     if plan.similarities:
         report.identity_max = round(max(plan.similarities), 4)
         report.identity_mean = round(float(np.mean(plan.similarities)), 4)
@@ -552,16 +768,32 @@ def _summary(report: VideoReport, note: str) -> str:
     changed = report.num_changed
     text = f"{report.frames} frame(s), {len(report.tracks)} face track(s), {changed} anonymized ({report.method})."
     if not report.tracks:
-        text = (f"{report.frames} frame(s); no face was found, the video is re-encoded unchanged. If there is a "
-                "face, try a lower detection threshold or another detector.")
+        text = (
+            f"{report.frames} frame(s); no face was found, the video is re-encoded unchanged. If there is a "
+            "face, try a lower detection threshold or another detector."
+        )
     recognizable = [t for t in report.tracks if t.same_person]
     if recognizable:
         ids = ", ".join(f"#{t.track_id}" for t in recognizable)
-        text += (f" Identity check: track(s) {ids} still look like the same person in some frame; use a higher "
-                 "degree, another seed, or redact them.")
+        text += (
+            f" Identity check: track(s) {ids} still look like the same person in some frame; use a higher "
+            "degree, another seed, or redact them."
+        )
     elif any(t.identity_max is not None for t in report.tracks):
         highest = max(t.identity_max for t in report.tracks if t.identity_max is not None)
         text += f" Identity check: every generated track is a different person (highest similarity {highest:.2f})."
+    kept = [t for t in report.tracks if t.kept_as]
+    if kept:
+        text += (
+            " Kept (keep-list): "
+            + ", ".join(f"track #{t.track_id} {t.kept_as} ({t.kept_similarity:.2f})" for t in kept)
+            + "."
+        )
+    if report.guard_redactions:
+        text += (
+            f" Leak guard: {report.guard_redactions} face(s) found only on its second pass were redacted "
+            "in the frames where they appeared."
+        )
     return " ".join(filter(None, [text, note if changed else ""]))
 
 
@@ -573,8 +805,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _tell(progress: Progress | None, on_frames: FrameProgress | None, stage: str, done: int, total: int,
-          start: float, share: float) -> None:
+def _tell(
+    progress: Progress | None,
+    on_frames: FrameProgress | None,
+    stage: str,
+    done: int,
+    total: int,
+    start: float,
+    share: float,
+) -> None:
     total = max(total, done, 1)
     if on_frames is not None:
         on_frames(stage, done, total)
@@ -582,6 +821,19 @@ def _tell(progress: Progress | None, on_frames: FrameProgress | None, stage: str
         progress(min(1.0, start + share * done / total), f"{stage}: frame {done}/{total}")
 
 
-__all__ = ["VideoSettings", "VideoScan", "VideoReport", "TrackReport", "scan_video", "render_video",
-           "anonymize_video", "keyframe_crops", "keyframe_thumbnails", "choose_keyframe", "frontality",
-           "estimate_seconds", "METHODS"]
+__all__ = [
+    "VideoSettings",
+    "VideoScan",
+    "VideoReport",
+    "TrackReport",
+    "scan_video",
+    "render_video",
+    "anonymize_video",
+    "keyframe_crops",
+    "keyframe_thumbnails",
+    "choose_keyframe",
+    "frontality",
+    "estimate_seconds",
+    "keep_matches",
+    "METHODS",
+]
