@@ -12,7 +12,13 @@ from faceanon.media.video import probe_video
 from faceanon.testing_video import PRIVATE_STRINGS, make_test_clip
 from faceanon.webapp.testing import running_app
 
-WEIGHT_VARS = ("FACEANON_FACE_MODEL", "FACEANON_VAE", "FACEANON_IMAGE_ENCODER", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+WEIGHT_VARS = (
+    "FACEANON_FACE_MODEL",
+    "FACEANON_VAE",
+    "FACEANON_IMAGE_ENCODER",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,16 +30,28 @@ def client(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    return make_test_clip(tmp_path_factory.mktemp("clip") / "two.mp4", photo="group", motion="pan", size=(320, 224),
-                          seconds=0.8, fps=20, audio=True, metadata=True)
+    return make_test_clip(
+        tmp_path_factory.mktemp("clip") / "two.mp4",
+        photo="group",
+        motion="pan",
+        size=(320, 224),
+        seconds=0.8,
+        fps=20,
+        audio=True,
+        metadata=True,
+    )
 
 
 def test_find_people_then_anonymize_the_chosen_ones(client, clip):
     gallery, tracks = client.predict(handle_file(clip.path), api_name="/find_people")
     assert len(gallery) == len(tracks) >= 3
     chosen = [t["id"] for t in tracks[:2]]
-    video, summary, report = client.predict(handle_file(clip.path), method="pixelate", tracks=", ".join(map(str, chosen)),
-                                            api_name="/anonymize_video")
+    video, summary, report = client.predict(
+        handle_file(clip.path),
+        method="pixelate",
+        tracks=", ".join(map(str, chosen)),
+        api_name="/anonymize_video",
+    )
     path = video["video"] if isinstance(video, dict) else video
     info = probe_video(path)
     assert info.frame_count == clip.frame_count and info.has_audio
@@ -45,7 +63,9 @@ def test_find_people_then_anonymize_the_chosen_ones(client, clip):
 
 
 def test_a_video_over_the_frame_limit_gets_a_clear_error(client, tmp_path):
-    long_clip = make_test_clip(tmp_path / "long.mp4", photo="astronaut", motion="still", size=(64, 64), seconds=3, fps=20)
+    long_clip = make_test_clip(
+        tmp_path / "long.mp4", photo="astronaut", motion="still", size=(64, 64), seconds=3, fps=20
+    )
     with pytest.raises(Exception) as error:
         client.predict(handle_file(long_clip.path), method="blur", api_name="/anonymize_video")
     assert "60 frames" in str(error.value) and "at most 40" in str(error.value)
@@ -82,7 +102,12 @@ def test_twenty_thousand_frames_are_refused_before_decoding(tmp_path, monkeypatc
     assert "20,000 frames" in str(error.value) and f"{VideoLimits.max_frames:,}" in str(error.value)
     # ZeroGPU time grows with the frame count and stays within its cap.
     assert gpu_seconds(str(path), "diffusion", 1.25, 0, "all", 25) == VideoLimits.max_gpu_s
-    short = make_test_clip(tmp_path / "short.mp4", photo="astronaut", motion="still", size=(64, 64), seconds=0.5,
-                           fps=20)
-    assert 30 < gpu_seconds(str(short.path), "diffusion", 1.25, 0, "all", 25) < gpu_seconds(
-        str(short.path), "diffusion", 1.25, 0, "all", 50) < VideoLimits.max_gpu_s
+    short = make_test_clip(
+        tmp_path / "short.mp4", photo="astronaut", motion="still", size=(64, 64), seconds=0.5, fps=20
+    )
+    assert (
+        30
+        < gpu_seconds(str(short.path), "diffusion", 1.25, 0, "all", 25)
+        < gpu_seconds(str(short.path), "diffusion", 1.25, 0, "all", 50)
+        < VideoLimits.max_gpu_s
+    )

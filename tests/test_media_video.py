@@ -27,7 +27,10 @@ needs_ffprobe = pytest.mark.skipif(FFPROBE is None, reason="the ffprobe binary d
 
 def _copy(src, dst, **writer_options):
     """Decode src and encode every frame unchanged: the identity round trip."""
-    with open_video(src) as reader, VideoWriter(dst, like=reader.info, source=src, **writer_options) as writer:
+    with (
+        open_video(src) as reader,
+        VideoWriter(dst, like=reader.info, source=src, **writer_options) as writer,
+    ):
         for frame in reader:
             writer.write(frame.rgb, like=frame)
     return dst
@@ -44,8 +47,9 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ffprobe(path, *args) -> dict:
-    out = subprocess.run([FFPROBE, "-v", "error", "-of", "json", *args, str(path)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [FFPROBE, "-v", "error", "-of", "json", *args, str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)
 
 
@@ -61,8 +65,18 @@ def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     return {
         "pan": make_test_clip(root / "pan.mp4", photo="group", motion="pan", seconds=1.0, keep_frames=True),
-        "phone": make_test_clip(root / "phone.mov", photo="grace_hopper", motion="zoom", size=(240, 320),
-                                rotation=90, vfr=True, audio=True, metadata=True, seconds=1.2, keep_frames=True),
+        "phone": make_test_clip(
+            root / "phone.mov",
+            photo="grace_hopper",
+            motion="zoom",
+            size=(240, 320),
+            rotation=90,
+            vfr=True,
+            audio=True,
+            metadata=True,
+            seconds=1.2,
+            keep_frames=True,
+        ),
     }
 
 
@@ -81,7 +95,9 @@ def test_identity_round_trip_keeps_size_frames_timing_and_pixels(clips, tmp_path
     stream = _ffprobe(out, "-show_streams", "-select_streams", "v:0")["streams"][0]
     assert stream["pix_fmt"] == "yuv420p" and stream["color_space"] == "bt709"
     data = out.read_bytes()
-    assert data.find(b"moov") < data.find(b"mdat"), "+faststart: the index comes first (browsers start playing)"
+    assert data.find(b"moov") < data.find(b"mdat"), (
+        "+faststart: the index comes first (browsers start playing)"
+    )
     before, after = _frames(src), _frames(out)
     assert len(after) == len(before) == 25
     psnr = [_psnr(a, b) for a, b in zip(before, after, strict=True)]
@@ -110,8 +126,24 @@ def test_rotated_phone_video_comes_out_upright_with_no_rotation_left(clips, tmp_
     assert frames[0].shape == (320, 240, 3)
     assert min(_psnr(a, b) for a, b in zip(frames, src.frames, strict=True)) > 30  # upright, not turned
     # FFmpeg's own autorotation agrees with ours
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src.path), "-frames:v", "1", "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(src.path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert _psnr(np.frombuffer(raw, np.uint8).reshape(320, 240, 3), frames[0]) > 35
     out = _copy(src.path, tmp_path / "upright.mp4")
     stream = _ffprobe(out, "-show_streams", "-select_streams", "v:0")["streams"][0]
@@ -124,7 +156,9 @@ def test_rotated_phone_video_comes_out_upright_with_no_rotation_left(clips, tmp_
 def test_no_input_metadata_reaches_the_output(clips, tmp_path):
     src = clips["phone"].path
     source_tags = json.dumps(_ffprobe(src, "-show_format", "-show_streams"))
-    assert all(s in source_tags for s in ("ISO6709", "iPhone", "48.8584", "Core Media")), "the clip has the tags"
+    assert all(s in source_tags for s in ("ISO6709", "iPhone", "48.8584", "Core Media")), (
+        "the clip has the tags"
+    )
     out = _copy(src, tmp_path / "clean.mp4")
     probed = _ffprobe(out, "-show_format", "-show_streams")
     assert set(probed["format"].get("tags", {})) <= {"major_brand", "minor_version", "compatible_brands"}
@@ -150,17 +184,27 @@ def test_audio_is_kept_within_a_frame(clips, tmp_path):
 
 
 @needs_ffprobe
-@pytest.mark.parametrize("suffix, audio_codec, out_name, expected", [
-    (".avi", "pcm_s16le", "o.mp4", ("h264", "aac")),      # PCM does not go in MP4: re-encoded to AAC
-    (".webm", "libopus", "o.mp4", ("h264", "opus")),      # Opus does: copied
-    (".mkv", "libopus", "o.webm", ("vp9", "opus")),       # WebM output: VP9, Opus copied
-    (".mp4", "aac", "o.mkv", ("h264", "aac")),
-    (".mov", "aac", "o.mov", ("h264", "aac")),
-    (".mp4", "aac", "o.avi", ("h264", "mp3")),            # AVI: AAC re-encoded to MP3
-])
+@pytest.mark.parametrize(
+    "suffix, audio_codec, out_name, expected",
+    [
+        (".avi", "pcm_s16le", "o.mp4", ("h264", "aac")),  # PCM does not go in MP4: re-encoded to AAC
+        (".webm", "libopus", "o.mp4", ("h264", "opus")),  # Opus does: copied
+        (".mkv", "libopus", "o.webm", ("vp9", "opus")),  # WebM output: VP9, Opus copied
+        (".mp4", "aac", "o.mkv", ("h264", "aac")),
+        (".mov", "aac", "o.mov", ("h264", "aac")),
+        (".mp4", "aac", "o.avi", ("h264", "mp3")),  # AVI: AAC re-encoded to MP3
+    ],
+)
 def test_containers_in_and_out(tmp_path, suffix, audio_codec, out_name, expected):
-    src = make_test_clip(tmp_path / f"in{suffix}", photo="astronaut", motion="zoom", size=(160, 120), seconds=0.4,
-                         audio=True, audio_codec=audio_codec)
+    src = make_test_clip(
+        tmp_path / f"in{suffix}",
+        photo="astronaut",
+        motion="zoom",
+        size=(160, 120),
+        seconds=0.4,
+        audio=True,
+        audio_codec=audio_codec,
+    )
     assert probe_video(src.path).frame_count == 10
     out = _copy(src.path, tmp_path / out_name)
     info = probe_video(out)
@@ -193,8 +237,11 @@ def test_reading_is_streamed(tmp_path):
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
 def test_interrupted_write_leaves_nothing(clips, tmp_path, stop):
     dst = tmp_path / "out" / "partial.mp4"
-    with pytest.raises(stop), open_video(clips["phone"].path) as reader, \
-            VideoWriter(dst, like=reader.info, source=clips["phone"].path) as writer:
+    with (
+        pytest.raises(stop),
+        open_video(clips["phone"].path) as reader,
+        VideoWriter(dst, like=reader.info, source=clips["phone"].path) as writer,
+    ):
         for frame in reader:
             writer.write(frame.rgb, like=frame)
             if frame.index == 5:
@@ -205,8 +252,11 @@ def test_interrupted_write_leaves_nothing(clips, tmp_path, stop):
 def test_interrupted_write_keeps_the_previous_output(clips, tmp_path):
     dst = _copy(clips["pan"].path, tmp_path / "done.mp4")
     before = dst.read_bytes()
-    with pytest.raises(RuntimeError), open_video(clips["pan"].path) as reader, \
-            VideoWriter(dst, like=reader.info) as writer:
+    with (
+        pytest.raises(RuntimeError),
+        open_video(clips["pan"].path) as reader,
+        VideoWriter(dst, like=reader.info) as writer,
+    ):
         writer.write(next(iter(reader)).rgb)
         raise RuntimeError("disk full")
     assert dst.read_bytes() == before
@@ -215,7 +265,10 @@ def test_interrupted_write_keeps_the_previous_output(clips, tmp_path):
 
 def test_write_refuses_a_wrong_frame_size(clips, tmp_path):
     with open_video(clips["pan"].path) as reader:
-        with pytest.raises(ValueError, match="240x320x3 uint8"), VideoWriter(tmp_path / "x.mp4", like=reader.info) as w:
+        with (
+            pytest.raises(ValueError, match="240x320x3 uint8"),
+            VideoWriter(tmp_path / "x.mp4", like=reader.info) as w,
+        ):
             w.write(np.zeros((100, 100, 3), np.uint8))
     assert not (tmp_path / "x.mp4").exists()
 
@@ -226,7 +279,7 @@ def _bad_files(tmp_path, clips, grace_hopper_path):
     cases = {
         "text.mp4": (b"not a video, a shopping list\n" * 20, "is not a video faceanon can read"),
         "cut.mp4": (good[: len(good) // 2], "truncated or damaged"),  # index (moov) at the end: gone
-        "unknown.mp4": (good[:codec_at] + b"zzzz" + good[codec_at + 4:], "cannot decode"),
+        "unknown.mp4": (good[:codec_at] + b"zzzz" + good[codec_at + 4 :], "cannot decode"),
         "photo.jpg": (grace_hopper_path.read_bytes(), "still image"),
     }
     with av.open(str(tmp_path / "sound.m4a"), "w") as container:
@@ -261,8 +314,13 @@ def test_clip_maker_faces_enter_leave_and_hide(tmp_path):
     from faceanon.faces.detection import create_detector
 
     detector = create_detector("yunet")
-    clip = make_test_clip(tmp_path / "enter.mp4", photo="grace_hopper", motion="enter_leave", seconds=1.0,
-                          cover=(12, 14, (0, 0, 320, 240)))
+    clip = make_test_clip(
+        tmp_path / "enter.mp4",
+        photo="grace_hopper",
+        motion="enter_leave",
+        seconds=1.0,
+        cover=(12, 14, (0, 0, 320, 240)),
+    )
     counts = [len(detector.detect(frame)) for frame in _frames(clip.path)]
     assert counts[0] == 0 and counts[-1] == 0  # off screen at both ends
     assert counts[10] == 1 and counts[16] == 1  # in the middle
@@ -273,11 +331,34 @@ def test_clip_maker_faces_enter_leave_and_hide(tmp_path):
 
 @pytest.mark.parametrize("rotation", [180, 270])
 def test_other_rotations_match_ffmpegs_autorotation(tmp_path, rotation):
-    src = make_test_clip(tmp_path / "turned.mp4", photo="grace_hopper", motion="still", size=(120, 160),
-                         seconds=0.12, rotation=rotation, keep_frames=True)
+    src = make_test_clip(
+        tmp_path / "turned.mp4",
+        photo="grace_hopper",
+        motion="still",
+        size=(120, 160),
+        seconds=0.12,
+        rotation=rotation,
+        keep_frames=True,
+    )
     assert probe_video(src.path).rotation == rotation
     frame = _frames(src.path)[0]
     assert frame.shape == (160, 120, 3) and _psnr(frame, src.frames[0]) > 30
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src.path), "-frames:v", "1", "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(src.path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert _psnr(np.frombuffer(raw, np.uint8).reshape(frame.shape), frame) > 35

@@ -35,10 +35,12 @@ class VideoLimits:
 
     @classmethod
     def from_env(cls) -> VideoLimits:
-        return cls(max_duration_s=_env_number("FACEANON_MAX_VIDEO_S", cls.max_duration_s),
-                   max_side=int(_env_number("FACEANON_MAX_VIDEO_SIDE", cls.max_side)),
-                   max_frames=int(_env_number("FACEANON_MAX_VIDEO_FRAMES", cls.max_frames)),
-                   max_gpu_s=int(_env_number("FACEANON_MAX_VIDEO_GPU_S", cls.max_gpu_s)))
+        return cls(
+            max_duration_s=_env_number("FACEANON_MAX_VIDEO_S", cls.max_duration_s),
+            max_side=int(_env_number("FACEANON_MAX_VIDEO_SIDE", cls.max_side)),
+            max_frames=int(_env_number("FACEANON_MAX_VIDEO_FRAMES", cls.max_frames)),
+            max_gpu_s=int(_env_number("FACEANON_MAX_VIDEO_GPU_S", cls.max_gpu_s)),
+        )
 
 
 def check_video(path: str | None, limits: VideoLimits | None = None):
@@ -51,17 +53,27 @@ def check_video(path: str | None, limits: VideoLimits | None = None):
     try:
         info = probe_video(path)
     except FaceAnonError as error:
-        raise gr.Error(str(error).replace(os.path.dirname(path) + os.sep, ""), title="Cannot read the video") from None
+        raise gr.Error(
+            str(error).replace(os.path.dirname(path) + os.sep, ""), title="Cannot read the video"
+        ) from None
     if info.frame_count > limits.max_frames:
-        raise gr.Error(f"The video has {info.frame_count:,} frames; this server takes at most {limits.max_frames:,} "
-                       "per request. Cut it into shorter clips, or run `faceanon anonymize` on your own machine.",
-                       title="Video too long")
+        raise gr.Error(
+            f"The video has {info.frame_count:,} frames; this server takes at most {limits.max_frames:,} "
+            "per request. Cut it into shorter clips, or run `faceanon anonymize` on your own machine.",
+            title="Video too long",
+        )
     if info.duration_s > limits.max_duration_s:
-        raise gr.Error(f"The video lasts {info.duration_s:.0f} s; this server takes at most "
-                       f"{limits.max_duration_s:.0f} s. Cut it into shorter clips.", title="Video too long")
+        raise gr.Error(
+            f"The video lasts {info.duration_s:.0f} s; this server takes at most "
+            f"{limits.max_duration_s:.0f} s. Cut it into shorter clips.",
+            title="Video too long",
+        )
     if max(info.width, info.height) > limits.max_side:
-        raise gr.Error(f"The video is {info.width}×{info.height}; this server takes at most {limits.max_side} pixels "
-                       "on the longer side. Scale it down (e.g. to 1080p) and try again.", title="Video too large")
+        raise gr.Error(
+            f"The video is {info.width}×{info.height}; this server takes at most {limits.max_side} pixels "
+            "on the longer side. Scale it down (e.g. to 1080p) and try again.",
+            title="Video too large",
+        )
     return info
 
 
@@ -89,8 +101,9 @@ def _render(anonymizer, video, method, degree, seed, tracks, steps, progress):
 
     folder = tempfile.mkdtemp(prefix="faceanon-video-", dir=get_upload_folder())
     target = os.path.join(folder, "anonymized.mp4")
-    report = anonymizer.anonymize_video(video, target, method=method, degree=degree, seed=seed, steps=steps,
-                                        tracks=tracks, progress=progress)
+    report = anonymizer.anonymize_video(
+        video, target, method=method, degree=degree, seed=seed, steps=steps, tracks=tracks, progress=progress
+    )
     return target, report
 
 
@@ -110,14 +123,28 @@ def find_people(video: str | None):
         scan = H._call(lambda: scan_video(anonymizer, video))
     thumbs = keyframe_thumbnails(scan)
     gallery = [(thumbs[t.track_id], f"Person {t.track_id}") for t in scan.tracks]
-    tracks = [{"id": t.track_id, "frames": len(t.points), "first_frame": t.first_frame, "last_frame": t.last_frame,
-               "keyframe": scan.keyframes[t.track_id]} for t in scan.tracks]
+    tracks = [
+        {
+            "id": t.track_id,
+            "frames": len(t.points),
+            "first_frame": t.first_frame,
+            "last_frame": t.last_frame,
+            "keyframe": scan.keyframes[t.track_id],
+        }
+        for t in scan.tracks
+    ]
     return gallery, tracks
 
 
-def anonymize_video(video: str | None, method: str = "blur", degree: float = 1.25, seed: float = 0,
-                    tracks: str = "all", steps: float = 25,
-                    progress=gr.Progress()):  # noqa: B008  (Gradio's documented way to receive a progress tracker)
+def anonymize_video(
+    video: str | None,
+    method: str = "blur",
+    degree: float = 1.25,
+    seed: float = 0,
+    tracks: str = "all",
+    steps: float = 25,
+    progress=gr.Progress(),
+):  # noqa: B008  (Gradio's documented way to receive a progress tracker)
     """Anonymizes the faces of a video, one new identity per person (diffusion) or redacted.
 
     Args:
@@ -137,28 +164,39 @@ def anonymize_video(video: str | None, method: str = "blur", degree: float = 1.2
     report_progress = H._progress_callback(progress)
     if method == "diffusion":
         H._require_diffusion(progress)
-        target, report = H._call(lambda: _run_diffusion(video, method, degree, int(seed), chosen, steps,
-                                                          report_progress))
+        target, report = H._call(
+            lambda: _run_diffusion(video, method, degree, int(seed), chosen, steps, report_progress)
+        )
     else:
         with H.host().using(diffusion=False) as anonymizer:
-            target, report = H._call(lambda: _render(anonymizer, video, method, degree, int(seed), chosen, steps,
-                                                     report_progress))
+            target, report = H._call(
+                lambda: _render(anonymizer, video, method, degree, int(seed), chosen, steps, report_progress)
+            )
     return target, summary_markdown(report), report.to_dict()
 
 
 def summary_markdown(report) -> str:
-    lines = [report.message, "", "| person | frames | first-last | keyframe | method | covered by interpolation |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        report.message,
+        "",
+        "| person | frames | first-last | keyframe | method | covered by interpolation |",
+        "|---|---|---|---|---|---|",
+    ]
     for t in report.tracks:
-        lines.append(f"| {t.track_id} | {t.frames} | {t.first_frame}-{t.last_frame} | {t.keyframe} | "
-                     f"{t.method or 'kept'} | {len(t.interpolated_frames)} |")
+        lines.append(
+            f"| {t.track_id} | {t.frames} | {t.first_frame}-{t.last_frame} | {t.keyframe} | "
+            f"{t.method or 'kept'} | {len(t.interpolated_frames)} |"
+        )
     return "\n".join(lines)
 
 
 def _choices(tracks):
     ids = [t["id"] for t in tracks or []]
-    return gr.CheckboxGroup(choices=[(f"Person {i}", i) for i in ids], value=ids,
-                            label="People to anonymize" if ids else "People to anonymize (none found)")
+    return gr.CheckboxGroup(
+        choices=[(f"Person {i}", i) for i in ids],
+        value=ids,
+        label="People to anonymize" if ids else "People to anonymize (none found)",
+    )
 
 
 def _spec(selected):
@@ -179,18 +217,32 @@ def video_tab() -> None:
             tracks_json = gr.JSON(visible=False)
             run = gr.Button("Anonymize video", variant="primary", elem_id="video-button")
         with gr.Column(scale=1):
-            result = gr.Video(label="Anonymized", interactive=False, buttons=["download"], elem_id="video-output")
+            result = gr.Video(
+                label="Anonymized", interactive=False, buttons=["download"], elem_id="video-output"
+            )
             summary = gr.Markdown()
             with gr.Accordion("Report (JSON)", open=False):
                 report = gr.JSON(label="Per-person report")
-    video.change(find_people, video, [people, tracks_json], api_name="find_people",
-                 api_description=find_people.__doc__, concurrency_limit=2)
+    video.change(
+        find_people,
+        video,
+        [people, tracks_json],
+        api_name="find_people",
+        api_description=find_people.__doc__,
+        concurrency_limit=2,
+    )
     tracks_json.change(_choices, tracks_json, choose, api_visibility="private", queue=False)
     tracks_json.change(lambda _: "all", tracks_json, tracks, api_visibility="private", queue=False)
     choose.input(_spec, choose, tracks, api_visibility="private", queue=False)
-    run.click(anonymize_video, [video, method, degree, seed, tracks, steps], [result, summary, report],
-              api_name="anonymize_video", api_description=anonymize_video.__doc__, concurrency_id="model",
-              concurrency_limit=H._LIMITS.gpu_jobs)
+    run.click(
+        anonymize_video,
+        [video, method, degree, seed, tracks, steps],
+        [result, summary, report],
+        api_name="anonymize_video",
+        api_description=anonymize_video.__doc__,
+        concurrency_id="model",
+        concurrency_limit=H._LIMITS.gpu_jobs,
+    )
 
 
 __all__ = ["video_tab", "find_people", "anonymize_video", "check_video", "gpu_seconds", "VideoLimits"]
