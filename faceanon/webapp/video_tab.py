@@ -143,8 +143,8 @@ def anonymize_video(
     seed: float = 0,
     tracks: str = "all",
     steps: float = 25,
-    progress=gr.Progress(),
-):  # noqa: B008  (Gradio's documented way to receive a progress tracker)
+    progress=gr.Progress(),  # noqa: B008  (Gradio's documented way to receive a progress tracker)
+):
     """Anonymizes the faces of a video, one new identity per person (diffusion) or redacted.
 
     Args:
