@@ -208,8 +208,9 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path, photo_tree, capsys):
     # this test runs before the session's Ray instance starts or connect() reuses it.
     import ray
 
-    if ray.is_initialized() or Path("/tmp/ray/ray_current_cluster").exists():
-        pytest.skip("a Ray instance is running here, so `auto` would find it")
+    started_here = list(Path("/tmp").glob("fa-ray-*"))  # the session's instance (fixture)
+    if ray.is_initialized() or Path("/tmp/ray/ray_current_cluster").exists() or started_here:
+        pytest.skip("a Ray instance is running here, so `auto` would find it (or hang connecting to it)")
     assert main(["anonymize", str(photo_tree), "-o", str(tmp_path / "out"), "--ray=auto", "-q"]) == 1
     assert "The Ray cluster at 'auto' cannot be reached" in capsys.readouterr().err
 
