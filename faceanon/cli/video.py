@@ -52,11 +52,22 @@ def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def _decodes(path: Path) -> bool:
+    from faceanon.errors import FaceAnonError
+    from faceanon.media.video import probe_video
+
+    try:
+        return probe_video(path).frame_count > 0
+    except FaceAnonError:
+        return False
+
+
 def process_video(job, args, anonymizer, keep=None) -> dict:
     """One video of a batch: the same entry shape as a photo's (status, message, counts) plus the
     per-track report. keep: the loaded keep-list (--keep): tracks of kept people stay as they are."""
     entry = {"input": str(job.source), "output": str(job.target)}
-    if job.target.exists() and not args.overwrite:
+    if job.target.exists() and not args.overwrite and _decodes(job.target):
+        # Outputs are written atomically; a file that does not open as a video is redone, as photos are.
         return {**entry, "status": "skipped", "reason": "output exists (use --overwrite to replace it)"}
     bars = _FrameBars(enabled=not (args.quiet or args.json))
     try:
