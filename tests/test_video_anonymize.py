@@ -494,3 +494,19 @@ def test_the_leak_guard_redacts_a_generated_face_in_the_frame_where_it_is_still_
     assert np.abs(written - expected[y0:y1, x0:x1]).mean() < 2.0
     model = get_identity_model()
     assert model.compare(original, face.landmarks, guarded[leaking], face.landmarks) < model.threshold
+
+
+def test_on_same_person_in_per_frame_mode_checks_the_keyframe_face_first(tiny, tmp_path):
+    pytest.importorskip("faceanon.trust.identity")
+    first, other, retried = face_seed(7, 0), face_seed(7, 1), face_seed(7, 0, attempt=1)
+    fa = _checking(tiny, on_same_person="retry")
+    report, calls, _ = _render(
+        tiny, tmp_path, "per_frame_retry.mp4", anonymizer=fa, unchanged={first: {0}}, per_frame=True
+    )
+    # The keyframe faces per-frame mode would give (same crop, seed, degree), judged before the render.
+    assert sorted(calls[0]["seeds"]) == sorted([first, other]) and calls[1]["seeds"] == [retried]
+    rendered = sorted(s for c in calls[2:] for s in c["seeds"])
+    assert rendered == sorted([retried] * 3 + [other] * 3)  # every frame, the track's new seed
+    track = next(t for t in report.tracks if t.track_id == 0)
+    assert track.seed == retried and track.degree == pytest.approx(1.35)
+    assert report.mode == "per-frame" and report.generated_faces == 2 + 1 + 6
