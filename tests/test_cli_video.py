@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from faceanon.cli import main
 from faceanon.media.atomic import TEMP_PREFIX
-from faceanon.media.video import probe_video
+from faceanon.media.video import VideoWriter, open_video, probe_video
 from faceanon.testing_video import make_test_clip
 
 
@@ -24,6 +25,11 @@ def clip(tmp_path_factory):
         fps=20,
         audio=True,
     )
+
+
+def _frames(path) -> list[np.ndarray]:
+    with open_video(path) as reader:
+        return [frame.rgb for frame in reader]
 
 
 def test_one_clip_with_a_json_report(clip, tmp_path, capsys):
@@ -105,4 +111,116 @@ def test_keep_leaves_the_kept_person_in_every_frame_of_a_video(clip, tmp_path, c
     entry = json.loads(capsys.readouterr().out)["files"][0]
     track = entry["tracks"][0]
     assert track["method"] is None and track["kept_as"] == grace_hopper_path.stem
+    assert track["frames"] == clip.frame_count  # one track over the whole clip: kept in every frame
     assert entry["num_changed"] == 0 and "Kept (keep-list)" in entry["message"]
+    # Her face is in every frame as it was: the frames are the input's through the same writer.
+    baseline = tmp_path / "baseline.mp4"
+    with open_video(clip.path) as reader, VideoWriter(baseline, like=reader.info, source=clip.path) as writer:
+        for frame in reader:
+            writer.write(frame.rgb, like=frame)
+    for before, after in zip(_frames(baseline), _frames(out), strict=True):
+        assert np.array_equal(before, after)
+
+
+class _UnchangedFaces:
+    """Stands in for the diffusion model (its 12 GB weights cannot exist here) as one that fails to
+    change anyone: every face comes back as its driving face. The real identity check then calls it
+    the same person, which is what --on-same-person is for. Records each call's seeds and degree."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, source_image, conditioning_image, **kwargs):
+        from types import SimpleNamespace
+
+        seeds = [g.initial_seed() for g in kwargs["generator"]]
+        self.calls.append({"seeds": seeds, "degree": kwargs["anonymization_degree"]})
+        return SimpleNamespace(images=[image.copy() for image in conditioning_image])
+
+
+def test_on_same_person_retry_on_a_video_and_its_json_report(clip, tmp_path, capsys, monkeypatch):
+    from faceanon.anonymizer import FaceAnonymizer, face_seed
+    from faceanon.trust.identity import get_identity_model
+
+    pytest.importorskip("faceanon.trust.identity")
+    model = _UnchangedFaces()
+    monkeypatch.setattr(FaceAnonymizer, "_load_pipeline", lambda self: model)
+    out = tmp_path / "retry.mp4"
+    args = [
+        "anonymize",
+        str(clip.path),
+        "-o",
+        str(out),
+        "--method",
+        "diffusion",
+        "--seed",
+        "3",
+        "--steps",
+        "1",
+    ]
+    assert main([*args, "--on-same-person", "retry", "--detector", "yunet", "--json"]) == 0
+    entry = json.loads(capsys.readouterr().out)["files"][0]
+    assert entry["status"] == "done" and entry["on_same_person"] == "retry"
+    track = entry["tracks"][0]
+    retried = face_seed(3, 0, attempt=1)
+    assert model.calls[1] == {"seeds": [retried], "degree": pytest.approx(1.35)}  # the keyframe, once more
+    assert track["seed"] == retried and track["degree"] == pytest.approx(1.35)
+    assert track["keyframe_similarity"] >= get_identity_model().threshold
+    assert "generated again with a new seed" in track["message"] and "still recognizable" in track["message"]
+    # Still the person after the retry: the leak guard blurs the face in every frame where it can tell.
+    assert track["guard_frames"] and entry["guard_redactions"] == len(track["guard_frames"])
+    assert "still looked like the person" in entry["message"]
+    identity = get_identity_model()
+    for index, (before, after) in enumerate(zip(_frames(clip.path), _frames(out), strict=True)):
+        if index in track["guard_frames"]:
+            landmarks = np.asarray(_landmarks(before))
+            assert identity.compare(before, landmarks, after, landmarks) < identity.threshold
+
+
+def _landmarks(rgb):
+    from faceanon.faces.detection import create_detector
+
+    return create_detector("yunet").detect(rgb)[0].landmarks
+
+
+def test_on_same_person_with_the_tiny_engine_reports_the_keyframe_check(tmp_path, capsys, monkeypatch):
+    """The real engine on tiny random checkpoints (at 64 px): its faces are noise, a different person
+    to the identity check, so nothing is retried, and the report says what was measured."""
+    import faceanon.cli.anonymize as anonymize_command
+    from faceanon.anonymizer import face_seed
+    from faceanon.cli.common import make_anonymizer
+    from faceanon.testing import tiny_pipeline_env
+
+    pytest.importorskip("faceanon.trust.identity")
+    for name, value in tiny_pipeline_env(tmp_path / "tiny").items():
+        monkeypatch.setenv(name, value)
+
+    def at_64_px(args):
+        anonymizer = make_anonymizer(args)
+        anonymizer.resolution = 64
+        return anonymizer
+
+    monkeypatch.setattr(anonymize_command, "make_anonymizer", at_64_px)
+    short = make_test_clip(
+        tmp_path / "short.mp4", photo="grace_hopper", size=(160, 208), seconds=0.15, fps=20
+    )
+    out = tmp_path / "tiny.mp4"
+    args = [
+        "anonymize",
+        str(short.path),
+        "-o",
+        str(out),
+        "--method",
+        "diffusion",
+        "--steps",
+        "1",
+        "--seed",
+        "3",
+    ]
+    assert main([*args, "--on-same-person", "retry", "--detector", "yunet", "--json"]) == 0
+    entry = json.loads(capsys.readouterr().out)["files"][0]
+    track = entry["tracks"][0]
+    assert entry["on_same_person"] == "retry" and track["method"] == "diffusion"
+    assert track["seed"] == face_seed(3, 0) and track["degree"] == 1.25 and track["message"] == ""
+    assert track["keyframe_similarity"] is not None and track["guard_frames"] == []
+    assert probe_video(out).frame_count == short.frame_count == 3

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from faceanon.anonymizer import FaceAnonymizer, face_seed
+from faceanon.faces.alignment import align_face
 from faceanon.faces.detection import create_detector
+from faceanon.faces.redaction import redact_face
 from faceanon.media.video import VideoWriter, open_video, probe_video
 from faceanon.media.video_anonymize import VideoSettings, frontality, render_video, scan_video
 from faceanon.testing_video import PRIVATE_STRINGS, make_test_clip, photo_rgb
@@ -191,10 +193,17 @@ def test_frontality_prefers_a_face_looking_at_the_camera():
 
 
 class _Recorder:
-    """The real pipeline, its calls recorded (degree, encoded source?, rows, generator seeds)."""
+    """The real pipeline, its calls recorded (degree, encoded source?, rows, generator seeds).
+
+    `unchanged` {seed: {n, ...}}: the n-th row (from 0, over all calls) generated with that seed comes
+    back as its driving face itself, what a model that failed to change the person would return. The
+    tiny random model's faces are noise, which no recognizer calls the person; this is how a test gets
+    a generated face the real identity check (ArcFace) calls the same person."""
 
     def __init__(self, pipe):
         self.pipe, self.calls, self.encoded = pipe, [], []
+        self.unchanged: dict[int, set[int]] = {}
+        self.rows_seen: dict[int, int] = {}
 
     def __getattr__(self, name):
         return getattr(self.pipe, name)
@@ -212,7 +221,13 @@ class _Recorder:
                 "seeds": [g.initial_seed() for g in kwargs["generator"]],
             }
         )
-        return self.pipe(*args, **kwargs)
+        output = self.pipe(*args, **kwargs)
+        for row, seed in enumerate(self.calls[-1]["seeds"]):
+            seen = self.rows_seen.get(seed, 0)
+            self.rows_seen[seed] = seen + 1
+            if seen in self.unchanged.get(seed, ()):
+                output.images[row] = kwargs["conditioning_image"][row].copy()
+        return output
 
 
 @pytest.fixture(scope="module")
@@ -240,13 +255,21 @@ def tiny(tmp_path_factory):
     return fa, recorder, scan
 
 
-def _render(tiny, tmp_path, name, crf=18, **settings):
+def _render(tiny, tmp_path, name, crf=18, anonymizer=None, unchanged=None, **settings):
     fa, recorder, scan = tiny
     recorder.calls.clear()
     recorder.encoded.clear()
-    report = render_video(
-        fa, scan, tmp_path / name, VideoSettings(method="diffusion", seed=7, steps=1, **settings), crf=crf
-    )
+    recorder.unchanged, recorder.rows_seen = unchanged or {}, {}
+    try:
+        report = render_video(
+            anonymizer or fa,
+            scan,
+            tmp_path / name,
+            VideoSettings(method="diffusion", seed=7, steps=1, **settings),
+            crf=crf,
+        )
+    finally:
+        recorder.unchanged = {}
     return report, list(recorder.calls), _frames(tmp_path / name)
 
 
@@ -368,3 +391,122 @@ def test_the_leak_guard_redacts_a_face_the_tracks_miss_on_the_redaction_path(tmp
         assert report.guard_redactions == 0
         for before, after in zip(baseline, _frames(tmp_path / name), strict=True):
             assert np.array_equal(before, after)
+
+
+# ---------------------------------------------------------------------------------------------
+# on_same_person per track (at the keyframe) and the leak guard's identity rule per frame.
+# The verdicts are the real identity model's (ArcFace); _Recorder.unchanged makes chosen rows of the
+# tiny model come back unchanged, so that the check has a same-person face to find.
+
+
+def _checking(tiny, **options) -> FaceAnonymizer:
+    """An anonymizer on the tiny fixture's pipeline with the identity check on (the default)."""
+    return FaceAnonymizer(pipeline=tiny[1], resolution=64, watermark=False, **options)
+
+
+def _threshold() -> float:
+    from faceanon.trust.identity import get_identity_model
+
+    return get_identity_model().threshold
+
+
+def test_on_same_person_retry_regenerates_that_tracks_keyframe_with_a_new_seed_and_higher_degree(
+    tiny, tmp_path
+):
+    pytest.importorskip("faceanon.trust.identity")
+    first, other, retried = face_seed(7, 0), face_seed(7, 1), face_seed(7, 0, attempt=1)
+    fa = _checking(tiny, on_same_person="retry")
+    report, calls, _ = _render(tiny, tmp_path, "retry.mp4", anonymizer=fa, unchanged={first: {0}})
+    keyframes, retry, swaps = calls[0], calls[1], calls[2:]
+    assert sorted(keyframes["seeds"]) == sorted([first, other]) and keyframes["degree"] == 1.25
+    assert retry["seeds"] == [retried] and retry["degree"] == pytest.approx(1.35)  # the photo rule
+    assert retried in tiny[1].encoded  # the new keyframe face is the source of the track's swaps
+    assert {s for c in swaps for s in c["seeds"]} == {retried, other}
+    assert all(c["degree"] == 0.0 for c in swaps) and sum(c["rows"] for c in swaps) == 4
+    track, untouched = sorted(report.tracks, key=lambda t: t.track_id)
+    assert track.seed == retried and track.degree == pytest.approx(1.35) and track.method == "diffusion"
+    assert track.keyframe_similarity >= _threshold() and "generated again with a new seed" in track.message
+    assert untouched.seed == other and untouched.degree == 1.25 and untouched.message == ""
+    assert untouched.keyframe_similarity < _threshold()
+    assert report.on_same_person == "retry" and report.generated_faces == 2 + 1 + 4
+    # The retried face is the tiny model's again (a different person): nothing left for the guard.
+    assert track.guard_frames == [] and report.guard_redactions == 0
+
+
+def test_on_same_person_redaction_switches_the_whole_track_to_it(tiny, tmp_path):
+    pytest.importorskip("faceanon.trust.identity")
+    first, other = face_seed(7, 0), face_seed(7, 1)
+    fa = _checking(tiny, on_same_person="pixelate")
+    report, calls, frames = _render(
+        tiny, tmp_path, "pixelate.mp4", crf=0, anonymizer=fa, unchanged={first: {0}}
+    )
+    track, untouched = sorted(report.tracks, key=lambda t: t.track_id)
+    assert track.method == "pixelate" and track.seed is None and track.degree is None
+    assert "still matched the person" in track.message and "pixelated instead in every frame" in track.message
+    assert untouched.method == "diffusion" and untouched.seed == other
+    assert all(c["seeds"] == [other] * c["rows"] for c in calls[1:])  # no swap for the redacted track
+    assert sum(c["rows"] for c in calls[1:]) == 2
+    # Every frame of the track pixelated: as a pixelate-only render of that track leaves it.
+    _, _, scan = tiny
+    render_video(
+        FaceAnonymizer(identity_check=False),
+        scan,
+        tmp_path / "only.mp4",
+        VideoSettings(method="pixelate", tracks=[track.track_id]),
+        crf=0,
+    )
+    for index, (mixed, alone) in enumerate(zip(frames, _frames(tmp_path / "only.mp4"), strict=True)):
+        x0, y0, x1, y1 = (int(v) for v in scan.tracks[track.track_id].points[index].box)
+        difference = np.abs(mixed[y0:y1, x0:x1].astype(int) - alone[y0:y1, x0:x1])
+        assert difference.mean() < 1.0 and difference.max() <= 8
+
+
+def test_the_leak_guard_redacts_a_generated_face_in_the_frame_where_it_is_still_the_person(tiny, tmp_path):
+    from faceanon.faces.leak_guard import guard_mask
+    from faceanon.trust.identity import get_identity_model
+
+    pytest.importorskip("faceanon.trust.identity")
+    scan = tiny[2]
+    checking = _checking(tiny)  # leak guard on, on_same_person None: the guard alone
+    track = scan.tracks[0]
+    swapped = [i for i in sorted(track.points) if i != scan.keyframes[0]]
+    leaking = swapped[0]  # track 0's first swap comes back as the person's own face
+    normal, _, plain = _render(tiny, tmp_path, "normal.mp4", crf=0, anonymizer=checking)
+    report, _, guarded = _render(
+        tiny, tmp_path, "guarded.mp4", crf=0, anonymizer=checking, unchanged={face_seed(7, 0): {1}}
+    )
+    assert normal.guard_redactions == 0 and all(t.guard_frames == [] for t in normal.tracks)
+    by_id = {t.track_id: t for t in report.tracks}
+    assert by_id[0].guard_frames == [leaking] and by_id[1].guard_frames == []
+    assert report.guard_redactions == 1 and "still looked like the person in 1 frame(s)" in report.message
+    assert by_id[0].identity_max >= _threshold()  # measured once, on the generated face, before the guard
+    for index, (a, b) in enumerate(zip(plain, guarded, strict=True)):
+        if index != leaking:
+            assert np.array_equal(a, b)  # other frames untouched
+    original = _frames(scan.path)[leaking]
+    face = track.face_at(leaking)
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    written = guarded[leaking][y0:y1, x0:x1].astype(int)
+    assert np.abs(written - plain[leaking][y0:y1, x0:x1]).mean() > 10  # not the generated face
+    expected = original.copy()  # the person's face blurred with the guard's grown mask
+    aligned = align_face(original, face.landmarks)
+    redact_face(expected, aligned, "blur", mask=guard_mask(aligned))
+    assert np.abs(written - expected[y0:y1, x0:x1]).mean() < 2.0
+    model = get_identity_model()
+    assert model.compare(original, face.landmarks, guarded[leaking], face.landmarks) < model.threshold
+
+
+def test_on_same_person_in_per_frame_mode_checks_the_keyframe_face_first(tiny, tmp_path):
+    pytest.importorskip("faceanon.trust.identity")
+    first, other, retried = face_seed(7, 0), face_seed(7, 1), face_seed(7, 0, attempt=1)
+    fa = _checking(tiny, on_same_person="retry")
+    report, calls, _ = _render(
+        tiny, tmp_path, "per_frame_retry.mp4", anonymizer=fa, unchanged={first: {0}}, per_frame=True
+    )
+    # The keyframe faces per-frame mode would give (same crop, seed, degree), judged before the render.
+    assert sorted(calls[0]["seeds"]) == sorted([first, other]) and calls[1]["seeds"] == [retried]
+    rendered = sorted(s for c in calls[2:] for s in c["seeds"])
+    assert rendered == sorted([retried] * 3 + [other] * 3)  # every frame, the track's new seed
+    track = next(t for t in report.tracks if t.track_id == 0)
+    assert track.seed == retried and track.degree == pytest.approx(1.35)
+    assert report.mode == "per-frame" and report.generated_faces == 2 + 1 + 6

@@ -49,12 +49,15 @@ from faceanon.anonymizer import (
     PreparedFrame,
     face_seed,
 )
+from faceanon.errors import FaceAnonError
 from faceanon.faces.alignment import CROP_SIZE, AlignedFace, align_face, alignment_matrix, invert
-from faceanon.faces.blending import face_mask
+from faceanon.faces.blending import face_mask, paste_face
+from faceanon.faces.leak_guard import guard_mask
 from faceanon.faces.redaction import redact_face
 from faceanon.faces.tracking import DETECTED, EXTENDED, INTERPOLATED, FaceTrack, FaceTracker, TrackingOptions
 from faceanon.media.video import VideoInfo, VideoWriter, open_video, probe_video
 from faceanon.registry import DEFAULTS, DIFFUSION, METHODS
+from faceanon.results import FaceReport
 
 Progress = Callable[[float, str], None]
 FrameProgress = Callable[[str, int, int], None]  # (stage, frames done, frames in all)
@@ -126,6 +129,8 @@ class TrackReport:
     consistency_min: float | None = None  # generated face vs the previous frame's generated face
     consistency_mean: float | None = None
     same_person: bool | None = None  # identity_max at or above the identity model's threshold
+    keyframe_similarity: float | None = None  # on_same_person: the generated keyframe face vs the person
+    guard_frames: list[int] = field(default_factory=list)  # leak guard: still the person there, redacted
     kept_as: str | None = None  # the keep-list person the keyframe face matched (track left untouched)
     kept_similarity: float | None = None
     message: str = ""
@@ -150,7 +155,9 @@ class VideoReport:
     mode: str  # "keyframe+swap", "per-frame" (diffusion) or "redaction"
     tracks: list[TrackReport]
     generated_faces: int = 0  # pipeline rows run (keyframes + swaps, or per-frame faces)
-    guard_redactions: int = 0  # faces the leak guard found only on its second pass and redacted (all frames)
+    guard_redactions: int = 0  # faces the leak guard redacted, all frames: found only on its second pass,
+    # or generated faces still the same person in that frame (TrackReport.guard_frames)
+    on_same_person: str | None = None  # the anonymizer's setting, applied per track at the keyframe
     seconds: dict = field(default_factory=dict)  # scan, keyframes, render, total
     message: str = ""
 
@@ -225,20 +232,28 @@ def keyframe_crops(
         by_frame.setdefault(frame, []).append(track_id)
     tracks = {t.track_id: t for t in scan.tracks}
     crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if not by_frame:
-        return crops
-    last = max(by_frame)
-    with open_video(scan.path) as reader:
+    for frame in _frames_at(scan.path, by_frame):
+        for track_id in by_frame[frame.index]:
+            point = tracks[track_id].points[frame.index]
+            crops[track_id] = (
+                align_face(frame.rgb, point.landmarks).crop,
+                _thumbnail(frame.rgb, point.box),
+            )
+    return crops
+
+
+def _frames_at(path: Path, indices: Iterable[int]):
+    """The decoded frames of `indices` in order, decoding no further than the last of them."""
+    wanted = set(indices)
+    if not wanted:
+        return
+    last = max(wanted)
+    with open_video(path) as reader:
         for frame in reader:
-            for track_id in by_frame.get(frame.index, []):
-                point = tracks[track_id].points[frame.index]
-                crops[track_id] = (
-                    align_face(frame.rgb, point.landmarks).crop,
-                    _thumbnail(frame.rgb, point.box),
-                )
+            if frame.index in wanted:
+                yield frame
             if frame.index >= last:
                 break
-    return crops
 
 
 def keyframe_thumbnails(scan: VideoScan, size: int = 160) -> dict[int, np.ndarray]:
@@ -288,6 +303,8 @@ class _TrackPlan:
     mask: np.ndarray | None = None  # redaction: the last face mask drawn, and its landmarks' key
     mask_key: np.ndarray | None = None
     kept: object = None  # faceanon.keep.KeepMatch of the keyframe face
+    keyframe_similarity: float | None = None  # on_same_person's measurement of the generated keyframe face
+    guard_frames: list = field(default_factory=list)  # frames where the leak guard redacted the new face
 
 
 def plan_tracks(
@@ -352,15 +369,12 @@ def keep_matches(scan: VideoScan, keep) -> dict:
     for track in scan.tracks:
         by_frame.setdefault(scan.keyframes[track.track_id], []).append(track)
     matches = {}
-    with open_video(scan.path) as reader:
-        for frame in reader:
-            tracks = by_frame.get(frame.index, [])
-            faces = [track.face_at(frame.index) for track in tracks]
-            for track, match in zip(tracks, match_faces(frame.rgb, faces, keep), strict=True):
-                if match is not None:
-                    matches[track.track_id] = match
-            if frame.index >= max(by_frame):
-                break
+    for frame in _frames_at(scan.path, by_frame):
+        tracks = by_frame[frame.index]
+        faces = [track.face_at(frame.index) for track in tracks]
+        for track, match in zip(tracks, match_faces(frame.rgb, faces, keep), strict=True):
+            if match is not None:
+                matches[track.track_id] = match
     return matches
 
 
@@ -415,9 +429,13 @@ def render_video(
     keys, rest = diffusion_faces(plans, settings.per_frame)
     if keys + rest:
         _warn_estimate(anonymizer, keys + rest, settings.steps, notify)
-    if keys:
-        per_face = _generate_keyframes(anonymizer, scan, plans, settings, generation)
+    keyframed = _keyframe_tracks(anonymizer, plans, settings)
+    generated = 0
+    if keyframed:
+        per_face = _generate_keyframes(anonymizer, scan, keyframed, settings, generation)
+        generated = len(keyframed) + _on_same_person(anonymizer, scan, keyframed, settings, generation)
         seconds["keyframes"] = round(time.perf_counter() - started, 3)
+        rest = diffusion_faces(plans, settings.per_frame)[1]  # a track redacted instead has none left
         if rest and notify:
             notify(
                 f"The keyframes took {per_face:.1f} s per face; the other {rest} frame face(s) should take "
@@ -425,7 +443,7 @@ def render_video(
             )
     render_start = time.perf_counter()
     guarded: list[int] = []
-    generated = keys + _render(
+    generated += _render(
         anonymizer, scan, plans, settings, generation, dst, crf, progress, on_frames, guarded
     )
     seconds["render"] = round(time.perf_counter() - render_start, 3)
@@ -446,6 +464,7 @@ def render_video(
         tracks=reports,
         generated_faces=generated,
         guard_redactions=sum(guarded),
+        on_same_person=anonymizer.on_same_person,
         seconds=seconds,
     )
     report.message = _summary(report, note)
@@ -489,16 +508,30 @@ def _warn_estimate(anonymizer: FaceAnonymizer, faces: int, steps: int, notify: N
     notify(text)
 
 
+def _keyframe_tracks(
+    anonymizer: FaceAnonymizer, plans: dict[int, _TrackPlan], settings: VideoSettings
+) -> list[_TrackPlan]:
+    """The diffusion tracks whose keyframe face is generated first: all of them for keyframe + swap;
+    in per-frame mode only when on_same_person has to judge it (it is the face per-frame mode gives
+    the keyframe: same crop, seed and degree)."""
+    if settings.per_frame and not _checks_keyframes(anonymizer):
+        return []
+    return [p for p in plans.values() if p.method == DIFFUSION]
+
+
+def _checks_keyframes(anonymizer: FaceAnonymizer) -> bool:
+    return bool(anonymizer.on_same_person and anonymizer.identity_check)
+
+
 def _generate_keyframes(
     anonymizer: FaceAnonymizer,
     scan: VideoScan,
-    plans: dict[int, _TrackPlan],
+    diffused: list[_TrackPlan],
     settings: VideoSettings,
     generation: Generation,
 ) -> float:
-    """Generate every diffusion track's keyframe face in one batched call; encode each as a source.
-    Returns the seconds per face it took."""
-    diffused = [p for p in plans.values() if p.method == DIFFUSION]
+    """Generate the keyframe faces of `diffused` (with each plan's seed and degree) in one batched
+    call; encode each as a source for the swaps. Returns the seconds per face it took."""
     crops = keyframe_crops(scan, [p.track.track_id for p in diffused])
     started = time.perf_counter()
     requests = [
@@ -506,9 +539,90 @@ def _generate_keyframes(
     ]
     for plan, crop in zip(diffused, anonymizer.generate(requests, generation), strict=True):
         plan.key_crop = crop
-        if settings.reuse_source:
+        if settings.reuse_source and not settings.per_frame:
             plan.reference = _encode_source(anonymizer, crop, plan.seed)
     return (time.perf_counter() - started) / max(len(diffused), 1)
+
+
+def _on_same_person(
+    anonymizer: FaceAnonymizer,
+    scan: VideoScan,
+    diffused: list[_TrackPlan],
+    settings: VideoSettings,
+    generation: Generation,
+) -> int:
+    """FaceAnonymizer(on_same_person=...) per track, at the keyframe, by the photo rule
+    (FaceAnonymizer._handle_still_recognizable): a track whose generated keyframe face the identity
+    check still calls the person is generated again once ("retry": seed face_seed(seed, track,
+    attempt=1), d + 0.1 up to DEFAULTS.unrealistic_degree; the swaps then use the new face and seed),
+    or redacted with that method in every frame. Returns the faces generated again."""
+    if not _checks_keyframes(anonymizer):
+        return 0
+    measured = _keyframe_identity(anonymizer, scan, diffused)
+    for plan in diffused:
+        report = measured.get(plan.track.track_id)
+        plan.keyframe_similarity = report.identity_similarity if report else None
+    still = [p for p in diffused if getattr(measured.get(p.track.track_id), "same_person", False)]
+    if not still:
+        return 0
+    action = anonymizer.on_same_person
+    if action != "retry":
+        for plan in still:
+            plan.method, plan.seed, plan.degree, plan.key_crop, plan.reference = action, None, 0.0, None, None
+            plan.message = (
+                f"the new keyframe face still matched the person (similarity {plan.keyframe_similarity:.2f}); "
+                f"{_INSTEAD[action]} in every frame of the track"
+            )
+        return 0
+    for plan in still:
+        plan.seed = face_seed(settings.seed, plan.track.track_id, attempt=1)
+        plan.degree = max(plan.degree, min(plan.degree + 0.1, DEFAULTS.unrealistic_degree))
+    _generate_keyframes(anonymizer, scan, still, settings, generation)
+    again = _keyframe_identity(anonymizer, scan, still)
+    for plan in still:
+        report = again.get(plan.track.track_id)
+        outcome = (
+            f"similarity now {report.identity_similarity:.2f}"
+            if report and report.identity_similarity is not None
+            else "not measured again"
+        )
+        if report and report.same_person:
+            outcome = f"still recognizable after the retry ({outcome}): the leak guard redacts it where it is"
+        plan.message = (
+            f"the new keyframe face still matched the person (similarity {plan.keyframe_similarity:.2f}); "
+            f"generated again with a new seed and degree {plan.degree:.2f}, {outcome}"
+        )
+    return len(still)
+
+
+def _keyframe_identity(
+    anonymizer: FaceAnonymizer, scan: VideoScan, diffused: list[_TrackPlan]
+) -> dict[int, FaceReport]:
+    """Track id -> the identity check of its generated keyframe face: pasted into its frame (as
+    finish_frame pastes it, less the watermark, which is invisible to the recognizer) and measured
+    against the person there by faceanon.trust.checks.measure_reports, the photos' filler (faces too
+    small to verify get no verdict). Decodes up to the last keyframe; {} without the identity model."""
+    try:
+        from faceanon.trust.checks import measure_reports
+    except ImportError:
+        return {}
+    by_frame: dict[int, list[_TrackPlan]] = {}
+    for plan in diffused:
+        by_frame.setdefault(plan.keyframe, []).append(plan)
+    measured = {}
+    for frame in _frames_at(scan.path, by_frame):
+        output, reports = frame.rgb.copy(), []
+        for plan in by_frame[frame.index]:
+            face = plan.track.face_at(frame.index)
+            aligned = align_face(frame.rgb, face.landmarks)
+            paste_face(output, plan.key_crop, aligned, color_match=anonymizer.color_match)
+            reports.append(FaceReport(face=face, changed=True, method=DIFFUSION))
+        try:
+            measure_reports(frame.rgb, output, reports, attributes=False)
+        except FaceAnonError:  # the identity model's file is missing or altered: no verdict
+            return {}
+        measured.update({report.face.index: report for report in reports})
+    return measured
 
 
 def _encode_source(anonymizer: FaceAnonymizer, crop: np.ndarray, seed: int):
@@ -542,6 +656,9 @@ def _render(
     window = max(1, int(settings.window))
     total = scan.frame_count
     generated = 0
+    # The guard's identity rule needs the identity check, which _no_frame_checks turns off per frame
+    # (finish_frame's) so that the faces are measured once, by _measure_identity.
+    identity_guard = bool(anonymizer.leak_guard and anonymizer.identity_check)
     with (
         _no_frame_checks(anonymizer),
         open_video(scan.path) as reader,
@@ -551,11 +668,15 @@ def _render(
         for frame in reader:
             batch.append(frame)
             if len(batch) == window:
-                generated += _render_window(anonymizer, batch, plans, settings, generation, writer, guarded)
+                generated += _render_window(
+                    anonymizer, batch, plans, settings, generation, writer, guarded, identity_guard
+                )
                 _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
                 batch = []
         if batch:
-            generated += _render_window(anonymizer, batch, plans, settings, generation, writer, guarded)
+            generated += _render_window(
+                anonymizer, batch, plans, settings, generation, writer, guarded, identity_guard
+            )
             _tell(progress, on_frames, RENDER, batch[-1].index + 1, total, 0.3, 0.7)
     return generated
 
@@ -568,9 +689,11 @@ def _render_window(
     generation: Generation,
     writer: VideoWriter,
     guarded: list[int],
+    identity_guard: bool = False,
 ) -> int:
     """Prepare every frame of the window, generate each track's faces in one call, finish (the leak
-    guard included, when the anonymizer's is on), write."""
+    guard included, when the anonymizer's is on: its second pass in finish_frame, its identity rule
+    here on the similarities measured per frame), write."""
     frame_plans = [_frame_plans(plans, f.index, settings) for f in frames]
     if not any(p.method == DIFFUSION for face_plans in frame_plans for p in face_plans):
         for frame, face_plans in zip(frames, frame_plans, strict=True):
@@ -604,11 +727,38 @@ def _render_window(
             crops[w][r] = crop
     for frame, source, frame_crops in zip(frames, prepared, crops, strict=True):
         result = anonymizer.finish_frame(source, frame_crops)
-        guarded.append(sum(1 for face in result.faces if face.guard and face.changed))
-        if settings.identity_check:
-            _measure_identity(source, result.image, plans)
-        writer.write(result.image, like=frame)
+        image, redacted = result.image, sum(1 for face in result.faces if face.guard and face.changed)
+        if settings.identity_check or identity_guard:
+            measured = _measure_identity(source, image, plans, record=settings.identity_check)
+            if identity_guard:
+                image, still = _guard_same_person(anonymizer, source, image, measured, plans, frame.index)
+                redacted += still
+        guarded.append(redacted)
+        writer.write(image, like=frame)
     return generated
+
+
+def _guard_same_person(
+    anonymizer: FaceAnonymizer,
+    frame: PreparedFrame,
+    image: np.ndarray,
+    measured: list[tuple[FacePlan, float, bool | None]],
+    plans: dict[int, _TrackPlan],
+    index: int,
+) -> tuple[np.ndarray, int]:
+    """The leak guard's identity rule on one video frame (photos: FaceAnonymizer._guard): a generated
+    face the identity check still calls the person in this frame is redacted there with guard_method
+    (the guard's grown mask) and the frame is listed in its track's guard_frames. It reuses the
+    similarities _measure_identity has just computed. Returns (frame, faces redacted)."""
+    leaking = [plan for plan, _, same in measured if same]
+    if not leaking:
+        return image, 0
+    output = image.copy()
+    for plan in leaking:
+        aligned = frame.aligned[plan.face.index]
+        redact_face(output, aligned, anonymizer.guard_method, mask=guard_mask(aligned))
+        plans[plan.face.index].guard_frames.append(index)
+    return output, len(leaking)
 
 
 def _redact_frame(rgb: np.ndarray, face_plans: list[FacePlan], plans: dict[int, _TrackPlan]) -> np.ndarray:
@@ -708,15 +858,19 @@ def _no_frame_checks(anonymizer: FaceAnonymizer):
         anonymizer.identity_check = previous
 
 
-def _measure_identity(frame, output: np.ndarray, plans: dict[int, _TrackPlan]) -> None:
+def _measure_identity(
+    frame, output: np.ndarray, plans: dict[int, _TrackPlan], record: bool = True
+) -> list[tuple[FacePlan, float, bool | None]]:
     """Per diffusion face: its generated face vs the original (same landmarks), and vs the
-    previous frame's generated face of the track (consistency)."""
+    previous frame's generated face of the track (consistency), recorded for the track report when
+    `record`. Returns (plan, similarity, same person: None below MIN_VERIFIABLE_FACE) per face."""
     try:
-        from faceanon.trust.identity import get_identity_model
+        from faceanon.trust.identity import get_identity_model, verifiable
 
         model = get_identity_model()
     except Exception:  # the identity model is optional (not installed, file altered): no figures
-        return
+        return []
+    measured = []
     for plan in frame.generated:
         track = plans[plan.face.index]
         landmarks = plan.face.landmarks
@@ -725,10 +879,16 @@ def _measure_identity(frame, output: np.ndarray, plans: dict[int, _TrackPlan]) -
             generated = model.embed(output, landmarks)
         except Exception:  # degenerate landmarks of an extrapolated face: not measurable
             continue
-        track.similarities.append(float(model.similarity(original, generated)))
+        similarity = float(model.similarity(original, generated))
+        verdict = bool(model.same_person(similarity)) if verifiable(plan.face.size) else None
+        measured.append((plan, similarity, verdict))
+        if not record:
+            continue
+        track.similarities.append(similarity)
         if track.previous_embedding is not None:
             track.consistencies.append(float(model.similarity(track.previous_embedding, generated)))
         track.previous_embedding = generated
+    return measured
 
 
 def _track_report(plan: _TrackPlan, anonymizer: FaceAnonymizer) -> TrackReport:
@@ -747,6 +907,8 @@ def _track_report(plan: _TrackPlan, anonymizer: FaceAnonymizer) -> TrackReport:
         extended_frames=track.frames_of(EXTENDED),
         kept_as=plan.kept.name if plan.kept else None,
         kept_similarity=plan.kept.similarity if plan.kept else None,
+        keyframe_similarity=plan.keyframe_similarity,
+        guard_frames=list(plan.guard_frames),
         message=plan.message,
     )
     if plan.similarities:
@@ -789,12 +951,30 @@ def _summary(report: VideoReport, note: str) -> str:
             + ", ".join(f"track #{t.track_id} {t.kept_as} ({t.kept_similarity:.2f})" for t in kept)
             + "."
         )
-    if report.guard_redactions:
+    text += _guard_summary(report)
+    return " ".join(filter(None, [text, note if changed else ""]))
+
+
+def _guard_summary(report: VideoReport) -> str:
+    """The leak guard's two rules on video: new faces still the person, faces only its second pass found."""
+    text = ""
+    still = [t for t in report.tracks if t.guard_frames]
+    if still:
+        text += " Leak guard: " + ", ".join(
+            f"track #{t.track_id} still looked like the person in {len(t.guard_frames)} frame(s), redacted there"
+            for t in still
+        )
+        text += "."
+    found = report.guard_redactions - sum(len(t.guard_frames) for t in report.tracks)
+    if found:
         text += (
-            f" Leak guard: {report.guard_redactions} face(s) found only on its second pass were redacted "
+            f" Leak guard: {found} face(s) found only on its second pass were redacted "
             "in the frames where they appeared."
         )
-    return " ".join(filter(None, [text, note if changed else ""]))
+    return text
+
+
+_INSTEAD = {"blur": "blurred instead", "pixelate": "pixelated instead", "solid": "filled instead"}
 
 
 def _duration(seconds: float) -> str:
