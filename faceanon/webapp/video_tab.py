@@ -290,14 +290,29 @@ def page_anonymize_video(
     return *outputs, H.message()
 
 
+# The input player's own "Video not playable" toast is stopped before Gradio sees it: browsers
+# cannot play many videos faceanon reads (AVI, HEVC, MKV), and for a file that is no video at all
+# the server's message box already says what is wrong and what to do (one message, not two).
+QUIET_INPUT_PLAYER = """
+if (!window.faceanonQuietVideoInput) {
+  window.faceanonQuietVideoInput = true;
+  document.addEventListener('error', (event) => {
+    if (event.target instanceof HTMLVideoElement && event.target.closest('#video-input')) {
+      event.stopImmediatePropagation();
+    }
+  }, true);
+}
+"""
+
+
 def video_tab() -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             video = gr.Video(label="Video", sources=["upload"], elem_id="video-input")
             method = gr.Radio(H.METHODS, value="blur", label="Method", elem_id="video-method")
-            degree = gr.Slider(0.0, 2.0, value=1.25, step=0.05, label="Anonymization degree d")
-            seed = gr.Number(value=0, precision=0, minimum=0, maximum=H.MAX_SEED, label="Seed")
-            steps = gr.Slider(1, H._LIMITS.max_steps, value=25, step=1, label="Steps (diffusion)")
+            # As in the Anonymize tab: the button and its message near the top, level with the result.
+            run = gr.Button("Anonymize video", variant="primary", elem_id="video-button")
+            error = gr.Markdown(visible=False, elem_id="video-message", elem_classes=["faceanon-message"])
             people = gr.Gallery(label="People found", columns=6, height=180, elem_id="video-people")
             choose = gr.CheckboxGroup(label="People to anonymize", elem_id="video-choose")
             keep = gr.File(
@@ -307,10 +322,11 @@ def video_tab() -> None:
                 type="filepath",
                 elem_id="video-keep",
             )
+            degree = gr.Slider(0.0, 2.0, value=1.25, step=0.05, label="Anonymization degree d")
+            seed = gr.Number(value=0, precision=0, minimum=0, maximum=H.MAX_SEED, label="Seed")
+            steps = gr.Slider(1, H._LIMITS.max_steps, value=25, step=1, label="Steps (diffusion)")
             tracks = gr.Textbox(value="all", visible=False)
             tracks_json = gr.JSON(visible=False)
-            run = gr.Button("Anonymize video", variant="primary", elem_id="video-button")
-            error = gr.Markdown(visible=False, elem_id="video-message", elem_classes=["faceanon-message"])
         with gr.Column(scale=1):
             result = gr.Video(
                 label="Anonymized", interactive=False, buttons=["download"], elem_id="video-output"
@@ -320,6 +336,7 @@ def video_tab() -> None:
                 report = gr.JSON(label="Per-person report")
             api_find = gr.Button(visible=False)  # the named API endpoints' triggers (no UI)
             api_anonymize = gr.Button(visible=False)
+    gr.HTML("", js_on_load=QUIET_INPUT_PLAYER, elem_id="video-quiet-player")
     scanning = dict(concurrency_id="video-scan", concurrency_limit=2)
     for trigger in (video.change, keep.change):  # a new video, or new keep photos: mark the people again
         trigger(
