@@ -234,3 +234,37 @@ def test_video_tab_not_a_video_gets_one_message(page, tmp_path):
     assert page.get_by_text("Error", exact=True).count() == 0  # no toast, no red badges
     assert page.locator("#video-people img").count() == 0  # the last video's people are gone
     page.screenshot(path=str(ARTIFACTS / "page_video_not_a_video.png"), full_page=True)
+
+
+def test_video_tab_keep_photo_marks_the_person_and_leaves_them(page, tmp_path):
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from faceanon.testing_video import make_test_clip, photo_rgb
+
+    two = np.concatenate(
+        [cv2.resize(photo_rgb("astronaut"), (300, 300)), cv2.resize(photo_rgb("grace_hopper"), (225, 300))],
+        axis=1,
+    )
+    clip = make_test_clip(
+        tmp_path / "two.mp4", photo=two, motion="still", size=(350, 200), seconds=0.5, fps=10
+    )
+    Image.fromarray(photo_rgb("grace_hopper")).save(tmp_path / "grace.jpg")  # her portrait, not a frame
+    _video_tab(page)
+    _clear_video(page)
+    page.set_input_files("#video-input input[type=file]", str(clip.path))
+    page.wait_for_function(
+        "() => document.querySelectorAll('#video-people img').length === 2", timeout=60_000
+    )
+    page.set_input_files("#video-keep input[type=file]", str(tmp_path / "grace.jpg"))
+    people = page.locator("#video-people")
+    people.get_by_text(": kept (grace)").wait_for(timeout=60_000)  # marked again, without a new scan
+    assert page.locator("#video-choose").get_by_text(": kept (grace)").count() == 1
+    page.locator("#video-method input[value=solid]").check()
+    page.click("#video-button")
+    summary = page.locator("#video-summary")
+    summary.get_by_text("Kept (keep-list)").wait_for(timeout=60_000)
+    assert "kept (grace)" in summary.inner_text() and "solid" in summary.inner_text()
+    assert page.locator("#video-message").is_hidden()
+    page.screenshot(path=str(ARTIFACTS / "page_video_keep.png"), full_page=True)
