@@ -1,5 +1,6 @@
 """The page as a new visitor meets it, on a server without diffusion weights, in Debian's Chromium:
-a working default method, the result in view, one error message, crowds, and the Evaluate tab.
+a working default method, the result in view, one error message, crowds, the Evaluate tab, and
+the Video tab (people found, keep photos, the result playing and downloading, a non-video refused).
 Screenshots go to test-artifacts/ (look at them)."""
 
 from __future__ import annotations

@@ -215,3 +215,20 @@ def test_a_keep_photo_without_a_face_gets_a_clear_error(client, tmp_path):
             )
         assert "No face was found in the keep photo 'sky'" in str(error.value)
         assert "/tmp" not in str(error.value) and str(tmp_path) not in str(error.value)
+
+
+def test_a_video_is_scanned_once_for_new_keep_photos_and_again_when_it_changes(tmp_path):
+    from faceanon.webapp.video_tab import _ScanCache
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"first upload")
+    cache, scans = _ScanCache(size=2), []
+
+    def scan():
+        scans.append(path.read_bytes())
+        return len(scans)
+
+    assert cache.get(str(path), scan) == cache.get(str(path), scan) == 1  # keep photos changed: no rescan
+    path.write_bytes(b"another video, same name")
+    assert cache.get(str(path), scan) == 2
+    assert scans == [b"first upload", b"another video, same name"]
