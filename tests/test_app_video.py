@@ -232,3 +232,13 @@ def test_a_video_is_scanned_once_for_new_keep_photos_and_again_when_it_changes(t
     path.write_bytes(b"another video, same name")
     assert cache.get(str(path), scan) == 2
     assert scans == [b"first upload", b"another video, same name"]
+
+
+def test_the_video_endpoints_keep_their_inputs_and_add_keep_last(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    inputs = [p["parameter_name"] for p in api["/anonymize_video"]["parameters"]]
+    assert inputs == ["video", "method", "degree", "seed", "tracks", "steps", "keep"]  # old calls still fit
+    assert [p["parameter_name"] for p in api["/find_people"]["parameters"]] == ["video", "keep"]
+    assert all(p["parameter_has_default"] for p in api["/anonymize_video"]["parameters"][1:])
+    assert "keep: photos of people to leave untouched" in api["/anonymize_video"]["description"]
+    assert not [name for name in api if "page" in name]  # the page's own events stay private
