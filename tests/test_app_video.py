@@ -242,3 +242,32 @@ def test_the_video_endpoints_keep_their_inputs_and_add_keep_last(client):
     assert all(p["parameter_has_default"] for p in api["/anonymize_video"]["parameters"][1:])
     assert "keep: photos of people to leave untouched" in api["/anonymize_video"]["description"]
     assert not [name for name in api if "page" in name]  # the page's own events stay private
+
+
+@pytest.mark.slow
+def test_diffusion_with_a_keep_photo_on_tiny_checkpoints(tmp_path_factory, tmp_path):
+    """The GPU path (_run_diffusion, @spaces.GPU) with keep photos, on tiny random checkpoints (the real
+    12 GB weights cannot exist here): the kept person is untouched, the other one is generated."""
+    from faceanon.testing import tiny_pipeline_env
+
+    env = tiny_pipeline_env(tmp_path_factory.mktemp("tiny-weights"))
+    clip = _two_people_clip(tmp_path / "two.mp4")
+    grace, _ = _keep_photo(tmp_path)
+    original = _frames(clip.path)
+    astronaut, hopper = (f.box for f in create_detector("yunet").detect(original[0].astype(np.uint8)))
+    with running_app(env, workdir=tmp_path_factory.mktemp("app")) as url:
+        client = Client(url, verbose=False)
+        video, summary, report = client.predict(
+            handle_file(clip.path),
+            method="diffusion",
+            steps=1,
+            keep=[handle_file(grace)],
+            api_name="/anonymize_video",
+        )
+    out = _frames(_video_path(video))
+    by_method = {t["method"]: t for t in report["tracks"]}
+    assert set(by_method) == {"diffusion", None} and by_method[None]["kept_as"] == "grace"
+    noise = _codec_noise(clip, hopper)
+    assert _face_change(original, out, hopper) <= 1.25 * noise
+    assert _face_change(original, out, astronaut) > 5 * noise  # a random tiny model's face
+    assert "kept (grace)" in summary
