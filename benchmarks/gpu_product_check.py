@@ -49,8 +49,9 @@ def main() -> int:
                 fraction = float(np.mean(np.abs(changed).max(axis=-1) > 0))
                 checks += [result.num_changed == len(result.faces) > 0, 0 < fraction < 0.5]
                 print(
-                    f"{speed}: {path.name}: {device} {dtype}, {len(result.faces)} face(s), {result.num_changed} "
-                    f"changed, {fraction:.1%} of pixels touched, {seconds:.2f} s, suggested batch "
+                    f"{speed}: {path.name}: {device} {dtype}, {len(result.faces)} face(s), "
+                    f"{result.num_changed} changed, {fraction:.1%} of pixels touched, {seconds:.2f} s, "
+                    "suggested batch "
                     f"{pipe.suggested_batch_size()}; {result.message}",
                     flush=True,
                 )

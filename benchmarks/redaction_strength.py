@@ -12,9 +12,10 @@ labelled. Each face is rescaled (its photo around it, area / cubic resampling) s
    as faceanon's identity check does). A method is strong enough when no face scores "same person".
 2. Identity reliability: at 8..112 px, genuine pairs (the same face resampled half a pixel off and
    JPEG-compressed; and the same person in two photos) against impostor pairs (different people at the
-   same size) and redacted faces (the face against its blur), with the landmarks YuNet finds at that size. The smallest size from which on every
-   impostor and redacted pair stays under the threshold and (almost) every genuine pair above is where
-   verdicts mean something: faceanon.trust.identity.MIN_VERIFIABLE_FACE.
+   same size) and redacted faces (the face against its blur), with the landmarks YuNet finds at that
+   size. The smallest size from which on every impostor and redacted pair stays under the threshold
+   and (almost) every genuine pair above is where verdicts mean something:
+   faceanon.trust.identity.MIN_VERIFIABLE_FACE.
 """
 
 from __future__ import annotations

@@ -417,8 +417,9 @@ def run_benchmark(config: BenchConfig, out: Callable[[str], None] = print) -> di
 def _run_options(pipe, config: BenchConfig, results: dict, face, out: Callable[[str], None]) -> dict:
     env = results["environment"]
     out(
-        f"machine: {env.get('gpu') or env.get('cpu', '?')}; torch {env['torch']}, diffusers {env['diffusers']}, "
-        f"transformers {env['transformers']}; components: {sum(results['parameters'].values()) / 1e6:,.0f} M "
+        f"machine: {env.get('gpu') or env.get('cpu', '?')}; torch {env['torch']}, "
+        f"diffusers {env['diffusers']}, transformers {env['transformers']}; "
+        f"components: {sum(results['parameters'].values()) / 1e6:,.0f} M "
         f"parameters (random weights), built in {results['build_seconds']:.0f} s"
     )
     if pipe.unet.dtype != DTYPES[config.dtype]:
@@ -462,8 +463,10 @@ def format_table(results: dict) -> str:
         f"{config['height']}x{config['width']} steps={config['steps']} scheduler={config['scheduler']} "
         f"d={config['degree']} g={config['guidance']} seed={config['seed']} repeats={config['repeats']}",
         f"machine: {env.get('gpu') or env.get('cpu', '?')}; {env['cpu_count']} CPUs, torch threads "
-        f"{env['torch_threads']}; torch {env['torch']}, diffusers {env['diffusers']}, transformers {env['transformers']}",
-        f"load average (1/5/15 min) at start {env.get('load_average_at_start')}, at end {env.get('load_average_at_end')}",
+        f"{env['torch_threads']}; torch {env['torch']}, diffusers {env['diffusers']}, "
+        f"transformers {env['transformers']}",
+        f"load average (1/5/15 min) at start {env.get('load_average_at_start')}, "
+        f"at end {env.get('load_average_at_end')}",
         *([f"fp32 on CUDA: {env['fp32_on_cuda']}"] if "fp32_on_cuda" in env else []),
         f"components: random weights, {sum(results['parameters'].values()) / 1e6:,.0f} M parameters, "
         f"built in {results['build_seconds']:.0f} s",
@@ -524,9 +527,12 @@ def format_table(results: dict) -> str:
         if "reference" in ms:
             ref, ours = ms["reference"], ms["faceanon"]
             lines.append(
-                f"{phase['dtype']}: faceanon vs reference: {ref.seconds_per_face / ours.seconds_per_face:.2f}x faster "
-                f"per face{cpu_ratio(ref, ours)}; UNet FLOPs per step {ref.unet_flops_per_step / max(ours.unet_flops_per_step, 1):.2f}x fewer; "
-                f"total FLOPs per face {ref.total_flops_per_face / max(ours.total_flops_per_face, 1):.2f}x fewer"
+                f"{phase['dtype']}: faceanon vs reference: "
+                f"{ref.seconds_per_face / ours.seconds_per_face:.2f}x faster "
+                f"per face{cpu_ratio(ref, ours)}; UNet FLOPs per step "
+                f"{ref.unet_flops_per_step / max(ours.unet_flops_per_step, 1):.2f}x fewer; "
+                "total FLOPs per face "
+                f"{ref.total_flops_per_face / max(ours.total_flops_per_face, 1):.2f}x fewer"
             )
     if len(results["phases"]) == 2 and "reference" in results["phases"][0]["measurements"]:
         ref32 = results["phases"][0]["measurements"]["reference"]
@@ -554,7 +560,8 @@ def format_table(results: dict) -> str:
             f"images {a['max_abs_diff_images']:.3g} after {a['steps']} steps, "
             f"{a['max_abs_diff_images_1_step']:.3g} after 1 step (one UNet call); latents "
             f"{a['max_abs_diff_latents']:.3g} / {a['max_abs_diff_latents_1_step']:.3g} "
-            f"(|latents| max {a['latents_abs_max']:.3g}; saturated pixels {a['saturated_pixels_fraction']:.1%})"
+            f"(|latents| max {a['latents_abs_max']:.3g}; "
+            f"saturated pixels {a['saturated_pixels_fraction']:.1%})"
         )
         if a["verdict"] == "PASS per UNet call only":
             lines.append(
@@ -577,8 +584,10 @@ def format_batch(b: dict) -> str:
     lines = [
         "",
         f"{n} faces, faceanon {b['dtype']}:",
-        f"  one by one ({n} calls): {b['one_by_one_seconds']:.2f} s ({b['one_by_one_seconds'] / n:.2f} s per face)",
-        f"  batched (1 call, {n} generators): {b['batched_seconds']:.2f} s ({b['batched_seconds'] / n:.2f} s per face); "
+        f"  one by one ({n} calls): {b['one_by_one_seconds']:.2f} s "
+        f"({b['one_by_one_seconds'] / n:.2f} s per face)",
+        f"  batched (1 call, {n} generators): {b['batched_seconds']:.2f} s "
+        f"({b['batched_seconds'] / n:.2f} s per face); "
         f"{b['speedup']:.2f}x; peak {mb(b['batched_peak_memory_bytes'])} MiB "
         f"({mb(b['batched_peak_memory_above_baseline_bytes'])} above before)",
         f"  max |batched - one by one| {b['max_abs_diff_batched_vs_one_by_one']:.3g}",
@@ -593,8 +602,8 @@ def format_batch(b: dict) -> str:
 def parse_args(argv=None) -> BenchConfig:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.speed",
-        description="faceanon vs the reference formulation of 'Face Anonymization Made Simple', side by side, "
-        "on random-weight components of the real sizes (no download).",
+        description="faceanon vs the reference formulation of 'Face Anonymization Made Simple', "
+        "side by side, on random-weight components of the real sizes (no download).",
     )
     parser.add_argument(
         "--size",

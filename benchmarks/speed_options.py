@@ -128,7 +128,8 @@ class OptionsRunner:
         self.results[name] = figures
         self.out(
             f"  {name:<14} {seconds:8.3f} s/face   peak {mb(memory.peak_bytes):>7} MiB "
-            f"({mb(memory.above_baseline_bytes):>6} above weights)   first 1-step call {first_seconds:7.2f} s   "
+            f"({mb(memory.above_baseline_bytes):>6} above weights)   "
+            f"first 1-step call {first_seconds:7.2f} s   "
             f"max |diff vs baseline| {figures['max_abs_diff_vs_baseline']:.3g}{'   ' + note if note else ''}"
         )
         return figures

@@ -1,9 +1,12 @@
 """Video throughput: frames per second for redaction (blur) at 720p and 1080p, and seconds per frame
 for diffusion (keyframe + swaps) on the tiny or the SD 2.1-size random model (`--diffusion sd21`).
 
-    python benchmarks/video.py                          # blur at 720p and 1080p, 2 s clips of the group photo
-    python benchmarks/video.py --diffusion sd21 --steps 2 --seconds 0.12 --compare-reuse   # 12 GB of RAM, alone
-    python benchmarks/video.py --device cuda --diffusion sd21             # on a GPU
+    # blur at 720p and 1080p, 2 s clips of the group photo
+    python benchmarks/video.py
+    # 12 GB of RAM, alone
+    python benchmarks/video.py --diffusion sd21 --steps 2 --seconds 0.12 --compare-reuse
+    # on a GPU
+    python benchmarks/video.py --device cuda --diffusion sd21
 
 Prints one JSON object per run (stage seconds from the VideoReport, frames per second) and the
 machine's load average, since the figures mean little on a busy machine. Diffusion reports the

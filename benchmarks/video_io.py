@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = run(args.sizes, args.seconds, args.fps, args.preset, args.stages)
     print(
-        f"CPU cores: {os.cpu_count()}; clips: {args.seconds:g} s at {args.fps} fps, pan over a group photo, AAC audio"
+        f"CPU cores: {os.cpu_count()}; clips: {args.seconds:g} s at {args.fps} fps, "
+        "pan over a group photo, AAC audio"
     )
     print(f"x264 preset {args.preset}, crf 18; load average {os.getloadavg()[0]:.1f}")
     print(f"{'size':6} {'what':26} {'frames':>6} {'seconds':>8} {'fps':>7} {'CPU ms/frame':>13}")

@@ -301,7 +301,8 @@ class ReferenceAttnProcessor:
         if self.reference is not None:
             if self.reference.rows != hidden_states.shape[0]:
                 raise RuntimeError(
-                    f"reference rows ({self.reference.rows}) do not match the UNet batch ({hidden_states.shape[0]})"
+                    f"reference rows ({self.reference.rows}) do not match the UNet batch "
+                    f"({hidden_states.shape[0]})"
                 )
             reference_key, reference_value = self._reference_key_value(attn)
             key = torch.cat([key, reference_key], dim=1)

@@ -90,7 +90,8 @@ def _verified_path(file: BundledFile) -> Path:
     path = Path(next(iter(spec.submodule_search_locations))) / file.resource
     if not path.is_file():
         raise ModelFileUnavailableError(
-            f"{file.what.capitalize()} ({file.resource}) is missing from package {file.package}. {INSTALL_HINT}"
+            f"{file.what.capitalize()} ({file.resource}) is missing from package {file.package}. "
+            f"{INSTALL_HINT}"
         )
     if hashlib.sha256(path.read_bytes()).hexdigest() != file.sha256:
         raise ModelFileUnavailableError(

@@ -1,4 +1,5 @@
-"""Evaluation (`faceanon evaluate`), above the anonymizer it drives: measure anonymization on your own photos, as the paper's supplementary does.
+"""Evaluation (`faceanon evaluate`), above the anonymizer it drives: measure anonymization on your
+own photos, as the paper's supplementary does.
 
 For every photo of a folder, every degree d and seed (defaults as the supplementary: d in 0.3, 0.6,
 0.9, 1.2, 1.4, 1.5 and 10 seeds), and for the redaction baselines (blur, pixelate, solid, which do
@@ -274,8 +275,9 @@ def evaluate_photo(
     progress: Progress | None = None,
     on_run: Callable[[int, int, Run], None] | None = None,
 ):
-    """For the app: evaluate one photo in memory; returns (rows, [identity, detection, attributes] PIL figures).
-    `on_run(done, total, run)` is told after each run (the structured form of `progress`)."""
+    """For the app: evaluate one photo in memory; returns (rows, [identity, detection, attributes]
+    PIL figures). `on_run(done, total, run)` is told after each run (the structured form of
+    `progress`)."""
     evaluator = evaluator or Evaluator()
     runs = plan_runs(degrees, seeds, baselines, anonymizer.diffusion_available)
     rows = []

@@ -53,12 +53,14 @@ EXAMPLE_DOC_STRING = """
 
         >>> from faceanon.pipeline import FaceAnonPipeline
 
-        >>> pipe = FaceAnonPipeline.from_hub()  # the weights card's weights (`faceanon download` fetches them)
+        >>> # The weights card's weights (`faceanon download` fetches them).
+        >>> pipe = FaceAnonPipeline.from_hub()
         >>> face = Image.fromarray(data.astronaut()).crop((140, 40, 300, 200))  # an aligned face crop
         >>> double = Image.fromarray(data.astronaut()).crop((150, 50, 290, 190))  # another one
 
         >>> # Anonymize: a new identity with the pose, expression and background of `face`.
-        >>> new_face = pipe(None, face, anonymization_degree=1.25, generator=torch.Generator().manual_seed(0)).images[0]
+        >>> new_face = pipe(None, face, anonymization_degree=1.25,
+        ...                 generator=torch.Generator().manual_seed(0)).images[0]
         >>> new_face.size
         (512, 512)
 
@@ -260,18 +262,19 @@ class FaceAnonPipeline(DiffusionPipeline):
             net, sites = self._installed_processors[net_name]
             if getattr(self, net_name) is not net:
                 raise MethodProcessorsMissingError(
-                    f"pipe.{net_name} was replaced after the pipeline was built, so it lacks the face model's "
-                    "reference attention. Call pipe.restore_attention_processors() to install it on the new "
-                    "model, or build the pipeline again with the new model."
+                    f"pipe.{net_name} was replaced after the pipeline was built, so it lacks the face "
+                    "model's reference attention. Call pipe.restore_attention_processors() to install it "
+                    "on the new model, or build the pipeline again with the new model."
                 )
             for name, module, processor in sites:
                 if module.processor is not processor:
                     raise MethodProcessorsMissingError(
-                        f"The face model's reference attention was replaced in pipe.{net_name} ({name} now has "
-                        f"{type(module.processor).__name__}), so the pipeline would compute a plain UNet instead "
-                        "of the method. This happens after unet.set_attn_processor(), unet.set_attention_slice() "
-                        "or an adapter loader. Call pipe.restore_attention_processors() to put it back; for "
-                        "attention slicing use pipe.enable_attention_slicing(), which keeps the method."
+                        f"The face model's reference attention was replaced in pipe.{net_name} ({name} "
+                        f"now has {type(module.processor).__name__}), so the pipeline would compute a "
+                        "plain UNet instead of the method. This happens after unet.set_attn_processor(), "
+                        "unet.set_attention_slice() or an adapter loader. Call "
+                        "pipe.restore_attention_processors() to put it back; for attention slicing use "
+                        "pipe.enable_attention_slicing(), which keeps the method."
                     )
 
     def set_attention_backend(self, backend: str) -> None:

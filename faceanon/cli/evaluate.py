@@ -40,8 +40,9 @@ def add_evaluate(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "evaluate",
         help="measure identity change, detectability and attribute keeping on a folder of photos",
-        description="For each photo, degree d and seed (and the blur/pixelate/solid baselines), measure the identity "
-        "distance, the detection rate with YuNet and SCRFD, and pose/expression/gaze distances. "
+        description="For each photo, degree d and seed (and the blur/pixelate/solid baselines), "
+        "measure the identity distance, the detection rate with YuNet and SCRFD, and "
+        "pose/expression/gaze distances. "
         "Writes evaluation.csv and three PNG plots; rerunning resumes where it stopped.",
     )
     parser.add_argument("folder", type=Path, help="folder of photos")

@@ -10,9 +10,10 @@ def add_verify(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "verify",
         help="tell whether photos carry faceanon's invisible watermark",
-        description="Reads faceanon's invisible watermarks (it survives JPEG re-compression and resizing, not "
-        "cropping or heavy edits): the mark of every face found (what `faceanon anonymize` puts "
-        "into each generated face) and the whole-image mark, and the PNG text note. Exit status: "
+        description="Reads faceanon's invisible watermarks (it survives JPEG re-compression and "
+        "resizing, not cropping or heavy edits): the mark of every face found (what "
+        "`faceanon anonymize` puts into each generated face) and the whole-image mark, and the PNG "
+        "text note. Exit status: "
         "0 if every photo carries the watermark, 1 if some do not, 2 if a photo cannot be read.",
     )
     parser.add_argument("paths", nargs="+", type=Path, help="photos to check")

@@ -15,7 +15,8 @@ detector's, so faces the first pass just missed are found too). Two kinds of lea
   MIN_VERIFIABLE_FACE px (below that the identity model cannot tell people apart).
 
 The guard's redactions use a face mask GUARD_MASK_GROW times larger than the first pass's (what
-was missed may be a face whose landmarks are a little off). The guard never loops: its own redactions are measured (identity) but not detected again.
+was missed may be a face whose landmarks are a little off). The guard never loops: its own
+redactions are measured (identity) but not detected again.
 """
 
 from __future__ import annotations

@@ -110,5 +110,6 @@ def _solid(
 
 
 # The registry of redaction methods: name (faceanon.registry.REDACTION_METHODS) -> function
-# (photo RGB, its PhotoMask, face size px, strength, colour) -> (replacement for the mask box, mask to blend with).
+# (photo RGB, its PhotoMask, face size px, strength, colour) -> (replacement for the mask box,
+# mask to blend with).
 REDACTORS = {"blur": _blur, "pixelate": _pixelate, "solid": _solid}

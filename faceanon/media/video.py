@@ -10,7 +10,8 @@ every frame's source timestamp, so the writer reproduces the timing exactly, var
 included. Writing encodes H.264 (yuv420p, BT.709, +faststart: every browser plays it) into MP4 by
 default, or into the container the destination's extension names (.mov, .mkv, .m4v, .avi; .webm
 gets VP9 + Opus). The source's audio streams are copied as they are when the output container
-takes their codec, else re-encoded (AAC; Opus in WebM, MP3 in AVI), interleaved with the video as it is written.
+takes their codec, else re-encoded (AAC; Opus in WebM, MP3 in AVI), interleaved with the video as
+it is written.
 
 Nothing of the input's metadata is written: no creation time, location (ISO 6709), device make or
 model, title, handler or encoder strings, at container or stream level; subtitle and data tracks

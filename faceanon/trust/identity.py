@@ -2,15 +2,15 @@
 
 Two offline recognizers, both fed the standard 112x112 ArcFace crop aligned from 5 landmarks:
 
-| name | model | licence of the weights | threshold |
-|---|---|---|---|
-| `arcface` (default when installed) | InsightFace ArcFace MobileFaceNet `w600k_mbf.onnx` (buffalo_s), 512-d | non-commercial (InsightFace model terms) | 0.30 |
-| `sface` | OpenCV Zoo SFace `face_recognition_sface_2021dec_int8bq.onnx`, 128-d | Apache-2.0 | 0.363 |
+* `arcface` (default when installed): model InsightFace ArcFace MobileFaceNet `w600k_mbf.onnx`
+  (buffalo_s), 512-d; licence of the weights: non-commercial (InsightFace model terms); threshold 0.30.
+* `sface`: model OpenCV Zoo SFace `face_recognition_sface_2021dec_int8bq.onnx`, 128-d; licence of the
+  weights: Apache-2.0; threshold 0.363.
 
 The verdict is "same person" when the cosine similarity is at or above the model's threshold.
 ArcFace 0.30 is a little below DeepFace's ArcFace setting (cosine distance 0.68, i.e. similarity 0.32):
-erring low calls more faces "same person", the safe side for an anonymizer. Measured margins (ArcFace / SFace):
-the same person in two different photos (Obama x3, Biden x2) 0.66-0.94 / 0.73-0.93; a face
+erring low calls more faces "same person", the safe side for an anonymizer. Measured margins (ArcFace /
+SFace): the same person in two different photos (Obama x3, Biden x2) 0.66-0.94 / 0.73-0.93; a face
 against itself after JPEG q=75 or a half-size resize >= 0.97 / >= 0.98; pairs of 10 different
 people (astronaut, Grace Hopper, insightface t1.jpg, US government photos) <= 0.20 / <= 0.30;
 13 faces at 64-512 px under faceanon's blur / pixelate / solid redaction, any strength, <= 0.23 / 0.27 / 0.14

@@ -47,8 +47,9 @@ def running_app(
     """Runs `python app.py` on a free 127.0.0.1 port; yields its URL; stops it afterwards.
 
     The server's working directory (Gradio's example cache) and temp root (`<workdir>/tmp`, see
-    faceanon.webapp.uploads) are a fresh temporary folder unless `workdir` is given. Its console output is in `<workdir>/server.log`. Variables
-    named in `unset` are removed from the server's environment.
+    faceanon.webapp.uploads) are a fresh temporary folder unless `workdir` is given. Its console
+    output is in `<workdir>/server.log`. Variables named in `unset` are removed from the server's
+    environment.
     """
     with contextlib.ExitStack() as stack:
         workdir = Path(workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="faceanon-app-")))
