@@ -358,7 +358,9 @@ def video_tab() -> None:
     tracks_json.change(_choices, tracks_json, choose, api_visibility="private", queue=False)
     tracks_json.change(lambda _: "all", tracks_json, tracks, api_visibility="private", queue=False)
     choose.input(_spec, choose, tracks, api_visibility="private", queue=False)
-    rendering = dict(concurrency_id="model", concurrency_limit=H._LIMITS.gpu_jobs)
+    # Redaction renders borrow a CPU slot and diffusion renders the one diffusion instance (ModelHost.using
+    # serializes them), so a blur job never waits in a queue behind a diffusion job.
+    rendering = dict(concurrency_id="video-render", concurrency_limit=H._LIMITS.cpu_jobs + H._LIMITS.gpu_jobs)
     inputs, outputs = [video, method, degree, seed, tracks, steps, keep], [result, summary, report]
     run.click(
         page_anonymize_video,
