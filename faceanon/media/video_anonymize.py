@@ -570,7 +570,8 @@ def _on_same_person(
         for plan in still:
             plan.method, plan.seed, plan.degree, plan.key_crop, plan.reference = action, None, 0.0, None, None
             plan.message = (
-                f"the new keyframe face still matched the person (similarity {plan.keyframe_similarity:.2f}); "
+                "the new keyframe face still matched the person "
+                f"(similarity {plan.keyframe_similarity:.2f}); "
                 f"{_INSTEAD[action]} in every frame of the track"
             )
         return 0
@@ -928,7 +929,10 @@ def _track_report(plan: _TrackPlan, anonymizer: FaceAnonymizer) -> TrackReport:
 
 def _summary(report: VideoReport, note: str) -> str:
     changed = report.num_changed
-    text = f"{report.frames} frame(s), {len(report.tracks)} face track(s), {changed} anonymized ({report.method})."
+    text = (
+        f"{report.frames} frame(s), {len(report.tracks)} face track(s), "
+        f"{changed} anonymized ({report.method})."
+    )
     if not report.tracks:
         text = (
             f"{report.frames} frame(s); no face was found, the video is re-encoded unchanged. If there is a "
@@ -943,7 +947,10 @@ def _summary(report: VideoReport, note: str) -> str:
         )
     elif any(t.identity_max is not None for t in report.tracks):
         highest = max(t.identity_max for t in report.tracks if t.identity_max is not None)
-        text += f" Identity check: every generated track is a different person (highest similarity {highest:.2f})."
+        text += (
+            " Identity check: every generated track is a different person "
+            f"(highest similarity {highest:.2f})."
+        )
     kept = [t for t in report.tracks if t.kept_as]
     if kept:
         text += (
@@ -961,7 +968,8 @@ def _guard_summary(report: VideoReport) -> str:
     still = [t for t in report.tracks if t.guard_frames]
     if still:
         text += " Leak guard: " + ", ".join(
-            f"track #{t.track_id} still looked like the person in {len(t.guard_frames)} frame(s), redacted there"
+            f"track #{t.track_id} still looked like the person in {len(t.guard_frames)} frame(s), "
+            "redacted there"
             for t in still
         )
         text += "."

@@ -68,7 +68,8 @@ def parse_faces(spec: str | None) -> list[int] | None:
         faces = sorted({int(part) for part in text.replace(";", ",").split(",") if part.strip()})
     except ValueError:
         raise user_error(
-            f"Faces must be 'all' or face numbers such as '0, 2' (as numbered by Detect faces); got {spec!r}.",
+            "Faces must be 'all' or face numbers such as '0, 2' (as numbered by Detect faces); "
+            f"got {spec!r}.",
             title="Bad face selection",
         ) from None
     if any(i < 0 for i in faces):
@@ -581,7 +582,8 @@ def message(text: str | None = None):
 
 
 def page_detect(image: str | None):
-    """Detection after an upload, for the page: (picture, faces, picker, chosen, faces text, note, message)."""
+    """Detection after an upload, for the page: (picture, faces, picker, chosen, faces text, note,
+    message)."""
     if not image:
         return None, [], face_choices([]), [], "all", "", message()
     try:

@@ -35,7 +35,8 @@ METHOD_INFO = "diffusion gives a new face; blur, pixelate and solid redact it (i
 CSS = """
 #status {padding: 0.4em 0.8em; border-radius: 8px; background: var(--block-background-fill);}
 #summary table {font-size: 0.9em;}
-.faceanon-message {padding: 0.5em 0.8em; border-radius: 8px; border: 1px solid var(--error-border-color, #f87171);
+.faceanon-message {padding: 0.5em 0.8em; border-radius: 8px;
+                   border: 1px solid var(--error-border-color, #f87171);
                    background: var(--error-background-fill, #fef2f2);}
 """
 
