@@ -153,19 +153,60 @@ def _worker(tmp_path, photo_tree, pipeline, **options):
     return worker, batch
 
 
-def test_pack_puts_faces_of_several_photos_into_one_pipeline_call(identity_pipeline, photo_tree, tmp_path):
+def test_packing_groups_are_a_function_of_the_sorted_keys():
+    from faceanon.dataset.packing import packing_groups
+
+    keys = ["c.jpg", "a.jpg", "e/x.png", "b.jpg", "d.jpg"]
+    assert packing_groups(keys, 2) == [1, 0, 2, 0, 1]  # sorted: a b | c d | e/x
+    shuffled = ["e/x.png", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
+    by_key = dict(zip(keys, packing_groups(keys, 2), strict=True))
+    assert dict(zip(shuffled, packing_groups(shuffled, 2), strict=True)) == by_key  # order-free
+    # a subset (the items still to do) keeps its groups from the full listing
+    assert packing_groups(["d.jpg", "e/x.png"], 2, listing=keys) == [1, 2]
+    assert packing_groups(keys, 1) == [2, 0, 4, 1, 3]
+
+
+def _group_batch(photo_tree, files, writes=None) -> dict:
+    """One row per packing group, as the runner makes them for --pack > 1."""
+    paths = [str((photo_tree / f).resolve()) for f in files]
+    return {
+        "group": np.array([0]),
+        "paths": np.array([np.array(paths, dtype=object)], dtype=object),
+        "write": np.array([np.array(writes or [True] * len(files))], dtype=object),
+    }
+
+
+def test_pack_puts_faces_of_a_group_into_one_pipeline_call(identity_pipeline, photo_tree, tmp_path):
     worker, batch = _worker(tmp_path, photo_tree, identity_pipeline, pack=3)
-    rows = worker(batch)
-    assert rows["status"] == ["done"] * 3 and rows["faces"] == [1, 6, 1]
+    files = ["people/group.jpg", "grace.jpg", "people/astronaut.png"]  # any order: key order inside
+    rows = worker(_group_batch(photo_tree, files))
+    assert rows["file"] == files and rows["status"] == ["done"] * 3 and rows["faces"] == [6, 1, 1]
     assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [8]
     seeds = [g.initial_seed() for g in identity_pipeline.calls[0]["generator"]]
+    in_key_order = [("grace.jpg", 1), ("people/astronaut.png", 1), ("people/group.jpg", 6)]
     expected = [
-        face_seed(image_seed(0, data), i)
-        for data, n in zip(batch["bytes"], (1, 6, 1), strict=True)
+        face_seed(image_seed(0, (photo_tree / name).read_bytes()), i)
+        for name, n in in_key_order
         for i in range(n)
     ]
     assert seeds == expected
 
+    # a rerun of a partly done group: every photo generated again, only the missing one written
+    identity_pipeline.calls.clear()
+    worker, _ = _worker(tmp_path / "again", photo_tree, identity_pipeline, pack=3)
+    rows = worker(_group_batch(photo_tree, files, writes=[False, True, False]))
+    assert rows["file"] == ["grace.jpg"] and [
+        len(c["conditioning_image"]) for c in identity_pipeline.calls
+    ] == [8]
+    assert _outputs(tmp_path / "again" / "out") == {
+        "grace.jpg": (tmp_path / "out" / "grace.jpg").read_bytes()
+    }
+
+    # --batch-size chunks a group; --pack 1: each photo alone, as FaceAnonymizer.anonymize does
+    identity_pipeline.calls.clear()
+    worker, _ = _worker(tmp_path / "chunks", photo_tree, identity_pipeline, pack=3, batch_size=5)
+    worker(_group_batch(photo_tree, files))
+    assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [5, 3]
     identity_pipeline.calls.clear()
     worker, batch = _worker(tmp_path / "alone", photo_tree, identity_pipeline, pack=1, batch_size=4)
     worker(batch)
