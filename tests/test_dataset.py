@@ -256,6 +256,135 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path, photo_tree, capsys):
     assert "The Ray cluster at 'auto' cannot be reached" in capsys.readouterr().err
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts TCP connections and never says anything (what a firewall box or another
+    program may do)."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "127.0.0.1:{closed}",
+        "ray://127.0.0.1:{closed}",
+        "127.0.0.1:{silent}",
+        "ray://127.0.0.1:{silent}",
+        "10.255.255.1:6379",
+    ],
+)
+def test_an_unreachable_address_fails_fast(form, silent_port):
+    import time
+
+    from faceanon.dataset.errors import DatasetError
+    from faceanon.dataset.runner import PROBE_SECONDS, probe
+
+    address = form.format(closed=_closed_port(), silent=silent_port)
+    started = time.perf_counter()
+    # refused at once; an unroutable host times out (or, behind a proxy that answers for it, answers
+    # but not as Ray); a silent port does not answer as Ray
+    reasons = "refused|timed out|unreachable|not as a Ray|does not answer as Ray"
+    with pytest.raises(DatasetError, match=rf"The Ray cluster at .* cannot be reached \(.*({reasons})"):
+        probe(address)
+    assert time.perf_counter() - started < 2 * PROBE_SECONDS + 2
+
+
+def test_cli_with_an_unreachable_address_says_so_without_hanging(grace_hopper_path, tmp_path):
+    """In a subprocess (no Ray instance of this test session in it), bounded by a timeout: before
+    the probe, Ray retried such an address for more than 2 minutes."""
+    import subprocess
+    import sys
+
+    address = f"127.0.0.1:{_closed_port()}"
+    command = [
+        sys.executable,
+        "-m",
+        "faceanon.cli",
+        "anonymize",
+        str(grace_hopper_path),
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run(
+        [*command, "--method", "blur", f"--ray={address}", "-q"], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"The Ray cluster at '{address}' cannot be reached ({address}: Connection refused)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_bad_keep_photo_stops_the_job_before_ray_starts(photo_tree, tmp_path, monkeypatch, capsys):
+    import faceanon.dataset.runner as runner
+    from faceanon.dataset import anonymize_dataset
+    from faceanon.errors import ImageInputError
+
+    def no_ray(address):
+        raise AssertionError("Ray must not start for a job with a bad --keep photo")
+
+    monkeypatch.setattr(runner, "connect", no_ray)
+    (tmp_path / "fake.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(
+        ["anonymize", str(photo_tree), "-o", str(out), "--method", "blur", "--ray", "-q"]
+        + ["--keep", str(tmp_path / "fake.jpg")]
+    )
+    assert code == 1  # as the photo CLI (tests/test_keep.py): the ImageInputError's text, no traceback
+    err = capsys.readouterr().err
+    assert "Keep photo: The file 'fake.jpg' is not an image" in err and "Traceback" not in err
+    assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageInputError):
+        anonymize_dataset(photo_tree, out, method="blur", keep=[tmp_path / "empty"], quiet=True)
+    no_face = tmp_path / "noface.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(no_face)
+    with pytest.raises(ImageInputError):
+        anonymize_dataset(photo_tree, out, method="blur", keep=[no_face], quiet=True)
+
+
+@pytest.fixture(scope="session")
+def pack_tree(tmp_path_factory, grace_hopper_path, astronaut_rgb) -> Path:
+    """Five real photos, 6 faces: packed by 3 they make groups {astronaut, biden, grace} {obama, two_people}."""
+    root = tmp_path_factory.mktemp("pack")
+    people = Path(__file__).parent / "data" / "people"
+    for name in ("biden.jpg", "obama.jpg", "two_people.jpg"):
+        shutil.copy(people / name, root / name)
+    shutil.copy(grace_hopper_path, root / "grace.jpg")
+    Image.fromarray(astronaut_rgb).save(root / "astronaut.png")
+    return root
+
+
+DIFFUSION_OPTIONS = dict(method="diffusion", steps=1, seed=3, resolution=64, quiet=True)
+
+
+def test_cli_pack_reruns_a_partly_done_group_with_the_same_companions(
+    pack_tree, tiny_env, tmp_path, monkeypatch
+):
+    for name, value in tiny_env.items():
+        monkeypatch.setenv(name, value)
+    options = ["--method", "diffusion", "--steps", "1", "--seed", "3", "--pack", "3"]
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "a"), *options], monkeypatch, resolution=64) == 0
+    first = _outputs(tmp_path / "a")
+    assert len(first) == 5
+    (tmp_path / "a" / "biden.jpg").unlink()  # its companions astronaut and grace are done
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "a"), *options], monkeypatch, resolution=64) == 0
+    assert _outputs(tmp_path / "a") == first  # the same bytes: generated with the same companions
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir() if p.name in stamps} == stamps
+
+
 # ---------------------------------------------------------------------------------------------
 # With a local Ray instance
 
@@ -422,3 +551,50 @@ def test_cli_ray_flag_prints_the_summary_and_a_json_report(ray_local, photo_tree
     report = json.loads(captured.out)  # with --json, people's lines go to stderr
     assert code == 0 and report["done"] == 1 and report["faces"] == 1
     assert "1 item(s) done" in captured.err and (tmp_path / "out" / "grace.jpg").exists()
+
+
+@pytest.mark.slow
+def test_the_probe_lets_a_live_head_through(ray_local):
+    from faceanon.dataset.errors import DatasetError
+    from faceanon.dataset.runner import probe
+
+    probe(ray_local.get_runtime_context().gcs_address)  # a GCS: no error
+    with pytest.raises(DatasetError, match="answers, but not as a Ray Client server"):
+        probe("ray://" + ray_local.get_runtime_context().gcs_address)  # the GCS port is not Ray Client's
+
+
+@pytest.mark.slow
+def test_pack_is_bit_identical_whatever_the_batches_and_workers(
+    ray_local, pack_tree, tiny_env, tmp_path, monkeypatch
+):
+    """--pack 3: the single-process CLI, Ray with 2 workers and 2 photos a batch, Ray with 1 worker
+    and 5 a batch, and Parquet rows keyed by the same names give the same bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from faceanon.dataset import anonymize_dataset
+
+    for name, value in tiny_env.items():
+        monkeypatch.setenv(name, value)
+    options = ["--method", "diffusion", "--steps", "1", "--seed", "3"]
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "cli"), *options, "--pack", "3"], monkeypatch, 64) == 0
+    expected = _outputs(tmp_path / "cli")
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "one"), *options], monkeypatch, 64) == 0
+    assert _outputs(tmp_path / "one") != expected  # packing changes the rounding: the test can fail
+
+    two = anonymize_dataset(
+        pack_tree, tmp_path / "two", pack=3, workers=2, images_per_batch=2, **DIFFUSION_OPTIONS
+    )
+    one = anonymize_dataset(
+        pack_tree, tmp_path / "big", pack=3, workers=1, images_per_batch=5, **DIFFUSION_OPTIONS
+    )
+    assert (two.done, one.done) == (5, 5)
+    assert _outputs(tmp_path / "two") == expected and _outputs(tmp_path / "big") == expected
+
+    names = sorted(expected)
+    images = [{"bytes": (pack_tree / n).read_bytes(), "path": n} for n in names[::-1]]  # another order
+    pq.write_table(pa.table({"image": images}), tmp_path / "in.parquet")
+    table = anonymize_dataset(tmp_path / "in.parquet", tmp_path / "out.parquet", pack=3, **DIFFUSION_OPTIONS)
+    assert table.done == 5
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert {row["file"]: row["image"] for row in rows} == expected

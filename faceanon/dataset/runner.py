@@ -143,11 +143,14 @@ PROBE_SECONDS = 5.0
 
 
 def probe(address: str) -> None:
-    """A TCP connect to a "host:port" or "ray://host:port" address, `PROBE_SECONDS` at most: Ray
-    itself retries an unreachable address for minutes. "auto" and other forms are left to Ray."""
+    """Check a "host:port" (the head's GCS) or "ray://host:port" (Ray Client) address in a few
+    seconds before Ray gets it: Ray itself retries an address that does not answer for minutes. A TCP
+    connect (`PROBE_SECONDS` at most), then one gRPC call of the service Ray will talk to: anything
+    but "no such service" or no answer means it is there. "auto" and other forms are left to Ray."""
     import socket
     from urllib.parse import urlsplit
 
+    client = address.startswith("ray://")
     parts = urlsplit(address if "://" in address else f"ray://{address}")
     try:
         host, port = parts.hostname, parts.port
@@ -161,6 +164,42 @@ def probe(address: str) -> None:
     except OSError as error:
         reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
         raise DatasetError(_unreachable(address, f"{host}:{port}: {reason}")) from None
+    silent = _not_ray(f"{host}:{port}", client)
+    if silent:
+        raise DatasetError(_unreachable(address, f"{host}:{port} {silent}"))
+
+
+def _not_ray(target: str, client: bool) -> str | None:
+    """Why `target` is not the Ray service asked for, or None when it answers as one (or gRPC or
+    Ray's protocol modules are not importable: then Ray decides)."""
+    try:
+        import grpc
+        from ray.core.generated import (
+            gcs_service_pb2,
+            gcs_service_pb2_grpc,
+            ray_client_pb2,
+            ray_client_pb2_grpc,
+        )
+    except ImportError:
+        return None
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if client:  # the Ray Client server's own ping
+                request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(request, timeout=PROBE_SECONDS)
+            else:  # a GCS answers (even "unauthenticated": it is there)
+                request = gcs_service_pb2.InternalKVGetRequest(key=b"session_name", namespace=b"session")
+                gcs_service_pb2_grpc.InternalKVGcsServiceStub(channel).InternalKVGet(
+                    request, timeout=PROBE_SECONDS
+                )
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                what = "a Ray Client server (ray://, port 10001 by default)" if client else "a Ray head (GCS)"
+                return f"answers, but not as {what}"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return f"does not answer as Ray ({code.name.lower()})"
+    return None
 
 
 def _unreachable(address: str, why: str) -> str:
