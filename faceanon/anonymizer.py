@@ -12,7 +12,9 @@ The seam every media kind uses (photos here, video tracks and dataset batches ab
     frame = fa.prepare_frame(rgb, plans)                           # aligned crops + generation requests
     crops = fa.generate(frame.requests + ..., Generation(...))      # ONE batched call, any frames
     result = fa.finish_frame(frame, crops[:len(frame.requests)])   # paste / redact, checks -> FrameResult
+    result = fa.complete_frame(frame, crops, Generation(...))       # finish + on_same_person + leak guard
     result = fa.anonymize_frame(rgb, plans, Generation(...))       # the three steps for one frame
+    # photos: resolve_method, select_faces, photo_result, no_faces_result (what anonymize runs)
 
 Diffusion: the selected faces are aligned to 512x512 FFHQ crops and go through the pipeline in
 batched calls; each face gets its own torch generator seeded with `face_seed(seed, index)`

@@ -422,7 +422,11 @@ def test_front_ends_use_only_the_public_seam():
     private = set()
     for path in [*(package / "dataset").glob("*.py"), *(package / "cli").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 owner = node.value
                 name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
                 if name in ("fa", "anonymizer"):

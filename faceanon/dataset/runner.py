@@ -11,6 +11,13 @@ with `ray.data.read_binary_files` (photos) or `ray.data.read_parquet` (image-byt
 (`ActorPoolStrategy(size=workers)`, `num_gpus` each): every actor loads the detector and the
 diffusion pipeline once. Ray schedules, retries and shows progress; faceanon writes each batch's
 outputs and audit rows atomically from the worker, which is what makes a rerun resumable.
+
+With --pack N > 1 the driver forms the packing groups (faceanon.dataset.packing.packing_groups over
+the sorted keys of the full listing) and no Ray batch splits one: files go as one row per group
+(`from_items`; the worker reads the files), Parquet rows get a `group` column after a pass over
+their keys and go through `groupby("group").map_groups` (an all-to-all step: Ray holds the rows
+until the groups are formed). Why: rows of a streamed read are batched by block, and a batch's
+companions would then depend on the partitioning.
 """
 
 from __future__ import annotations
