@@ -12,7 +12,9 @@ The seam every media kind uses (photos here, video tracks and dataset batches ab
     frame = fa.prepare_frame(rgb, plans)                           # aligned crops + generation requests
     crops = fa.generate(frame.requests + ..., Generation(...))      # ONE batched call, any frames
     result = fa.finish_frame(frame, crops[:len(frame.requests)])   # paste / redact, checks -> FrameResult
+    result = fa.complete_frame(frame, crops, Generation(...))       # finish + on_same_person + leak guard
     result = fa.anonymize_frame(rgb, plans, Generation(...))       # the three steps for one frame
+    # photos: resolve_method, select_faces, photo_result, no_faces_result (what anonymize runs)
 
 Diffusion: the selected faces are aligned to 512x512 FFHQ crops and go through the pipeline in
 batched calls; each face gets its own torch generator seeded with `face_seed(seed, index)`
@@ -156,7 +158,8 @@ class FaceAnonymizer:
             stay untouched); `faceanon verify` / read_watermark find it in the photo.
         identity_check: fill each changed face's identity_similarity / same_person (faceanon.trust).
         on_same_person: what to do with generated faces the identity check still calls the same
-            person: None (leave it to the leak guard), "retry" (once: new seed, d + 0.1), or a redaction method.
+            person: None (leave it to the leak guard), "retry" (once: new seed, d + 0.1), or a redaction
+            method.
         leak_guard: after the faces are handled, detect again on the output (lower threshold) and
             redact with `guard_method` every face found only then, and every changed face the identity
             check still calls the person (faceanon.faces.leak_guard). On by default; reported per face.
@@ -279,11 +282,11 @@ class FaceAnonymizer:
         keep = self.load_keep(keep) if keep is not None else None  # every keep photo checked before any work
         photo = load_image(image)
         rgb, alpha = split_alpha(photo)
-        method, method_note = self._resolve_method(method)
+        method, method_note = self.resolve_method(method)
         report(0.0, "Finding faces")
-        detected, selected = self._select(rgb, faces)
+        detected, selected = self.select_faces(rgb, faces)
         if not detected:
-            return self._no_faces(photo)
+            return self.no_faces_result(photo)
         plans = self.plan_faces(
             detected, method, degree=degree, seed=seed, selected=selected, strength=strength
         )
@@ -298,7 +301,7 @@ class FaceAnonymizer:
             only_planned=faces is not None,
             leak_guard=leak_guard,
         )
-        return self._photo_result(photo, alpha, frame, method_note, tone)
+        return self.photo_result(photo, alpha, frame, method_note, tone)
 
     def swap(
         self,
@@ -319,9 +322,9 @@ class FaceAnonymizer:
         photo = load_image(target_image)
         rgb, alpha = split_alpha(photo)
         report(0.0, "Finding faces")
-        detected, selected = self._select(rgb, faces)
+        detected, selected = self.select_faces(rgb, faces)
         if not detected:
-            return self._no_faces(photo)
+            return self.no_faces_result(photo)
         plans = self.plan_faces(
             detected, DIFFUSION, degree=0.0, seed=seed, selected=selected, source=source_crop
         )
@@ -334,7 +337,7 @@ class FaceAnonymizer:
             tone=tone,
             only_planned=faces is not None,
         )
-        return self._photo_result(photo, alpha, frame, "", tone)
+        return self.photo_result(photo, alpha, frame, "", tone)
 
     def anonymize_video(
         self,
@@ -375,9 +378,11 @@ class FaceAnonymizer:
         )
         return anonymize_video(self, src, dst, settings, progress=progress, **extra)
 
-    def _photo_result(
+    def photo_result(
         self, photo, alpha, frame: FrameResult, note: str, tone: Tone | None
     ) -> AnonymizationResult:
+        """A photo's result from its anonymized frame: alpha and colour profile back, a greyscale file
+        back to greyscale, the summary message (`note`: e.g. resolve_method's fallback note)."""
         image = merge_alpha(frame.image, alpha, photo.info.get("icc_profile"))
         if tone is not None and tone.kind == "stored":
             image = restore_mode(image, like=photo)  # a greyscale file comes back greyscale
@@ -557,16 +562,32 @@ class FaceAnonymizer:
         report = progress or _no_progress
         frame = self.prepare_frame(rgb, plans, tone, only_planned, leak_guard)
         crops = self.generate(frame.requests, generation, report)
-        result = self._finish(frame, crops)
-        frame, result = self._handle_still_recognizable(frame, crops, result, generation, report)
-        result = self._guard(frame, result)
+        result = self.complete_frame(frame, crops, generation, report)
         report(1.0, "Done")
         return result
+
+    def complete_frame(
+        self,
+        frame: PreparedFrame,
+        crops: list[np.ndarray],
+        generation: Generation | None = None,
+        progress: Progress | None = None,
+    ) -> FrameResult:
+        """What anonymize_frame does after `generate`: paste / redact (finish_frame without the guard),
+        then `on_same_person` (a retry generates again, alone, with `generation`), then the leak guard.
+        For callers that generate the crops of many frames in one call (datasets) and finish each."""
+        report = progress or _no_progress
+        result = self._finish(frame, crops)
+        frame, result = self._handle_still_recognizable(frame, crops, result, generation, report)
+        return self._guard(frame, result)
 
     # ---------------------------------------------------------------------------------------
     # Steps
 
-    def _resolve_method(self, method: str | None) -> tuple[str, str]:
+    def resolve_method(self, method: str | None) -> tuple[str, str]:
+        """(the method to run, a note for people). None: diffusion when its weights are here, else
+        blur with a note saying why. "diffusion" loads the pipeline now, so a missing weight fails
+        before any work; an unknown name is a ValueError."""
         if method is None:
             if self.diffusion_available:
                 return DIFFUSION, ""
@@ -581,8 +602,9 @@ class FaceAnonymizer:
             _ = self.pipeline  # fail now, with the weights' message, before any work
         return method, ""
 
-    def _select(self, rgb: np.ndarray, faces) -> tuple[list[DetectedFace], list[DetectedFace]]:
-        """(all faces, the chosen ones). `faces` given as DetectedFace objects skips detection."""
+    def select_faces(self, rgb: np.ndarray, faces) -> tuple[list[DetectedFace], list[DetectedFace]]:
+        """(all faces, the chosen ones): `faces` None (all), face indices (a ValueError names a missing
+        one) or DetectedFace objects (detection skipped). The photo rule of anonymize and datasets."""
         if faces is not None:
             faces = list(faces)
             if faces and all(isinstance(f, DetectedFace) for f in faces):
@@ -750,7 +772,8 @@ class FaceAnonymizer:
                         plan.face,
                         self.on_same_person,
                         message=(
-                            f"the new face still matched the person (similarity {similarity[plan.face.index]:.2f}); "
+                            "the new face still matched the person "
+                            f"(similarity {similarity[plan.face.index]:.2f}); "
                             f"{_DONE_INSTEAD[self.on_same_person]}"
                         ),
                     )
@@ -770,7 +793,8 @@ class FaceAnonymizer:
         return retried, final
 
     @staticmethod
-    def _no_faces(photo) -> AnonymizationResult:
+    def no_faces_result(photo) -> AnonymizationResult:
+        """The result of a photo without faces: the photo as loaded, and a message saying what to try."""
         message = (
             "No face was found in this photo; it is returned unchanged. If there is a face, try a "
             "lower detection threshold or another detector."

@@ -389,3 +389,46 @@ def test_black_and_white_photos_stay_black_and_white(tmp_path, grace_hopper_rgb)
     Image.fromarray(grace_hopper_rgb).convert("L").convert("RGB").save(scan)
     pixels = np.asarray(anonymizer.anonymize(scan, method="diffusion").image.convert("RGB")).astype(int)
     assert (pixels.max(axis=2) - pixels.min(axis=2)).max() <= 1
+
+
+def test_the_public_seam_runs_a_photo_as_anonymize_does(identity_pipeline, astronaut_rgb):
+    """select_faces -> plan -> prepare_frame -> generate -> complete_frame -> photo_result (the steps a
+    dataset worker runs with the crops of many photos in one call) give anonymize's result, retry and
+    leak guard included."""
+    from faceanon.anonymizer import Generation
+
+    fa = FaceAnonymizer(pipeline=identity_pipeline, on_same_person="retry")
+    expected = fa.anonymize(astronaut_rgb, seed=5, steps=2)
+    method, note = fa.resolve_method(None)
+    detected, selected = fa.select_faces(astronaut_rgb, None)
+    frame = fa.prepare_frame(astronaut_rgb, fa.plan_faces(detected, method, seed=5, selected=selected))
+    generation = Generation(steps=2)
+    result = fa.complete_frame(frame, fa.generate(frame.requests, generation), generation)
+    photo = Image.fromarray(astronaut_rgb)
+    got = fa.photo_result(photo, None, result, note, None)
+    assert np.array_equal(np.asarray(got.image), np.asarray(expected.image))
+    assert got.message == expected.message and got.faces[0].seed == face_seed(5, 0, attempt=1)
+    assert fa.no_faces_result(photo).faces == [] and fa.no_faces_result(photo).image is photo
+
+
+def test_front_ends_use_only_the_public_seam():
+    """The dataset runner (and the CLI, which shares its photo steps) reach no private FaceAnonymizer name."""
+    import ast
+    from pathlib import Path
+
+    import faceanon
+
+    package = Path(faceanon.__file__).parent
+    private = set()
+    for path in [*(package / "dataset").glob("*.py"), *(package / "cli").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                owner = node.value
+                name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+                if name in ("fa", "anonymizer"):
+                    private.add(f"{path.name}: {name}.{node.attr}")
+    assert not private, sorted(private)

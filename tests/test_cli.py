@@ -60,6 +60,46 @@ def test_existing_outputs_are_skipped_unless_overwrite(photo_folder, tmp_path, c
     assert json.loads(capsys.readouterr().out)["done"] == 1
 
 
+def test_pack_reports_a_folder_as_one_photo_at_a_time_does(photo_folder, tmp_path, capsys):
+    """--pack 2 (photos in groups, as a --ray job does): the same outputs, entries and failures as
+    --pack 1 (redaction does not depend on packing); existing outputs are still skipped."""
+    reports = {}
+    for pack in ("1", "2"):
+        out = tmp_path / f"out{pack}"
+        args = ["anonymize", str(photo_folder), "-o", str(out), "--method", "blur", "--json", "-q"]
+        assert main([*args, "--pack", pack]) == 1  # broken.png
+        reports[pack] = json.loads(capsys.readouterr().out)
+    one, two = reports["1"], reports["2"]
+    by_input = {pack: {f["input"]: f for f in r["files"]} for pack, r in reports.items()}
+    assert {k: (v["status"], v.get("num_faces")) for k, v in by_input["1"].items()} == {
+        k: (v["status"], v.get("num_faces")) for k, v in by_input["2"].items()
+    }
+    assert (two["done"], two["error"], two["faces_changed"]) == (one["done"], one["error"], 7)
+    for name in ("grace.jpg", "team/group.jpg"):
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
+    assert (
+        main(
+            [
+                "anonymize",
+                str(photo_folder),
+                "-o",
+                str(tmp_path / "out2"),
+                "--method",
+                "blur",
+                "--json",
+                "-q",
+                "--pack",
+                "2",
+            ]
+        )
+        == 1
+    )
+    assert json.loads(capsys.readouterr().out)["skipped"] == 3  # 2 outputs exist, notes.txt
+    with pytest.raises(SystemExit) as exit_info:
+        main(["anonymize", str(photo_folder), "-o", str(tmp_path / "o"), "--pack", "0"])
+    assert exit_info.value.code == 2 and "1 or more" in capsys.readouterr().err
+
+
 def test_an_input_is_never_overwritten(photo_folder, capsys):
     original = (photo_folder / "grace.jpg").read_bytes()
     code = main(

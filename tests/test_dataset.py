@@ -153,19 +153,60 @@ def _worker(tmp_path, photo_tree, pipeline, **options):
     return worker, batch
 
 
-def test_pack_puts_faces_of_several_photos_into_one_pipeline_call(identity_pipeline, photo_tree, tmp_path):
+def test_packing_groups_are_a_function_of_the_sorted_keys():
+    from faceanon.dataset.packing import packing_groups
+
+    keys = ["c.jpg", "a.jpg", "e/x.png", "b.jpg", "d.jpg"]
+    assert packing_groups(keys, 2) == [1, 0, 2, 0, 1]  # sorted: a b | c d | e/x
+    shuffled = ["e/x.png", "b.jpg", "d.jpg", "a.jpg", "c.jpg"]
+    by_key = dict(zip(keys, packing_groups(keys, 2), strict=True))
+    assert dict(zip(shuffled, packing_groups(shuffled, 2), strict=True)) == by_key  # order-free
+    # a subset (the items still to do) keeps its groups from the full listing
+    assert packing_groups(["d.jpg", "e/x.png"], 2, listing=keys) == [1, 2]
+    assert packing_groups(keys, 1) == [2, 0, 4, 1, 3]
+
+
+def _group_batch(photo_tree, files, writes=None) -> dict:
+    """One row per packing group, as the runner makes them for --pack > 1."""
+    paths = [str((photo_tree / f).resolve()) for f in files]
+    return {
+        "group": np.array([0]),
+        "paths": np.array([np.array(paths, dtype=object)], dtype=object),
+        "write": np.array([np.array(writes or [True] * len(files))], dtype=object),
+    }
+
+
+def test_pack_puts_faces_of_a_group_into_one_pipeline_call(identity_pipeline, photo_tree, tmp_path):
     worker, batch = _worker(tmp_path, photo_tree, identity_pipeline, pack=3)
-    rows = worker(batch)
-    assert rows["status"] == ["done"] * 3 and rows["faces"] == [1, 6, 1]
+    files = ["people/group.jpg", "grace.jpg", "people/astronaut.png"]  # any order: key order inside
+    rows = worker(_group_batch(photo_tree, files))
+    assert rows["file"] == files and rows["status"] == ["done"] * 3 and rows["faces"] == [6, 1, 1]
     assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [8]
     seeds = [g.initial_seed() for g in identity_pipeline.calls[0]["generator"]]
+    in_key_order = [("grace.jpg", 1), ("people/astronaut.png", 1), ("people/group.jpg", 6)]
     expected = [
-        face_seed(image_seed(0, data), i)
-        for data, n in zip(batch["bytes"], (1, 6, 1), strict=True)
+        face_seed(image_seed(0, (photo_tree / name).read_bytes()), i)
+        for name, n in in_key_order
         for i in range(n)
     ]
     assert seeds == expected
 
+    # a rerun of a partly done group: every photo generated again, only the missing one written
+    identity_pipeline.calls.clear()
+    worker, _ = _worker(tmp_path / "again", photo_tree, identity_pipeline, pack=3)
+    rows = worker(_group_batch(photo_tree, files, writes=[False, True, False]))
+    assert rows["file"] == ["grace.jpg"] and [
+        len(c["conditioning_image"]) for c in identity_pipeline.calls
+    ] == [8]
+    assert _outputs(tmp_path / "again" / "out") == {
+        "grace.jpg": (tmp_path / "out" / "grace.jpg").read_bytes()
+    }
+
+    # --batch-size chunks a group; --pack 1: each photo alone, as FaceAnonymizer.anonymize does
+    identity_pipeline.calls.clear()
+    worker, _ = _worker(tmp_path / "chunks", photo_tree, identity_pipeline, pack=3, batch_size=5)
+    worker(_group_batch(photo_tree, files))
+    assert [len(call["conditioning_image"]) for call in identity_pipeline.calls] == [5, 3]
     identity_pipeline.calls.clear()
     worker, batch = _worker(tmp_path / "alone", photo_tree, identity_pipeline, pack=1, batch_size=4)
     worker(batch)
@@ -213,6 +254,136 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path, photo_tree, capsys):
         pytest.skip("a Ray instance is running here, so `auto` would find it (or hang connecting to it)")
     assert main(["anonymize", str(photo_tree), "-o", str(tmp_path / "out"), "--ray=auto", "-q"]) == 1
     assert "The Ray cluster at 'auto' cannot be reached" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts TCP connections and never says anything (what a firewall box or another
+    program may do)."""
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "127.0.0.1:{closed}",
+        "ray://127.0.0.1:{closed}",
+        "127.0.0.1:{silent}",
+        "ray://127.0.0.1:{silent}",
+        "10.255.255.1:6379",
+    ],
+)
+def test_an_unreachable_address_fails_fast(form, silent_port):
+    import time
+
+    from faceanon.dataset.errors import DatasetError
+    from faceanon.dataset.runner import PROBE_SECONDS, probe
+
+    address = form.format(closed=_closed_port(), silent=silent_port)
+    started = time.perf_counter()
+    # refused at once; an unroutable host times out (or, behind a proxy that answers for it, answers
+    # but not as Ray); a silent port does not answer as Ray
+    reasons = "refused|timed out|unreachable|not as a Ray|does not answer as Ray"
+    with pytest.raises(DatasetError, match=rf"The Ray cluster at .* cannot be reached \(.*({reasons})"):
+        probe(address)
+    assert time.perf_counter() - started < 2 * PROBE_SECONDS + 2
+
+
+def test_cli_with_an_unreachable_address_says_so_without_hanging(grace_hopper_path, tmp_path):
+    """In a subprocess (no Ray instance of this test session in it), bounded by a timeout: before
+    the probe, Ray retried such an address for more than 2 minutes."""
+    import subprocess
+    import sys
+
+    address = f"127.0.0.1:{_closed_port()}"
+    command = [
+        sys.executable,
+        "-m",
+        "faceanon.cli",
+        "anonymize",
+        str(grace_hopper_path),
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    done = subprocess.run(
+        [*command, "--method", "blur", f"--ray={address}", "-q"], capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"The Ray cluster at '{address}' cannot be reached ({address}: Connection refused)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_bad_keep_photo_stops_the_job_before_ray_starts(photo_tree, tmp_path, monkeypatch, capsys):
+    import faceanon.dataset.runner as runner
+    from faceanon.dataset import anonymize_dataset
+    from faceanon.errors import ImageInputError
+
+    def no_ray(address):
+        raise AssertionError("Ray must not start for a job with a bad --keep photo")
+
+    monkeypatch.setattr(runner, "connect", no_ray)
+    (tmp_path / "fake.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    code = main(
+        ["anonymize", str(photo_tree), "-o", str(out), "--method", "blur", "--ray", "-q"]
+        + ["--keep", str(tmp_path / "fake.jpg")]
+    )
+    assert code == 1  # as the photo CLI (tests/test_keep.py): the ImageInputError's text, no traceback
+    err = capsys.readouterr().err
+    assert "Keep photo: The file 'fake.jpg' is not an image" in err and "Traceback" not in err
+    assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageInputError):
+        anonymize_dataset(photo_tree, out, method="blur", keep=[tmp_path / "empty"], quiet=True)
+    no_face = tmp_path / "noface.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(no_face)
+    with pytest.raises(ImageInputError):
+        anonymize_dataset(photo_tree, out, method="blur", keep=[no_face], quiet=True)
+
+
+@pytest.fixture(scope="session")
+def pack_tree(tmp_path_factory, grace_hopper_path, astronaut_rgb) -> Path:
+    """Five real photos, 6 faces: packed by 3 they make groups {astronaut, biden, grace} and
+    {obama, two_people}."""
+    root = tmp_path_factory.mktemp("pack")
+    people = Path(__file__).parent / "data" / "people"
+    for name in ("biden.jpg", "obama.jpg", "two_people.jpg"):
+        shutil.copy(people / name, root / name)
+    shutil.copy(grace_hopper_path, root / "grace.jpg")
+    Image.fromarray(astronaut_rgb).save(root / "astronaut.png")
+    return root
+
+
+DIFFUSION_OPTIONS = dict(method="diffusion", steps=1, seed=3, resolution=64, quiet=True)
+
+
+def test_cli_pack_reruns_a_partly_done_group_with_the_same_companions(
+    pack_tree, tiny_env, tmp_path, monkeypatch
+):
+    for name, value in tiny_env.items():
+        monkeypatch.setenv(name, value)
+    options = ["--method", "diffusion", "--steps", "1", "--seed", "3", "--pack", "3"]
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "a"), *options], monkeypatch, resolution=64) == 0
+    first = _outputs(tmp_path / "a")
+    assert len(first) == 5
+    (tmp_path / "a" / "biden.jpg").unlink()  # its companions astronaut and grace are done
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir()}
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "a"), *options], monkeypatch, resolution=64) == 0
+    assert _outputs(tmp_path / "a") == first  # the same bytes: generated with the same companions
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a").iterdir() if p.name in stamps} == stamps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,3 +552,64 @@ def test_cli_ray_flag_prints_the_summary_and_a_json_report(ray_local, photo_tree
     report = json.loads(captured.out)  # with --json, people's lines go to stderr
     assert code == 0 and report["done"] == 1 and report["faces"] == 1
     assert "1 item(s) done" in captured.err and (tmp_path / "out" / "grace.jpg").exists()
+
+
+@pytest.mark.slow
+def test_the_probe_lets_a_live_head_through(ray_local):
+    from faceanon.dataset.errors import DatasetError
+    from faceanon.dataset.runner import probe
+
+    probe(ray_local.get_runtime_context().gcs_address)  # a GCS: no error
+    with pytest.raises(DatasetError, match="answers, but not as a Ray Client server"):
+        probe("ray://" + ray_local.get_runtime_context().gcs_address)  # the GCS port is not Ray Client's
+
+
+@pytest.mark.slow
+def test_pack_is_bit_identical_whatever_the_batches_and_workers(
+    ray_local, pack_tree, tiny_env, tmp_path, monkeypatch
+):
+    """--pack 3: the single-process CLI, Ray with 1 worker and 5 photos a batch, Parquet rows keyed
+    by the same names (in another order), and Ray with 2 workers and 2 photos a batch give the same
+    bytes. CPU float sums also depend on torch's thread count, and a CPU worker gets its share of the
+    cores (2 workers on 2 cores: 1 thread each), so the 2-worker run is compared with the CLI on
+    1 thread: the packing is then the only thing that could differ, and it does not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from faceanon.dataset import anonymize_dataset
+
+    for name, value in tiny_env.items():
+        monkeypatch.setenv(name, value)
+    options = ["--method", "diffusion", "--steps", "1", "--seed", "3"]
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "cli"), *options, "--pack", "3"], monkeypatch, 64) == 0
+    expected = _outputs(tmp_path / "cli")
+    assert _cli([str(pack_tree), "-o", str(tmp_path / "one"), *options], monkeypatch, 64) == 0
+    assert _outputs(tmp_path / "one") != expected  # packing changes the rounding: the test can fail
+
+    big = anonymize_dataset(
+        pack_tree, tmp_path / "big", pack=3, workers=1, images_per_batch=5, **DIFFUSION_OPTIONS
+    )
+    assert big.done == 5 and _outputs(tmp_path / "big") == expected
+
+    names = sorted(expected)
+    images = [{"bytes": (pack_tree / n).read_bytes(), "path": n} for n in names[::-1]]  # another order
+    pq.write_table(pa.table({"image": images}), tmp_path / "in.parquet")
+    table = anonymize_dataset(tmp_path / "in.parquet", tmp_path / "out.parquet", pack=3, **DIFFUSION_OPTIONS)
+    assert table.done == 5
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert {row["file"]: row["image"] for row in rows} == expected
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert (
+            _cli([str(pack_tree), "-o", str(tmp_path / "cli1"), *options, "--pack", "3"], monkeypatch, 64)
+            == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
+    two = anonymize_dataset(
+        pack_tree, tmp_path / "two", pack=3, workers=2, images_per_batch=2, **DIFFUSION_OPTIONS
+    )
+    assert two.done == 5 and _outputs(tmp_path / "two") == _outputs(tmp_path / "cli1")

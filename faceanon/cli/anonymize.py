@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from faceanon.cli.common import (
@@ -14,10 +15,11 @@ from faceanon.cli.common import (
     make_anonymizer,
     note_fallback,
     progress,
+    progress_of,
     say,
 )
 from faceanon.cli.dataset import add_dataset_options, run_dataset
-from faceanon.cli.jobs import plan_jobs, process, sweep_leftovers
+from faceanon.cli.jobs import plan_jobs, process, process_packed, sweep_leftovers
 from faceanon.cli.video import add_video_options, is_video, process_video
 from faceanon.registry import DEFAULTS, METHODS
 
@@ -26,8 +28,8 @@ def add_anonymize(subparsers) -> None:
     parser = subparsers.add_parser(
         "anonymize",
         help="anonymize the faces of photos (files or folders)",
-        description="Replace every face (or the chosen ones) of each photo with a face of a person who does not "
-        "exist, or redact it. Folders are processed recursively; outputs keep the relative paths. "
+        description="Replace every face (or the chosen ones) of each photo with a face of a person who "
+        "does not exist, or redact it. Folders are processed recursively; outputs keep the relative paths. "
         "Outputs carry no metadata of the input (EXIF, GPS, XMP).",
     )
     parser.add_argument(
@@ -62,6 +64,17 @@ def add_anonymize(subparsers) -> None:
         help="leave this person's face untouched: a photo of them (repeatable), or a folder of "
         "photos, one person each; everyone else is anonymized",
     )
+    parser.add_argument(
+        "--pack",
+        type=pack_size,
+        default=1,
+        metavar="N",
+        help="generate the new faces of N photos of a folder in one pipeline call, up to --batch-size "
+        "faces (default with N > 1: 8): faster on GPUs for photos with few faces. The groups are every N "
+        "photos in the order of their relative paths, so outputs are the same whatever the order or, "
+        "with --ray, the workers, and equal to the same command without --ray; another N can change "
+        "generated pixels by float rounding (a few levels). Default 1: each photo alone",
+    )
     add_diffusion_options(parser)
     add_face_options(parser)
     add_output_options(parser)
@@ -94,7 +107,8 @@ def run_anonymize(args) -> int:
         strength=args.strength,
         keep=keep,
     )
-    for job in progress(jobs, args):
+    packed = [job for job in jobs if not is_video(job.source)] if args.pack > 1 else []
+    for job in progress([job for job in jobs if not packed or is_video(job.source)], args):
         if is_video(job.source):
             entry = process_video(job, args, anonymizer, keep)
         else:  # a photo's seed comes from its bytes (image_seed), as in a --ray dataset job
@@ -105,6 +119,22 @@ def run_anonymize(args) -> int:
                     source, seed=image_seed(args.seed, Path(source).read_bytes()), **options
                 ),
             )
-        report.files.append(entry)
-        say(args, describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
+        _add(args, report, entry)
+    for entry in progress_of(process_packed(packed, args, anonymizer, keep), len(packed), args):
+        _add(args, report, entry)
     return finish(args, report)
+
+
+def _add(args, report: BatchReport, entry: dict) -> None:
+    report.files.append(entry)
+    say(args, describe(entry), always=entry["status"] == "error")  # --quiet keeps the errors
+
+
+def pack_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--pack takes a number of photos, 1 or more, not {text!r}")
+    return value

@@ -131,8 +131,8 @@ def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) 
         type=int,
         default=None,
         metavar="N",
-        help="faces per model call (default: all faces of a photo at once, "
-        "or as many as fit in free GPU memory)",
+        help="faces per model call (default: all faces of a photo at once, or as many as fit in "
+        "free GPU memory; with --pack > 1: 8)",
     )
     group.add_argument("--color-match", action="store_true", help="match new faces' colours to the photo")
     group.add_argument(
@@ -140,7 +140,8 @@ def add_diffusion_options(parser: argparse.ArgumentParser, degree: bool = True) 
         choices=("retry", *REDACTION_METHODS),
         default=None,
         help="when the identity check still recognizes a new face: regenerate it once with a new "
-        "seed and a higher degree, or redact it (default: only report it)",
+        "seed and a higher degree, or redact it (default: the leak guard blurs it; with "
+        "--no-leak-guard, only reported)",
     )
     group.add_argument(
         "--no-watermark",
@@ -192,6 +193,7 @@ def note_fallback(args, anonymizer) -> None:
 
 def make_anonymizer(args):
     from faceanon.anonymizer import FaceAnonymizer
+    from faceanon.dataset.packing import faces_per_call
     from faceanon.weights import default_device_and_dtype
 
     speed = speed_options_from_args(args)
@@ -211,7 +213,7 @@ def make_anonymizer(args):
         detection_threshold=args.detection_threshold,
         small_face_method=None if args.small_faces == "none" else args.small_faces,
         color_match=getattr(args, "color_match", False),
-        batch_size=getattr(args, "batch_size", None),
+        batch_size=faces_per_call(getattr(args, "batch_size", None), getattr(args, "pack", 1)),
         watermark=not getattr(args, "no_watermark", False),
         on_same_person=getattr(args, "on_same_person", None),
         leak_guard=not getattr(args, "no_leak_guard", False),
@@ -292,6 +294,15 @@ def progress(jobs: list, args):
     from tqdm import tqdm
 
     return tqdm(jobs, desc="photos", unit="photo", file=sys.stderr, leave=False)
+
+
+def progress_of(entries, total: int, args):
+    """A progress bar over an iterator of `total` entries (photos processed in groups)."""
+    if args.quiet or args.json or total < 2:
+        return entries
+    from tqdm import tqdm
+
+    return tqdm(entries, total=total, desc="photos", unit="photo", file=sys.stderr, leave=False)
 
 
 def say(args, text: str, always: bool = False) -> None:

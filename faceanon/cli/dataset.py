@@ -47,15 +47,6 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
         help="photos a worker takes at once, and one audit part per batch (default: 16)",
     )
     group.add_argument(
-        "--pack",
-        type=int,
-        default=1,
-        metavar="N",
-        help="photos whose faces share one pipeline call, up to --batch-size faces (default 1: "
-        "each photo alone, bit for bit the single-process CLI's output; 4-8 on GPUs: faster "
-        "for photos with few faces, outputs equal up to float rounding)",
-    )
-    group.add_argument(
         "--image-column",
         default=None,
         metavar="NAME",

@@ -12,6 +12,7 @@ when it decodes: a rerun after a crash or a full disk redoes what is broken.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,35 +135,90 @@ def sweep_leftovers(jobs: list[Job]) -> int:
 
 
 def process(job: Job, args, anonymize) -> dict:
-    from faceanon.media.photo import frame_count, save_image
-
     entry = {"input": str(job.source), "output": None, "planned_output": str(job.target)}
-    notes = []
-    if job.target.exists() and not args.overwrite:
-        broken = _unreadable(job.target)
-        if broken is None:
-            return {
-                "input": str(job.source),
-                "output": str(job.target),
-                "status": "skipped",
-                "reason": "output exists (use --overwrite to replace it)",
-            }
-        notes.append(f"the existing output could not be read ({broken}), so it was made again")
+    done, notes = existing_output(job, args)
+    if done:
+        return done
     try:
         result = anonymize(job.source)
     except FaceAnonError as error:
         return {**entry, "status": "error", "error": str(error)}
     except Exception as error:  # one bad photo must not stop a folder of good ones
         return {**entry, "status": "error", "error": f"unexpected {type(error).__name__}: {error}"}
+    return write_result(job, args, result, notes)
+
+
+def existing_output(job: Job, args) -> tuple[dict | None, list[str]]:
+    """(the "skipped" entry when job's output exists and decodes, else None; notes for the entry)."""
+    if not job.target.exists() or args.overwrite:
+        return None, []
+    broken = _unreadable(job.target)
+    if broken is None:
+        return {
+            "input": str(job.source),
+            "output": str(job.target),
+            "status": "skipped",
+            "reason": "output exists (use --overwrite to replace it)",
+        }, []
+    return None, [f"the existing output could not be read ({broken}), so it was made again"]
+
+
+def write_result(job: Job, args, result, notes: list[str]) -> dict:
+    """Save an anonymized photo (atomic) and its report entry."""
+    from faceanon.media.photo import frame_count, save_image
+
+    entry = {"input": str(job.source), "output": None, "planned_output": str(job.target)}
     try:
         save_image(result.image, job.target, quality=args.quality, pnginfo=_provenance(args, result))
     except OSError as error:
         return {**entry, "status": "error", "error": write_error(job.target, error)}
     frames = frame_count(job.source)
     if frames > 1:
-        notes.append(f"only the first of its {frames} frames (or pages) was anonymized and written")
+        notes = [*notes, f"only the first of its {frames} frames (or pages) was anonymized and written"]
     done = {"input": str(job.source), "output": str(job.target), "status": "done", **result.to_dict()}
     return {**done, "notes": notes} if notes else done
+
+
+def process_packed(jobs: list[Job], args, anonymizer, keep) -> Iterator[dict]:
+    """`--pack N` over photo jobs: the dataset runner's packing groups (faceanon.dataset.packing),
+    keyed by the path relative to the folder given, and its photo steps, so the outputs are the
+    `--ray` job's bit for bit. A group with some outputs done is generated whole (the same
+    companions), and only the missing outputs are written."""
+    from faceanon.dataset.packing import PhotoSteps, packing_groups
+    from faceanon.dataset.sources import key_for_path
+
+    roots = sorted({str(path.resolve()) for path in args.paths if path.is_dir()}, key=len)
+    keys = [key_for_path(str(job.source), roots) for job in jobs]
+    groups: dict[int, list[tuple[str, Job]]] = {}
+    for group, key, job in zip(packing_groups(keys, args.pack), keys, jobs, strict=True):
+        groups.setdefault(group, []).append((key, job))
+    steps = PhotoSteps(anonymizer, args, keep)
+    for group in sorted(groups):
+        yield from _process_group(group, groups[group], steps, args)
+
+
+def _process_group(group: int, members: list[tuple[str, Job]], steps, args) -> Iterator[dict]:
+    from faceanon.dataset.packing import Item, fail
+
+    items, entries = [], {}
+    for key, job in members:
+        done, notes = existing_output(job, args)
+        item = Item(key=key, source=str(job.source), data=b"", group=group, write=done is None)
+        entries[key] = done or notes
+        try:
+            item.data = job.source.read_bytes()
+        except OSError as error:
+            fail(item, error)
+        items.append(item)
+    steps.run(items)
+    for item, (_, job) in zip(items, members, strict=True):
+        if not item.write:
+            yield entries[item.key]
+        elif item.status == "error":
+            yield problem(job.source, item.error, planned=job.target)
+        else:
+            notes = entries[item.key] + ([item.error] if item.status == "redacted" else [])
+            yield write_result(job, args, item.result, notes)
 
 
 def _unreadable(path: Path) -> str | None:

@@ -11,6 +11,13 @@ with `ray.data.read_binary_files` (photos) or `ray.data.read_parquet` (image-byt
 (`ActorPoolStrategy(size=workers)`, `num_gpus` each): every actor loads the detector and the
 diffusion pipeline once. Ray schedules, retries and shows progress; faceanon writes each batch's
 outputs and audit rows atomically from the worker, which is what makes a rerun resumable.
+
+With --pack N > 1 the driver forms the packing groups (faceanon.dataset.packing.packing_groups over
+the sorted keys of the full listing) and no Ray batch splits one: files go as one row per group
+(`from_items`; the worker reads the files), Parquet rows get a `group` column after a pass over
+their keys and go through `groupby("group").map_groups` (an all-to-all step: Ray holds the rows
+until the groups are formed). Why: rows of a streamed read are batched by block, and a batch's
+companions would then depend on the partitioning.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from faceanon.dataset import audit
 from faceanon.dataset.errors import RAY_MISSING, DatasetError
-from faceanon.dataset.sources import is_parquet, key_for_path, list_sources
+from faceanon.dataset.packing import packing_groups
+from faceanon.dataset.sources import is_parquet, key_for_path, list_sources, parquet_item
 from faceanon.dataset.worker import AnonymizeBatch
 
 IMAGE_COLUMNS = ("image", "bytes", "image_bytes", "img", "content")
@@ -95,6 +105,7 @@ def anonymize_dataset(
     settings = dataset_settings(options)
     destination = Path(destination)
     started = time.perf_counter()
+    check_keep(settings)  # a bad --keep photo stops here, with the photo CLI's text, before Ray starts
     sources = list_sources(source if isinstance(source, list | tuple) else [source], destination)
     ray, started_here = connect(address)
     try:
@@ -122,6 +133,90 @@ def dataset_settings(options: dict) -> dict:
     return settings
 
 
+def check_keep(settings: dict) -> None:
+    """Load the --keep photos here with the job's detector (ImageInputError for an unreadable photo,
+    a photo without a face, an empty folder): every worker loads them again, and a failure there would
+    only show as a Ray traceback."""
+    if settings.get("keep"):
+        from faceanon.anonymizer import FaceAnonymizer
+
+        detector = FaceAnonymizer(
+            detector=settings["detector"], detection_threshold=settings.get("detection_threshold")
+        )
+        detector.load_keep(settings["keep"])
+
+
+PROBE_SECONDS = 5.0
+
+
+def probe(address: str) -> None:
+    """Check a "host:port" (the head's GCS) or "ray://host:port" (Ray Client) address in a few
+    seconds before Ray gets it: Ray itself retries an address that does not answer for minutes. A TCP
+    connect (`PROBE_SECONDS` at most), then one gRPC call of the service Ray will talk to: anything
+    but "no such service" or no answer means it is there. "auto" and other forms are left to Ray."""
+    import socket
+    from urllib.parse import urlsplit
+
+    client = address.startswith("ray://")
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        host, port = None, None
+    if not host or port is None:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise DatasetError(_unreachable(address, f"{host}:{port}: {reason}")) from None
+    silent = _not_ray(f"{host}:{port}", client)
+    if silent:
+        raise DatasetError(_unreachable(address, f"{host}:{port} {silent}"))
+
+
+def _not_ray(target: str, client: bool) -> str | None:
+    """Why `target` is not the Ray service asked for, or None when it answers as one (or gRPC or
+    Ray's protocol modules are not importable: then Ray decides)."""
+    try:
+        import grpc
+        from ray.core.generated import (
+            gcs_service_pb2,
+            gcs_service_pb2_grpc,
+            ray_client_pb2,
+            ray_client_pb2_grpc,
+        )
+    except ImportError:
+        return None
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if client:  # the Ray Client server's own ping
+                request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(request, timeout=PROBE_SECONDS)
+            else:  # a GCS answers (even "unauthenticated": it is there)
+                request = gcs_service_pb2.InternalKVGetRequest(key=b"session_name", namespace=b"session")
+                gcs_service_pb2_grpc.InternalKVGcsServiceStub(channel).InternalKVGet(
+                    request, timeout=PROBE_SECONDS
+                )
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                what = "a Ray Client server (ray://, port 10001 by default)" if client else "a Ray head (GCS)"
+                return f"answers, but not as {what}"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return f"does not answer as Ray ({code.name.lower()})"
+    return None
+
+
+def _unreachable(address: str, why: str) -> str:
+    return (
+        f"The Ray cluster at {address!r} cannot be reached ({why}). Check the address "
+        "(`ray status` on the head node prints it; ray://HOST:10001 for Ray Client), or "
+        "leave it out to start a local Ray instance on this machine."
+    )
+
+
 def connect(address: str | None):
     """(the ray module, whether this call started Ray). A clear DatasetError when it cannot."""
     try:
@@ -130,6 +225,8 @@ def connect(address: str | None):
         raise DatasetError(RAY_MISSING) from None
     if ray.is_initialized():
         return ray, False
+    if address not in (None, "local"):
+        probe(address)
     try:
         if address in (None, "local"):
             ray.init(configure_logging=True, logging_level="warning")
@@ -142,11 +239,7 @@ def connect(address: str | None):
                 f"A local Ray instance could not start ({first}). Check free memory and "
                 "/tmp space, or connect to a running cluster with --ray auto."
             ) from None
-        raise DatasetError(
-            f"The Ray cluster at {address!r} cannot be reached ({first}). Check the address "
-            "(`ray status` on the head node prints it; ray://HOST:10001 for Ray Client), or "
-            "leave it out to start a local Ray instance on this machine."
-        ) from None
+        raise DatasetError(_unreachable(address, first)) from None
     return ray, True
 
 
@@ -159,7 +252,9 @@ def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetRes
     ray.data.DataContext.get_current().enable_progress_bars = not settings.get("quiet")
     done = frozenset() if settings.get("overwrite") else frozenset(audit.completed_keys(destination))
     result = DatasetResult(destination)
-    todo, driver_rows = _plan_images(sources, done, run, result)
+    listing, driver_rows = _plan_images(sources, run)
+    todo = [path for key, path in listing if key not in done]
+    result.already_done += len(listing) - len(todo)
     _sweep_partials(destination, [key_for_path(str(p), sources.roots) for p in [*todo, *sources.videos]])
     for row in driver_rows:
         result.add(row)
@@ -169,8 +264,13 @@ def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetRes
     common = dict(
         settings=settings, destination=str(destination), layout=layout, run=run, roots=sources.roots
     )
+    pack = int(settings.get("pack") or 1)
+    per_batch = int(settings.get("images_per_batch") or 16)
     datasets = []
-    if todo:
+    if todo and pack > 1:  # whole packing groups, one row each: a Ray batch never splits one
+        rows = _group_rows(listing, done, pack)
+        datasets.append((ray.data.from_items(rows), dict(common, images_per_batch=max(1, per_batch // pack))))
+    elif todo:
         datasets.append((ray.data.read_binary_files([str(p) for p in todo], include_paths=True), common))
     videos = [p for p in sources.videos if key_for_path(str(p), sources.roots) not in done]
     result.already_done += len(sources.videos) - len(videos)
@@ -180,42 +280,44 @@ def _run(ray, sources, destination: Path, settings: dict, on_file) -> DatasetRes
     if sources.parquet:
         datasets.append(_parquet_dataset(ray, sources.parquet, settings, dict(common, done=done)))
     for dataset, kwargs in datasets:
-        batch = kwargs.pop("images_per_batch", None) or settings.get("images_per_batch") or 16
+        batch = kwargs.pop("images_per_batch", None) or per_batch
         for row in _map(ray, dataset, kwargs, settings, batch).iter_rows():
             result.add(row)
             on_file(row)
     return result
 
 
-def _plan_images(sources, done: frozenset, run: str, result: DatasetResult) -> tuple[list[Path], list[dict]]:
-    """Image files still to do, and the rows this process records itself (missing paths, videos,
-    two inputs with one key)."""
+def _plan_images(sources, run: str) -> tuple[list[tuple[str, Path]], list[dict]]:
+    """(key, path) of every image file of the job (done ones included: packing groups are formed
+    over the full listing), and the rows this process records itself (missing paths, files not
+    read, two inputs with one key)."""
     rows = [audit.file_row(p["file"], p["source"], "error", run, error=p["error"]) for p in sources.problems]
     rows += [
         audit.file_row(s["file"], s["source"], "skipped", run, error=s["reason"]) for s in sources.skipped
     ]
-    todo, owners = [], {}
+    listing, owners = [], {}
     for path in sources.images:
         key = key_for_path(str(path), sources.roots)
         if key in owners:
-            rows.append(
-                audit.file_row(
-                    key,
-                    str(path),
-                    "error",
-                    run,
-                    error=(
-                        f"{owners[key]} already has the output name {key}; run the two folders separately"
-                    ),
-                )
-            )
+            error = f"{owners[key]} already has the output name {key}; run the two folders separately"
+            rows.append(audit.file_row(key, str(path), "error", run, error=error))
             continue
         owners[key] = str(path)
-        if key in done:
-            result.already_done += 1
-        else:
-            todo.append(path)
-    return todo, rows
+        listing.append((key, path))
+    return listing, rows
+
+
+def _group_rows(listing: list[tuple[str, Path]], done: frozenset, pack: int) -> list[dict]:
+    """One row per packing group with an item to do: {group, paths, write}; done companions are
+    listed (generated again for their group's sake) with write False."""
+    groups: dict[int, list[tuple[str, Path]]] = {}
+    for group, (key, path) in zip(packing_groups([k for k, _ in listing], pack), listing, strict=True):
+        groups.setdefault(group, []).append((key, path))
+    return [
+        {"group": group, "paths": [str(p) for _, p in members], "write": [k not in done for k, _ in members]}
+        for group, members in sorted(groups.items())
+        if any(key not in done for key, _ in members)
+    ]
 
 
 def _parquet_dataset(ray, paths: list[str], settings: dict, kwargs: dict):
@@ -233,11 +335,36 @@ def _parquet_dataset(ray, paths: list[str], settings: dict, kwargs: dict):
             f"--key-column {key!r} is not a column of {', '.join(paths)} ({', '.join(names)})."
         )
     dataset = dataset.select_columns([c for c in (column, key, "path") if c])
-    return dataset, dict(kwargs, image_column=column, key_column=key)
+    kwargs = dict(kwargs, image_column=column, key_column=key)
+    pack = int(settings.get("pack") or 1)
+    if pack > 1:  # the rows' keys first (a pass over the key columns), then each row's group
+        keyed = dataset.select_columns([key] if key else [column]).map_batches(
+            _row_keys, fn_kwargs=dict(image_column=None if key else column, key_column=key)
+        )
+        listing = np.sort(np.asarray([row["key"] for row in keyed.iter_rows()], dtype=str))
+        dataset = dataset.map_batches(
+            _row_groups, fn_kwargs=dict(image_column=column, key_column=key, listing=listing, pack=pack)
+        )
+        kwargs["grouped"] = True
+    return dataset, kwargs
+
+
+def _row_keys(batch: dict, image_column: str | None, key_column: str | None) -> dict:
+    size = len(next(iter(batch.values())))
+    if key_column:
+        return {"key": np.asarray([str(k) for k in batch[key_column]], dtype=object)}
+    return {"key": np.asarray([parquet_item(batch[image_column][i])[1] for i in range(size)], dtype=object)}
+
+
+def _row_groups(batch: dict, image_column: str, key_column: str | None, listing, pack: int) -> dict:
+    keys = _row_keys(batch, None if key_column else image_column, key_column)["key"]
+    return {**batch, "group": np.asarray(packing_groups(keys, pack, listing), dtype=np.int64)}
 
 
 def _map(ray, dataset, kwargs: dict, settings: dict, batch_size: int):
-    """The one Ray Data stage: AnonymizeBatch on a fixed pool of actors."""
+    """The one Ray Data stage: AnonymizeBatch on a fixed pool of actors (whole packing groups of
+    Parquet rows through groupby("group").map_groups: one call per group)."""
+    grouped = kwargs.pop("grouped", False)
     workers, gpus = _workers(ray, settings)
     if not gpus:  # CPU workers: the cluster's cores shared out (a local instance: all of this machine's)
         kwargs = dict(kwargs, threads=max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
@@ -245,15 +372,16 @@ def _map(ray, dataset, kwargs: dict, settings: dict, batch_size: int):
         k: v for k, v in os.environ.items() if k.startswith("FACEANON_")
     }  # weights sources, identity model
     remote = {"runtime_env": {"env_vars": env}} if env else {}
-    return dataset.map_batches(
-        AnonymizeBatch,
+    stage = dict(
         fn_constructor_kwargs=kwargs,
-        batch_size=int(batch_size),
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_gpus=gpus,
         **remote,
     )
+    if grouped:
+        return dataset.groupby("group").map_groups(AnonymizeBatch, **stage)
+    return dataset.map_batches(AnonymizeBatch, batch_size=int(batch_size), **stage)
 
 
 def _workers(ray, settings: dict) -> tuple[int, float]:

@@ -144,6 +144,18 @@ def key_for_bytes(data: bytes) -> str:
     return "sha256-" + hashlib.sha256(data).hexdigest()[:16]
 
 
+def parquet_item(value, key_value=None) -> tuple[bytes, str]:
+    """(image bytes, key) of a Parquet row: `value` from the image column (bytes, or a Hugging Face
+    Image struct {bytes, path}), `key_value` from --key-column when given."""
+    struct_path = None
+    if isinstance(value, dict):
+        value, struct_path = value.get("bytes"), value.get("path")
+    data = bytes(value) if value is not None else b""
+    if key_value is not None:
+        return data, str(key_value)
+    return data, str(struct_path) if struct_path else key_for_bytes(data)
+
+
 def output_name(key: str) -> str:
     """The output's relative path: the key, with ".png" appended when faceanon cannot write the
     input's format (photo.gif -> photo.gif.png: the single-process CLI's rule, so both agree)."""
@@ -170,6 +182,7 @@ __all__ = [
     "list_sources",
     "key_for_path",
     "key_for_bytes",
+    "parquet_item",
     "output_name",
     "is_parquet",
     "VIDEO_REASON",

@@ -1,20 +1,22 @@
 """One dataset worker: the callable class Ray Data's map_batches runs in each actor.
 
 The actor builds its FaceAnonymizer once (detector, diffusion pipeline, identity model), then for
-every batch of images: decode and detect each photo, plan its faces with the photo's own seed
-(faceanon.anonymizer.image_seed of its bytes), align them, generate the new faces of every `pack`
-consecutive photos in one FaceAnonymizer.generate call (chunked by the batch cap, --batch-size),
-finish each photo (blend, watermark, identity check, --on-same-person), write the outputs
-atomically, then the batch's audit parts.
+every batch runs faceanon.dataset.packing.PhotoSteps (the single-process CLI's --pack path runs the
+same): decode and detect each photo, plan its faces with the photo's own seed
+(faceanon.anonymizer.image_seed of its bytes), align them, generate the new faces of each packing
+group in one FaceAnonymizer.generate call, finish each photo (blend, watermark, identity check,
+--on-same-person, leak guard), write the outputs atomically, then the batch's audit parts.
 
-With pack=1 (the default) each photo's faces are generated in calls of their own, exactly as
-`FaceAnonymizer.anonymize` does, so every output is bit for bit the single-process CLI's, whatever
-the partitioning, workers or order. With pack>1 faces of several photos share a call (fewer, fuller
-GPU calls); the seeds are the same, but float rounding in a batched call depends on its companions,
-so generated pixels can differ slightly between packings (measured: at most 5/255 on CPU).
+Outputs do not depend on the partitioning, the workers or the order, and they are bit for bit the
+single-process CLI's with the same settings, --pack included. With pack=1 (the default) each photo's
+faces are generated in calls of their own, exactly as `FaceAnonymizer.anonymize` does. With pack>1
+the driver forms the groups (packing_groups: ranks of the sorted keys of the full listing) and a
+batch holds whole groups (rows of `path` lists for files; one group per call for Parquet), so a
+photo always shares its call with the same companions; a companion already done (`write` False)
+is generated again for its group's sake and not written.
 
 A photo that cannot be decoded or processed is recorded with its reason and nothing is written
-for it. When generation fails (for the packed call, then for the photo alone), the photo's faces
+for it. When generation fails (for the group's call, then for the photo alone), the photo's faces
 are blurred instead and its row says "redacted" and why: a face is never written un-anonymized.
 """
 
@@ -22,35 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-
 from faceanon.dataset import audit
-from faceanon.dataset.sources import key_for_bytes, key_for_path, output_name
-
-FALLBACK_METHOD = "blur"
-
-
-@dataclass
-class Item:
-    """One photo of a batch on its way through the worker."""
-
-    key: str
-    source: str
-    data: bytes
-    seconds: float = 0.0  # this photo's own work plus its share of the batch's generation time
-    photo: object = None  # PIL image, as loaded
-    alpha: np.ndarray | None = None
-    seed: int | None = None
-    frame: object = None  # PreparedFrame, or None when no face was found
-    crops: list | None = None
-    result: object = None  # AnonymizationResult
-    status: str = "done"
-    error: str | None = None
-    output: str | None = None  # the output's name (tree) or part#key (Parquet), once written
+from faceanon.dataset.packing import Item, PhotoSteps, describe, fail
+from faceanon.dataset.sources import key_for_path, output_name, parquet_item
 
 
 class AnonymizeBatch:
@@ -88,21 +67,8 @@ class AnonymizeBatch:
         self.image_column, self.key_column = image_column, key_column
         self.anonymizer = make_anonymizer(self.args)
         self.anonymizer.resolution = int(settings.get("resolution") or 512)
-        self.method, self.method_note = self._method()
-        keep = getattr(
-            self.args, "keep", None
-        )  # --keep photos: loaded once per worker, as the CLI does per run
-        self.keep = self.anonymizer.load_keep(keep) if keep else None
-
-    def _method(self) -> tuple[str, str]:
-        from faceanon.registry import DIFFUSION
-
-        if self.args.method is not None:
-            return self.args.method, ""
-        if self.anonymizer.diffusion_available:
-            return DIFFUSION, ""
-        reason = self.anonymizer.diffusion_unavailable_reason.rstrip(".")
-        return "blur", f"Diffusion is not available here ({reason}), so faces were blurred instead."
+        keep = getattr(self.args, "keep", None)  # checked by the driver; loaded once per worker
+        self.steps = PhotoSteps(self.anonymizer, self.args, self.anonymizer.load_keep(keep) if keep else None)
 
     # -------------------------------------------------------------------------------------------
 
@@ -110,14 +76,13 @@ class AnonymizeBatch:
         if "video" in batch:
             return self._videos(batch)
         items, already = self._items(batch)
-        for item in items:
-            _timed(item, self._prepare)
-        self._generate([item for item in items if item.status == "done" and item.frame is not None])
-        for item in items:
-            _timed(item, self._finish)
+        self.steps.run(items)
+        items = [item for item in items if item.write]  # companions: no output, no row
         name = self._part_name(items)
         for item in items:
-            _timed(item, self._write)
+            started = time.perf_counter()
+            self._write(item)
+            item.seconds += time.perf_counter() - started
         rows = [self._row(item) for item in items]
         if self._pending:  # Parquet destinations: the batch's images, before its audit rows
             import pyarrow as pa
@@ -169,7 +134,7 @@ class AnonymizeBatch:
             report = self.anonymizer.anonymize_video(
                 source,
                 self.destination / output_name(key),
-                method=self.method,
+                method=args.method,  # as the CLI passes it (cli/video.py)
                 degree=args.degree,
                 seed=args.seed,
                 steps=args.steps,
@@ -182,7 +147,7 @@ class AnonymizeBatch:
                 crf=getattr(args, "crf", 18),
             )
         except Exception as error:
-            return audit.file_row(key, source, "error", self.run, error=_describe(error)), []
+            return audit.file_row(key, source, "error", self.run, error=describe(error)), []
         row = audit.file_row(
             key,
             source,
@@ -220,9 +185,12 @@ class AnonymizeBatch:
     # Photos
 
     def _items(self, batch: dict) -> tuple[list[Item], list[dict]]:
+        if "paths" in batch:
+            return self._group_items(batch), []
         items, already = [], []
         for i in range(len(next(iter(batch.values())))):
             source = str(batch["path"][i]) if "path" in batch else ""
+            group = int(batch["group"][i]) if "group" in batch else None
             if self.image_column is None:  # read_binary_files: bytes + path
                 data, key = bytes(batch["bytes"][i]), key_for_path(source, self.roots)
             else:
@@ -230,123 +198,36 @@ class AnonymizeBatch:
                 source = f"{source}#{key}"
             if key in self.done:
                 already.append({**audit.file_row(key, source, "already done", self.run), "output": None})
+                if group is not None:  # packed: generated again with its group, not written
+                    items.append(Item(key=key, source=source, data=data, group=group, write=False))
             else:
-                items.append(Item(key=key, source=source, data=data))
+                items.append(Item(key=key, source=source, data=data, group=group))
         return items, already
 
+    def _group_items(self, batch: dict) -> list[Item]:
+        """Rows of whole packing groups (files, --pack > 1): the worker reads the files itself."""
+        items = []
+        for group, paths, writes in zip(batch["group"], batch["paths"], batch["write"], strict=True):
+            for path, write in zip(map(str, paths), writes, strict=True):
+                item = Item(key=key_for_path(path, self.roots), source=path, data=b"", group=int(group))
+                item.write = bool(write)
+                try:
+                    item.data = Path(path).read_bytes()
+                except OSError as error:
+                    fail(item, error)
+                items.append(item)
+        return items
+
     def _parquet_row(self, batch: dict, i: int) -> tuple[bytes, str]:
-        value = batch[self.image_column][i]
-        struct_path = None
-        if isinstance(value, dict):  # a Hugging Face datasets Image struct {bytes, path}
-            value, struct_path = value.get("bytes"), value.get("path")
-        data = bytes(value) if value is not None else b""
-        if self.key_column:
-            key = str(batch[self.key_column][i])
-        else:
-            key = str(struct_path) if struct_path else key_for_bytes(data)
-        return data, key
-
-    def _prepare(self, item: Item) -> None:
-        from faceanon.anonymizer import image_seed
-        from faceanon.media.photo import describe_tone, load_image, split_alpha
-
-        args, fa = self.args, self.anonymizer
-        try:
-            output_name(item.key)  # a key that cannot name an output fails before any work
-            item.photo = load_image(item.data)
-            rgb, item.alpha = split_alpha(item.photo)
-            detected, selected = fa._select(
-                rgb, args.faces
-            )  # the CLI's selection rule (FaceAnonymizer.anonymize)
-            if detected:
-                item.seed = image_seed(args.seed, item.data)
-                plans = fa.plan_faces(
-                    detected,
-                    self.method,
-                    degree=args.degree,
-                    seed=item.seed,
-                    selected=selected,
-                    strength=args.strength,
-                )
-                plans = fa.keep_plans(rgb, plans, self.keep)
-                item.frame = fa.prepare_frame(
-                    rgb, plans, describe_tone(item.photo), only_planned=args.faces is not None
-                )
-        except Exception as error:  # one bad photo must not stop the batch
-            self._fail(item, error)
-
-    def _generate(self, items: list[Item]) -> None:
-        """The new faces of every `pack` consecutive photos in one generate call (chunked by the
-        batch cap); a photo alone when its group's call fails."""
-        pack = max(1, int(getattr(self.args, "pack", 1) or 1))
-        for start in range(0, len(items), pack):
-            self._generate_group(items[start : start + pack])
-
-    def _generate_group(self, items: list[Item]) -> None:
-        requests = [request for item in items for request in item.frame.requests]
-        started = time.perf_counter()
-        try:
-            crops = self.anonymizer.generate(requests, self._generation()) if requests else []
-        except Exception:
-            for item in items:
-                self._generate_alone(item)
-            return
-        share = (time.perf_counter() - started) / max(1, len(requests))
-        for item in items:
-            count = len(item.frame.requests)
-            item.crops, crops = crops[:count], crops[count:]
-            item.seconds += share * count
-
-    def _generate_alone(self, item: Item) -> None:
-        started = time.perf_counter()
-        try:
-            item.crops = self.anonymizer.generate(item.frame.requests, self._generation())
-        except Exception as error:
-            item.crops = None
-            item.status = "redacted"
-            item.error = f"the diffusion failed ({_describe(error)}); its faces were blurred instead"
-        item.seconds += time.perf_counter() - started
-
-    def _generation(self):
-        from faceanon.anonymizer import Generation
-
-        return Generation(self.args.steps, self.args.guidance, self.args.scheduler)
-
-    def _finish(self, item: Item) -> None:
-        from faceanon.anonymizer import FacePlan
-
-        if item.status == "error":
-            return
-        fa = self.anonymizer
-        try:
-            if item.frame is None:
-                item.result = fa._no_faces(item.photo)
-                return
-            frame = item.frame
-            if item.crops is None:  # diffusion failed: redact the faces that were to be generated
-                plans = [
-                    FacePlan(p.face, FALLBACK_METHOD, message=item.error) if p.method == self.method else p
-                    for p in frame.plans
-                ]
-                frame = fa.prepare_frame(frame.rgb, plans, frame.tone, frame.only_planned, frame.leak_guard)
-                item.crops = []
-            # FaceAnonymizer.anonymize_frame's steps after generate: finish, --on-same-person, leak guard
-            result = fa._finish(frame, item.crops)
-            frame, result = fa._handle_still_recognizable(
-                frame, item.crops, result, self._generation(), _no_progress
-            )
-            result = fa._guard(frame, result)
-            # FaceAnonymizer.anonymize's last step (alpha, ICC, greyscale files back to greyscale, message)
-            item.result = fa._photo_result(item.photo, item.alpha, result, self.method_note, frame.tone)
-        except Exception as error:
-            self._fail(item, error)
+        key = batch[self.key_column][i] if self.key_column else None
+        return parquet_item(batch[self.image_column][i], key)
 
     def _write(self, item: Item) -> None:
         if item.status != "error":
             try:
                 item.output = self._save(item)
             except Exception as error:
-                self._fail(item, error)
+                fail(item, error)
 
     def _row(self, item: Item) -> dict:
         result = item.result
@@ -405,9 +286,6 @@ class AnonymizeBatch:
             )
         return rows
 
-    def _fail(self, item: Item, error: Exception) -> None:
-        item.status, item.error, item.result = "error", _describe(error), None
-
     def _part_name(self, items: list[Item]) -> str:
         digest = hashlib.sha256("\n".join(item.key for item in items).encode()).hexdigest()[:16]
         self._part = f"part-{self.run}-{digest}"
@@ -422,14 +300,6 @@ def _output_schema():
 
 
 RESULT_COLUMNS = ("file", "source", "output", "status", "faces", "changed", "seconds", "error")
-
-
-def _timed(item: Item, step):
-    started = time.perf_counter()
-    try:
-        return step(item)
-    finally:
-        item.seconds += time.perf_counter() - started
 
 
 def _guard_hits(report, anonymizer) -> int | None:
@@ -452,18 +322,6 @@ def _provenance(result):
     except ImportError:
         return None
     return provenance_for(result)
-
-
-def _describe(error: Exception) -> str:
-    from faceanon.errors import FaceAnonError
-
-    if isinstance(error, FaceAnonError | ValueError):
-        return str(error)
-    return f"unexpected {type(error).__name__}: {error}"
-
-
-def _no_progress(fraction: float, description: str) -> None:
-    pass
 
 
 __all__ = ["AnonymizeBatch", "RESULT_COLUMNS"]

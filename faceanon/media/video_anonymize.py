@@ -419,7 +419,7 @@ def render_video(
 ) -> VideoReport:
     """Keyframes (diffusion), then every frame rendered and written to `dst`."""
     settings = settings or VideoSettings()
-    method, note = anonymizer._resolve_method(settings.method)
+    method, note = anonymizer.resolve_method(settings.method)
     if settings.keep is not None:
         settings = replace(settings, keep=anonymizer.load_keep(settings.keep))
     plans = plan_tracks(anonymizer, scan, settings, method)
@@ -485,7 +485,7 @@ def anonymize_video(
 ) -> VideoReport:
     """scan_video + render_video."""
     settings = settings or VideoSettings()
-    anonymizer._resolve_method(settings.method)  # the weights' error before a long scan
+    anonymizer.resolve_method(settings.method)  # the weights' error before a long scan
     if settings.keep is not None:  # every keep photo checked before the scan too
         settings = replace(settings, keep=anonymizer.load_keep(settings.keep))
     scan = scan_video(anonymizer, src, tracking, progress, on_frames)
