@@ -20,6 +20,11 @@ def unreadable_reason(payload) -> str:
     return f"{what} is not an image faceanon can read. Upload a photo as {READABLE_FORMATS}."
 
 
+def KeepPhotos(label: str, elem_id: str) -> gr.File:  # noqa: N802  (reads like the component)
+    """The keep-list upload of the Anonymize and Video tabs: photos of people to leave untouched."""
+    return gr.File(label=label, file_count="multiple", file_types=["image"], type="filepath", elem_id=elem_id)
+
+
 def PhotoInput(**kwargs) -> gr.Image:  # noqa: N802  (reads like the component it builds)
     """`gr.Image` (as a file path) that answers a non-image upload with a plain message.
 

@@ -9,7 +9,7 @@ import gradio as gr
 
 from faceanon.registry import DEFAULTS
 from faceanon.webapp import handlers as H
-from faceanon.webapp.components import PhotoInput
+from faceanon.webapp.components import KeepPhotos, PhotoInput
 from faceanon.webapp.limits import Limits
 from faceanon.webapp.report import FACE_TABLE_HEADERS
 from faceanon.webapp.service import ModelHost
@@ -149,13 +149,7 @@ def _anonymize_tab(gpu_present: bool, default_method: str) -> gr.Radio:
             seed, randomize = _seed_controls()
             steps, guidance, scheduler = _diffusion_settings(H._LIMITS.max_steps, with_scheduler=True)
             picker = _face_picker(image)
-            keep = gr.File(
-                label="Keep these people (a photo of each; their faces stay untouched)",
-                file_count="multiple",
-                file_types=["image"],
-                type="filepath",
-                elem_id="keep",
-            )
+            keep = KeepPhotos("Keep these people (a photo of each; their faces stay untouched)", "keep")
         with gr.Column(scale=1):
             result = gr.Image(
                 label="Anonymized",

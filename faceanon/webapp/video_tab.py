@@ -20,6 +20,7 @@ import spaces  # noqa: F401  (before torch touches CUDA: ZeroGPU patches it)
 
 from faceanon.errors import FaceAnonError
 from faceanon.webapp import handlers as H
+from faceanon.webapp.components import KeepPhotos
 
 
 def _env_number(name: str, default: float) -> float:
@@ -315,12 +316,8 @@ def video_tab() -> None:
             error = gr.Markdown(visible=False, elem_id="video-message", elem_classes=["faceanon-message"])
             people = gr.Gallery(label="People found", columns=6, height=180, elem_id="video-people")
             choose = gr.CheckboxGroup(label="People to anonymize", elem_id="video-choose")
-            keep = gr.File(
-                label="Keep these people (a photo of each; they stay untouched in every frame)",
-                file_count="multiple",
-                file_types=["image"],
-                type="filepath",
-                elem_id="video-keep",
+            keep = KeepPhotos(
+                "Keep these people (a photo of each; they stay untouched in every frame)", "video-keep"
             )
             degree = gr.Slider(0.0, 2.0, value=1.25, step=0.05, label="Anonymization degree d")
             seed = gr.Number(value=0, precision=0, minimum=0, maximum=H.MAX_SEED, label="Seed")
