@@ -129,8 +129,10 @@ class TrackReport:
     consistency_min: float | None = None  # generated face vs the previous frame's generated face
     consistency_mean: float | None = None
     same_person: bool | None = None  # identity_max at or above the identity model's threshold
-    keyframe_similarity: float | None = None  # on_same_person: the generated keyframe face vs the person
+    keyframe_similarity: float | None = None  # the keyframe face after its method vs the person: the
+    # generated face (on_same_person) or the redacted one (the leak guard's check of redacted tracks)
     guard_frames: list[int] = field(default_factory=list)  # leak guard: still the person there, redacted
+    # (a redacted track still the person at its keyframe: every frame of the track)
     kept_as: str | None = None  # the keep-list person the keyframe face matched (track left untouched)
     kept_similarity: float | None = None
     message: str = ""
@@ -156,7 +158,8 @@ class VideoReport:
     tracks: list[TrackReport]
     generated_faces: int = 0  # pipeline rows run (keyframes + swaps, or per-frame faces)
     guard_redactions: int = 0  # faces the leak guard redacted, all frames: found only on its second pass,
-    # or generated faces still the same person in that frame (TrackReport.guard_frames)
+    # generated faces still the same person in that frame, or every face of a redacted track still the
+    # person at its keyframe (TrackReport.guard_frames)
     on_same_person: str | None = None  # the anonymizer's setting, applied per track at the keyframe
     seconds: dict = field(default_factory=dict)  # scan, keyframes, render, total
     message: str = ""
@@ -305,6 +308,7 @@ class _TrackPlan:
     kept: object = None  # faceanon.keep.KeepMatch of the keyframe face
     keyframe_similarity: float | None = None  # on_same_person's measurement of the generated keyframe face
     guard_frames: list = field(default_factory=list)  # frames where the leak guard redacted the new face
+    guard_track: bool = False  # a redacted track still the person at its keyframe: guarded in every frame
 
 
 def plan_tracks(
@@ -441,6 +445,7 @@ def render_video(
                 f"The keyframes took {per_face:.1f} s per face; the other {rest} frame face(s) should take "
                 f"about {_duration(estimate_seconds(anonymizer, rest, settings.steps, per_face))}."
             )
+    _check_redacted_tracks(anonymizer, scan, plans, settings)
     render_start = time.perf_counter()
     guarded: list[int] = []
     generated += _render(
@@ -699,9 +704,9 @@ def _render_window(
     if not any(p.method == DIFFUSION for face_plans in frame_plans for p in face_plans):
         for frame, face_plans in zip(frames, frame_plans, strict=True):
             output = _redact_frame(frame.rgb, face_plans, plans)
-            writer.write(
-                _guard_redacted(anonymizer, frame.rgb, output, face_plans, settings, guarded), like=frame
-            )
+            output, still = _guard_tracks(anonymizer, output, face_plans, plans, frame.index)
+            output = _guard_redacted(anonymizer, frame.rgb, output, face_plans, settings, guarded, still)
+            writer.write(output, like=frame)
         return 0
     chosen = (
         settings.tracks is not None
@@ -729,6 +734,8 @@ def _render_window(
     for frame, source, frame_crops in zip(frames, prepared, crops, strict=True):
         result = anonymizer.finish_frame(source, frame_crops)
         image, redacted = result.image, sum(1 for face in result.faces if face.guard and face.changed)
+        image, still = _guard_tracks(anonymizer, image, source.plans, plans, frame.index)
+        redacted += still
         if settings.identity_check or identity_guard:
             measured = _measure_identity(source, image, plans, record=settings.identity_check)
             if identity_guard:
@@ -786,17 +793,86 @@ def _guard_redacted(
     face_plans: list[FacePlan],
     settings: VideoSettings,
     guarded: list[int],
+    already: int = 0,
 ) -> np.ndarray:
     """The leak guard on a frame of the redaction fast path: the same second detection pass
     finish_frame runs (faceanon.faces.leak_guard); every face of the frame's tracks (changed or
     deliberately left) counts as known, so only faces the tracks do not cover are redacted (and
-    only reported when the caller chose tracks, as for photos with chosen faces)."""
+    only reported when the caller chose tracks, as for photos with chosen faces). `already`: the
+    faces _guard_tracks redacted in this frame, counted with them."""
     if not anonymizer.leak_guard:
         return output
     frame = PreparedFrame(rgb=rgb, plans=face_plans, aligned={}, only_planned=settings.tracks is not None)
     result = anonymizer._guard(frame, FrameResult(image=output, faces=[]))
-    guarded.append(sum(1 for face in result.faces if face.changed))
+    guarded.append(already + sum(1 for face in result.faces if face.changed))
     return result.image
+
+
+def _check_redacted_tracks(
+    anonymizer: FaceAnonymizer, scan: VideoScan, plans: dict[int, _TrackPlan], settings: VideoSettings
+) -> None:
+    """The leak guard's identity rule for redacted tracks (photos: FaceAnonymizer._guard), once per
+    track rather than per frame, so that the fast path stays fast: the keyframe face redacted as the
+    render redacts it, measured against the person there (faceanon.trust.checks.measure_reports:
+    faces under MIN_VERIFIABLE_FACE get no verdict). A track still the person gets the guard's
+    redaction (guard_method, grown mask) on top in every frame (_guard_tracks). Needs the
+    anonymizer's leak_guard and identity_check; decodes up to the last such keyframe."""
+    if not (anonymizer.leak_guard and anonymizer.identity_check):
+        return
+    redacted = [p for p in plans.values() if p.method and p.method != DIFFUSION]
+    try:
+        from faceanon.trust.checks import measure_reports
+    except ImportError:  # the identity model is optional: no verdict
+        return
+    by_frame: dict[int, list[_TrackPlan]] = {}
+    for plan in redacted:
+        by_frame.setdefault(plan.keyframe, []).append(plan)
+    for frame in _frames_at(scan.path, by_frame):
+        output, reports = frame.rgb.copy(), []
+        for plan in by_frame[frame.index]:
+            face = plan.track.face_at(frame.index)
+            redact_face(output, _alignment_only(face.landmarks), plan.method, settings.strength)
+            reports.append(FaceReport(face=face, changed=True, method=plan.method))
+        try:
+            measure_reports(frame.rgb, output, reports, attributes=False)
+        except FaceAnonError:  # the identity model's file is missing or altered: no verdict
+            return
+        for plan, report in zip(by_frame[frame.index], reports, strict=True):
+            _judge_redacted(anonymizer, plan, report)
+
+
+def _judge_redacted(anonymizer: FaceAnonymizer, plan: _TrackPlan, report: FaceReport) -> None:
+    plan.keyframe_similarity = report.identity_similarity
+    if not report.same_person:
+        return
+    plan.guard_track = True
+    note = (
+        f"the {_DONE[plan.method]} keyframe face still matched the person (similarity "
+        f"{report.identity_similarity:.2f}): the leak guard {_GUARDS[anonymizer.guard_method]} it "
+        "in every frame of the track"
+    )
+    plan.message = "; ".join(filter(None, [plan.message, note]))
+
+
+def _guard_tracks(
+    anonymizer: FaceAnonymizer,
+    image: np.ndarray,
+    face_plans: list[FacePlan],
+    plans: dict[int, _TrackPlan],
+    index: int,
+) -> tuple[np.ndarray, int]:
+    """The guard's redaction (guard_method, its grown mask) of this frame's faces of the tracks
+    _check_redacted_tracks found still the person; each frame is listed in the track's
+    guard_frames. Returns (frame, faces redacted); the frame is untouched (not copied) without any."""
+    leaking = [p for p in face_plans if p.method and plans[p.face.index].guard_track]
+    if not leaking:
+        return image, 0
+    output = image.copy()
+    for plan in leaking:
+        aligned = _alignment_only(plan.face.landmarks)
+        redact_face(output, aligned, anonymizer.guard_method, mask=guard_mask(aligned))
+        plans[plan.face.index].guard_frames.append(index)
+    return output, len(leaking)
 
 
 def _alignment_only(landmarks: np.ndarray, size: int = CROP_SIZE) -> AlignedFace:
@@ -983,6 +1059,8 @@ def _guard_summary(report: VideoReport) -> str:
 
 
 _INSTEAD = {"blur": "blurred instead", "pixelate": "pixelated instead", "solid": "filled instead"}
+_DONE = {"blur": "blurred", "pixelate": "pixelated", "solid": "filled"}
+_GUARDS = {"blur": "blurs", "pixelate": "pixelates", "solid": "fills"}
 
 
 def _duration(seconds: float) -> str:
