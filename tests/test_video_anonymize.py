@@ -557,3 +557,38 @@ def test_on_same_person_in_per_frame_mode_checks_the_keyframe_face_first(tiny, t
     track = next(t for t in report.tracks if t.track_id == 0)
     assert track.seed == retried and track.degree == pytest.approx(1.35)
     assert report.mode == "per-frame" and report.generated_faces == 2 + 1 + 6
+
+
+def test_a_small_face_track_redacted_among_generated_ones_is_guarded_in_every_frame(
+    tiny, tmp_path, monkeypatch
+):
+    import faceanon.trust.checks as checks
+
+    pytest.importorskip("faceanon.trust.identity")
+    scan = tiny[2]
+    # min_face_size 50: track 0 (45 px at its keyframe, verifiable) is blurred as too small, track 1
+    # (68 px) generated, so every frame takes the diffusion path (finish_frame), not the fast one.
+    checking = _checking(tiny, min_face_size=50)
+    normal, _, plain = _render(tiny, tmp_path, "normal.mp4", crf=0, anonymizer=checking)
+    small = {t.track_id: t for t in normal.tracks}[0]
+    assert small.method == "blur" and small.keyframe_similarity is not None and small.guard_frames == []
+    assert normal.guard_redactions == 0
+    real = checks.measure_reports
+
+    def still_the_person(before, after, reports, **options):  # a test double for the verdict only:
+        real(before, after, reports, **options)  # no blur strength still matches (see the test above)
+        for report in reports:
+            report.same_person = True
+
+    # Only the redacted-track check calls measure_reports here (on_same_person is off).
+    monkeypatch.setattr(checks, "measure_reports", still_the_person)
+    report, _, guarded = _render(tiny, tmp_path, "guarded.mp4", crf=0, anonymizer=checking)
+    by_id = {t.track_id: t for t in report.tracks}
+    assert by_id[0].guard_frames == sorted(scan.tracks[0].points) and by_id[1].guard_frames == []
+    assert report.guard_redactions == len(scan.tracks[0].points)
+    assert "the leak guard blurs it in every frame of the track" in by_id[0].message
+    for index, (a, b) in enumerate(zip(plain, guarded, strict=True)):
+        x0, y0, x1, y1 = (int(v) for v in scan.tracks[0].points[index].box)
+        assert not np.array_equal(a[y0:y1, x0:x1], b[y0:y1, x0:x1])  # blurred again, on top
+        right = int(scan.tracks[1].points[index].box[0]) - 20
+        assert np.array_equal(a[:, right:], b[:, right:])  # the generated face: as it was
