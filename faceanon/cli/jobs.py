@@ -200,11 +200,11 @@ def process_packed(jobs: list[Job], args, anonymizer, keep) -> Iterator[dict]:
 def _process_group(group: int, members: list[tuple[str, Job]], steps, args) -> Iterator[dict]:
     from faceanon.dataset.packing import Item, fail
 
-    items, entries = [], {}
+    items, earlier = [], {}  # key -> (the skipped entry or None, notes)
     for key, job in members:
         done, notes = existing_output(job, args)
         item = Item(key=key, source=str(job.source), data=b"", group=group, write=done is None)
-        entries[key] = done or notes
+        earlier[key] = done, notes
         try:
             item.data = job.source.read_bytes()
         except OSError as error:
@@ -213,11 +213,11 @@ def _process_group(group: int, members: list[tuple[str, Job]], steps, args) -> I
     steps.run(items)
     for item, (_, job) in zip(items, members, strict=True):
         if not item.write:
-            yield entries[item.key]
+            yield earlier[item.key][0]
         elif item.status == "error":
             yield problem(job.source, item.error, planned=job.target)
         else:
-            notes = entries[item.key] + ([item.error] if item.status == "redacted" else [])
+            notes = earlier[item.key][1] + ([item.error] if item.status == "redacted" else [])
             yield write_result(job, args, item.result, notes)
 
 

@@ -604,29 +604,41 @@ def _on_same_person(
 def _keyframe_identity(
     anonymizer: FaceAnonymizer, scan: VideoScan, diffused: list[_TrackPlan]
 ) -> dict[int, FaceReport]:
-    """Track id -> the identity check of its generated keyframe face: pasted into its frame (as
-    finish_frame pastes it, less the watermark, which is invisible to the recognizer) and measured
-    against the person there by faceanon.trust.checks.measure_reports, the photos' filler (faces too
-    small to verify get no verdict). Decodes up to the last keyframe; {} without the identity model."""
+    """Track id -> the identity check of its generated keyframe face, pasted into its frame as
+    finish_frame pastes it (less the watermark, which is invisible to the recognizer); {} without
+    the identity model."""
+
+    def paste(output, rgb, plan, face) -> str:
+        aligned = align_face(rgb, face.landmarks)
+        paste_face(output, plan.key_crop, aligned, color_match=anonymizer.color_match)
+        return DIFFUSION
+
+    return _keyframe_checks(scan, diffused, paste) or {}
+
+
+def _keyframe_checks(scan: VideoScan, plans: list[_TrackPlan], change) -> dict[int, FaceReport] | None:
+    """Track id -> the identity check (faceanon.trust.checks.measure_reports, the photos' filler:
+    faces too small to verify get no verdict) of each plan's keyframe face after `change(output, rgb,
+    plan, face)` (which returns the method applied). Decodes up to the last keyframe; None without
+    the identity model (optional, or its file missing or altered)."""
     try:
         from faceanon.trust.checks import measure_reports
     except ImportError:
-        return {}
+        return None
     by_frame: dict[int, list[_TrackPlan]] = {}
-    for plan in diffused:
+    for plan in plans:
         by_frame.setdefault(plan.keyframe, []).append(plan)
     measured = {}
     for frame in _frames_at(scan.path, by_frame):
         output, reports = frame.rgb.copy(), []
         for plan in by_frame[frame.index]:
             face = plan.track.face_at(frame.index)
-            aligned = align_face(frame.rgb, face.landmarks)
-            paste_face(output, plan.key_crop, aligned, color_match=anonymizer.color_match)
-            reports.append(FaceReport(face=face, changed=True, method=DIFFUSION))
+            method = change(output, frame.rgb, plan, face)
+            reports.append(FaceReport(face=face, changed=True, method=method))
         try:
             measure_reports(frame.rgb, output, reports, attributes=False)
-        except FaceAnonError:  # the identity model's file is missing or altered: no verdict
-            return {}
+        except FaceAnonError:
+            return None
         measured.update({report.face.index: report for report in reports})
     return measured
 
@@ -820,25 +832,15 @@ def _check_redacted_tracks(
     if not (anonymizer.leak_guard and anonymizer.identity_check):
         return
     redacted = [p for p in plans.values() if p.method and p.method != DIFFUSION]
-    try:
-        from faceanon.trust.checks import measure_reports
-    except ImportError:  # the identity model is optional: no verdict
-        return
-    by_frame: dict[int, list[_TrackPlan]] = {}
+
+    def redact(output, _rgb, plan, face) -> str:
+        redact_face(output, _alignment_only(face.landmarks), plan.method, settings.strength)
+        return plan.method
+
+    measured = _keyframe_checks(scan, redacted, redact) or {}
     for plan in redacted:
-        by_frame.setdefault(plan.keyframe, []).append(plan)
-    for frame in _frames_at(scan.path, by_frame):
-        output, reports = frame.rgb.copy(), []
-        for plan in by_frame[frame.index]:
-            face = plan.track.face_at(frame.index)
-            redact_face(output, _alignment_only(face.landmarks), plan.method, settings.strength)
-            reports.append(FaceReport(face=face, changed=True, method=plan.method))
-        try:
-            measure_reports(frame.rgb, output, reports, attributes=False)
-        except FaceAnonError:  # the identity model's file is missing or altered: no verdict
-            return
-        for plan, report in zip(by_frame[frame.index], reports, strict=True):
-            _judge_redacted(anonymizer, plan, report)
+        if plan.track.track_id in measured:
+            _judge_redacted(anonymizer, plan, measured[plan.track.track_id])
 
 
 def _judge_redacted(anonymizer: FaceAnonymizer, plan: _TrackPlan, report: FaceReport) -> None:
