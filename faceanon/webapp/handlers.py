@@ -21,6 +21,7 @@ from faceanon.webapp import limits as L
 from faceanon.webapp.limits import user_error
 from faceanon.webapp.pictures import draw_faces, face_at
 from faceanon.webapp.service import ModelHost
+from faceanon.webapp.shutdown import JOBS
 
 METHODS = list(registry.METHODS)
 SCHEDULERS = ["default", *registry.SCHEDULERS]
@@ -87,6 +88,7 @@ def _progress_callback(progress):
     """Adapts Gradio's progress tracker to faceanon's callable(fraction, description)."""
 
     def report(fraction: float, description: str = "") -> None:
+        JOBS.check()  # a server shutting down stops the job here, with a message
         progress(min(max(float(fraction), 0.0), 1.0), desc=description or None)
 
     return report
@@ -143,6 +145,7 @@ def _tally(found, faces: list[int] | None) -> tuple[int, int]:
 
 
 # -- endpoints -----------------------------------------------------------------------------------
+@JOBS.endpoint
 def detect(image: str | None):
     """Finds the faces in a photo and numbers them, so that /anonymize can be told which to change.
 
@@ -160,6 +163,7 @@ def detect(image: str | None):
     return draw_faces(photo, faces), [f.to_dict() for f in faces]
 
 
+@JOBS.endpoint
 def anonymize(
     image: str | None,
     method: str = DIFFUSION,
@@ -222,6 +226,7 @@ def anonymize(
     return _finish(photo, result, seed_used)
 
 
+@JOBS.endpoint
 def swap(
     source: str | None,
     target: str | None,
@@ -295,6 +300,8 @@ def _call(run):
     """Runs library work, turning faceanon's errors (written for people) into Gradio errors."""
     try:
         return run()
+    except gr.Error:  # already for people (a ValueError too, whose str() would add quotes)
+        raise
     except (FaceAnonError, ValueError) as error:  # the library's ValueErrors are written for people too
         raise user_error(str(error), title="Cannot do that") from None
 
@@ -329,6 +336,7 @@ def _result_png(result) -> str:
     return save_bytes_to_cache(data, "anonymized.png", cache_dir=get_upload_folder())
 
 
+@JOBS.endpoint
 def evaluate(
     image: str | None,
     degrees: str = "0.6, 1.2, 1.5",
@@ -410,6 +418,7 @@ def _evaluation_progress(progress):
     """faceanon.evaluation's runs in plain words, counted in runs."""
 
     def report(done: int, total: int, run) -> None:
+        JOBS.check()
         what = run.method
         if run.method == DIFFUSION:
             what = f"diffusion, d = {run.degree:g}, seed {run.seed}"

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 
 import spaces  # noqa: F401  (must come before torch touches CUDA on a ZeroGPU Space)
 from starlette.middleware import Middleware
@@ -47,6 +48,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-file-size", default=None, help="largest upload, e.g. 20mb")
     parser.add_argument("--max-megapixels", type=int, default=None, help="largest photo in megapixels")
     parser.add_argument("--gpu-jobs", type=int, default=None, help="diffusion jobs at once (one per GPU)")
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(os.environ.get("FACEANON_SHUTDOWN_GRACE", "3")),
+        help="on SIGTERM, seconds that jobs in flight get to finish before they are stopped with a "
+        "message (default 3, env FACEANON_SHUTDOWN_GRACE; stopping and closing take up to 6 s more, "
+        "so keep it under your orchestrator's stop timeout minus 6: docker waits 10 s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="less console output")
     add_speed_arguments(parser)
     return parser.parse_args(argv)
@@ -110,12 +119,14 @@ def main(argv=None) -> int:
     temp = ServerTempDir()
     temp.claim()  # before the app is built: Gradio reads GRADIO_TEMP_DIR then
     atexit.register(temp.release)
-    _shutdown_cleanly_on_sigterm()
+    served = _Served()
+    _shutdown_cleanly_on_sigterm(served, args.shutdown_grace)
     log.info(
         "uploads and results are kept in %s (deleted at shutdown, and at the next start after a crash)",
         temp.path,
     )
     demo, _host, limits, css = create_app(args)
+    served.demo = demo
     try:
         demo.launch(
             server_name=args.host,
@@ -154,12 +165,33 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
-def _shutdown_cleanly_on_sigterm() -> None:
-    """SIGTERM (docker stop, systemd, a Space restart) runs the same shutdown as Ctrl-C, so the temp
-    folder is deleted; Python's default would end the process without any clean-up."""
+class _Served:
+    """The app being served, once it is built (what a SIGTERM drains and closes)."""
+
+    demo = None
+    draining: threading.Thread | None = None
+
+
+def _shutdown_cleanly_on_sigterm(served: _Served, grace: float) -> None:
+    """SIGTERM (docker stop, systemd, a Space restart) drains the server (faceanon.webapp.shutdown:
+    jobs in flight finish or are stopped with a message) and then runs the same shutdown as Ctrl-C,
+    so the temp folder is deleted; Python's default would end the process without any clean-up and
+    leave every client without an answer. A second SIGTERM stops at once."""
+
+    def drain_then_close():
+        from faceanon.webapp.shutdown import JOBS
+
+        log.info("SIGTERM: finishing the jobs in flight (at most %g s), then closing", grace)
+        left = JOBS.drain(grace)
+        if left:
+            log.warning("closing with %d job(s) still running", left)
+        served.demo.close()
 
     def stop(_signum, _frame):
-        raise KeyboardInterrupt
+        if served.demo is None or served.draining is not None:  # not serving yet, or asked twice
+            raise KeyboardInterrupt
+        served.draining = threading.Thread(target=drain_then_close, name="faceanon-drain", daemon=True)
+        served.draining.start()
 
     with contextlib.suppress(ValueError):  # only possible in the main thread
         signal.signal(signal.SIGTERM, stop)

@@ -21,6 +21,7 @@ import spaces  # noqa: F401  (before torch touches CUDA: ZeroGPU patches it)
 from faceanon.errors import FaceAnonError
 from faceanon.webapp import handlers as H
 from faceanon.webapp.components import KeepPhotos
+from faceanon.webapp.shutdown import JOBS
 
 
 def _env_number(name: str, default: float) -> float:
@@ -150,6 +151,7 @@ def _file_key(path: str) -> tuple:
 _SCANS = _ScanCache()
 
 
+@JOBS.endpoint
 def find_people(video: str | None, keep: list[str] | None = None):
     """Finds and follows the faces of a video: one picture per person, to choose whom to anonymize.
 
@@ -165,7 +167,8 @@ def find_people(video: str | None, keep: list[str] | None = None):
     check_video(video)
     keep_list = H._keep_list(keep)
     with H.host().using(diffusion=False) as anonymizer:
-        scan = H._call(lambda: _SCANS.get(video, lambda: scan_video(anonymizer, video)))
+        stoppable = _check_only  # no progress bar here, but a shutdown still stops the scan
+        scan = H._call(lambda: _SCANS.get(video, lambda: scan_video(anonymizer, video, progress=stoppable)))
     kept = H._call(lambda: keep_matches(scan, keep_list)) if keep_list else {}
     thumbs = keyframe_thumbnails(scan)
     names = {track_id: match.name for track_id, match in kept.items()}
@@ -185,10 +188,15 @@ def find_people(video: str | None, keep: list[str] | None = None):
     return gallery, tracks
 
 
+def _check_only(_fraction: float, _description: str = "") -> None:
+    JOBS.check()
+
+
 def _person_label(track_id: int, kept_as: str | None = None) -> str:
     return f"Person {track_id}" + (f": kept ({kept_as})" if kept_as else "")
 
 
+@JOBS.endpoint
 def anonymize_video(
     video: str | None,
     method: str = "blur",
