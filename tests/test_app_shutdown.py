@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -17,8 +18,8 @@ from gradio_client.utils import Status
 
 from faceanon.media.video import probe_video
 from faceanon.testing_video import make_test_clip
-from faceanon.webapp.shutdown import REFUSED, STOPPED, Jobs
-from faceanon.webapp.testing import REPO_ROOT, running_app
+from faceanon.webapp.shutdown import REFUSED, STOPPED, TITLE, Jobs
+from faceanon.webapp.testing import CHROMIUM, REPO_ROOT, chromium, running_app
 
 UNSET = ("FACEANON_FACE_MODEL", "FACEANON_VAE", "FACEANON_IMAGE_ENCODER")
 
@@ -84,6 +85,25 @@ def test_sigterm_stops_a_long_job_with_a_message_and_exits_cleanly(tmp_path):
         assert time.monotonic() - began < 15
         assert not folder.exists()
         assert "Traceback" not in url.log_path.read_text()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+def test_the_page_says_in_its_message_box_that_the_server_stopped_its_request(tmp_path):
+    clip = make_test_clip(tmp_path / "long.mp4", photo="group", size=(640, 448), seconds=8.0, fps=20)
+    with _serve(tmp_path, grace=0) as url, chromium() as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Video").click()
+        page.set_input_files("#video-input input[type=file]", str(clip.path))  # starts finding people
+        page.wait_for_timeout(5000)  # the scan (minutes here) is in flight: STOPPED, not REFUSED, says so
+        url.process.send_signal(signal.SIGTERM)
+        box = page.locator("#video-message")
+        box.get_by_text("stopped your request before it finished").wait_for(timeout=30_000)
+        assert "Send it again in a minute" in box.inner_text()
+        assert "takes no new work" not in box.inner_text()
+        assert page.get_by_text(TITLE).count() == 0  # one message, in the tab's box: no toast
+        assert url.process.wait(timeout=30) == 0
 
 
 def test_the_drain_finishes_short_jobs_stops_long_ones_and_refuses_new_ones():
