@@ -180,7 +180,7 @@ def page(server):
         yield page
 
 
-def _run_anonymize(page, method: str, timeout_s: float = 120) -> np.ndarray:
+def _run_anonymize(page, method: str, timeout_s: float = 120, server_log=None) -> np.ndarray:
     previous = (
         page.locator("#anon-output img").get_attribute("src")
         if page.locator("#anon-output img").count()
@@ -188,12 +188,24 @@ def _run_anonymize(page, method: str, timeout_s: float = 120) -> np.ndarray:
     )
     page.locator("#method label", has_text=method).click()
     page.click("#anonymize-button")
-    page.wait_for_function(
-        "prev => { const img = document.querySelector('#anon-output img');"
-        " return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== prev; }",
-        arg=previous,
-        timeout=timeout_s * 1000,
-    )
+    from playwright.sync_api import TimeoutError as PageTimeout
+
+    try:
+        page.wait_for_function(  # a new result, or a message saying why there is none
+            "prev => { const img = document.querySelector('#anon-output img');"
+            " const box = document.querySelector('#anon-message');"
+            " if (box && box.offsetParent !== null && box.innerText.trim()) return true;"
+            " return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== prev; }",
+            arg=previous,
+            timeout=timeout_s * 1000,
+        )
+    except PageTimeout:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"app_anonymize_{method}_timeout.png"), full_page=True)
+        log = server_log.read_text()[-4000:] if server_log else ""
+        pytest.fail(f"no {method} result in {timeout_s} s; page: {page.inner_text('body')[-1500:]}\n{log}")
+    box = page.locator("#anon-message")
+    assert not (box.is_visible() and box.inner_text().strip()), box.inner_text()
     src = page.locator("#anon-output img").get_attribute("src")
     data = page.request.get(src).body()
     from io import BytesIO
@@ -203,7 +215,7 @@ def _run_anonymize(page, method: str, timeout_s: float = 120) -> np.ndarray:
 
 @pytest.mark.browser
 @browser_only
-def test_browser_anonymizes_an_uploaded_photo(page):
+def test_browser_anonymizes_an_uploaded_photo(page, server):
     ARTIFACTS.mkdir(exist_ok=True)
     photo = EXAMPLES / "two_portraits.jpg"
     page.set_input_files("#anon-input input[type=file]", str(photo))
@@ -220,7 +232,14 @@ def test_browser_anonymizes_an_uploaded_photo(page):
     page.get_by_text("Advanced settings (diffusion)").first.click()
     page.get_by_label("number input for Steps").first.fill("1")
     page.get_by_label("number input for Steps").first.press("Enter")
-    generated = _run_anonymize(page, "diffusion", timeout_s=400)  # two faces on a shared CPU
+    # The slider's range input follows the component's value: 1 there means the click sends 1 step
+    # (not the default 25, which takes minutes here).
+    page.wait_for_function(
+        "() => document.querySelector('input[aria-label=\"range slider for Steps\"]').value === '1'",
+        timeout=30_000,
+    )
+    # two faces on a shared CPU
+    generated = _run_anonymize(page, "diffusion", timeout_s=400, server_log=server.log_path)
     assert generated.shape == blurred.shape and np.abs(generated - blurred).mean() > 1
     assert "diffusion" in page.locator("#summary").inner_text()
     page.screenshot(path=str(ARTIFACTS / "app_anonymize_diffusion.png"), full_page=True)

@@ -6,6 +6,8 @@ weights: video blur is the long job), called with gradio_client; the drain itsel
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -147,3 +149,27 @@ def _swallow(run) -> None:
         run()
     except gr.Error:
         pass
+
+
+def test_a_job_that_does_not_stop_still_leaves_no_files_behind(tmp_path):
+    """A job stuck past the drain (a CPU diffusion step can outlast it): the server deletes its temp
+    folder and exits 0 instead of letting Python's exit abort inside the job's native code."""
+    script = f"""
+import sys, threading, time
+from faceanon.webapp import server
+from faceanon.webapp.shutdown import JOBS
+from faceanon.webapp.uploads import ServerTempDir
+temp = ServerTempDir({str(tmp_path)!r})
+print(temp.claim(), flush=True)
+threading.Thread(target=JOBS.endpoint(lambda: time.sleep(600)), daemon=True).start()
+time.sleep(0.2)
+server._exit_now_if_jobs_still_run(temp)
+sys.exit(3)  # not reached
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.parent == tmp_path and not folder.exists()
+    assert "still running at exit" in done.stderr

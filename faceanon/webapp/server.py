@@ -145,7 +145,21 @@ def main(argv=None) -> int:
             raise
         log.error(port_problem(args.host, args.port) or str(error))
         return 2
+    _exit_now_if_jobs_still_run(temp)
     return 0
+
+
+def _exit_now_if_jobs_still_run(temp: ServerTempDir) -> None:
+    """A job that did not stop in time (a CPU diffusion step can take longer than the drain waits)
+    would make Python's exit abort inside OpenCV / onnxruntime / torch code before any clean-up: so
+    delete the temp folder first and leave without waiting for it."""
+    from faceanon.webapp.shutdown import JOBS
+
+    if JOBS.running:
+        log.warning("%d job(s) still running at exit: temp folder deleted, exiting now", JOBS.running)
+        temp.release()
+        logging.shutdown()
+        os._exit(0)
 
 
 def port_problem(host: str, port: int) -> str | None:
