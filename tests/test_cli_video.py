@@ -146,19 +146,7 @@ def test_on_same_person_retry_on_a_video_and_its_json_report(clip, tmp_path, cap
     model = _UnchangedFaces()
     monkeypatch.setattr(FaceAnonymizer, "_load_pipeline", lambda self: model)
     out = tmp_path / "retry.mp4"
-    args = [
-        "anonymize",
-        str(clip.path),
-        "-o",
-        str(out),
-        "--method",
-        "diffusion",
-        "--seed",
-        "3",
-        "--steps",
-        "1",
-    ]
-    assert main([*args, "--on-same-person", "retry", "--detector", "yunet", "--json"]) == 0
+    assert main(_retry_diffusion_args(clip.path, out)) == 0
     entry = json.loads(capsys.readouterr().out)["files"][0]
     assert entry["status"] == "done" and entry["on_same_person"] == "retry"
     track = entry["tracks"][0]
@@ -175,6 +163,14 @@ def test_on_same_person_retry_on_a_video_and_its_json_report(clip, tmp_path, cap
         if index in track["guard_frames"]:
             landmarks = np.asarray(_landmarks(before))
             assert identity.compare(before, landmarks, after, landmarks) < identity.threshold
+
+
+def _retry_diffusion_args(src, out) -> list[str]:
+    """`faceanon anonymize` of a clip with diffusion (seed 3, 1 step), --on-same-person retry, --json."""
+    return [
+        *("anonymize", str(src), "-o", str(out), "--method", "diffusion", "--seed", "3", "--steps", "1"),
+        *("--on-same-person", "retry", "--detector", "yunet", "--json"),
+    ]
 
 
 def _landmarks(rgb):
@@ -205,19 +201,7 @@ def test_on_same_person_with_the_tiny_engine_reports_the_keyframe_check(tmp_path
         tmp_path / "short.mp4", photo="grace_hopper", size=(160, 208), seconds=0.15, fps=20
     )
     out = tmp_path / "tiny.mp4"
-    args = [
-        "anonymize",
-        str(short.path),
-        "-o",
-        str(out),
-        "--method",
-        "diffusion",
-        "--steps",
-        "1",
-        "--seed",
-        "3",
-    ]
-    assert main([*args, "--on-same-person", "retry", "--detector", "yunet", "--json"]) == 0
+    assert main(_retry_diffusion_args(short.path, out)) == 0
     entry = json.loads(capsys.readouterr().out)["files"][0]
     track = entry["tracks"][0]
     assert entry["on_same_person"] == "retry" and track["method"] == "diffusion"

@@ -90,12 +90,12 @@ class Jobs:
                 log.warning("%d job(s) still running after %g s; stopping them", self._running, grace)
                 self._stopping = True
             deadline = time.monotonic() + stop_wait
-            while time.monotonic() < deadline:
-                self._changed.wait_for(lambda: self._running == 0, timeout=deadline - time.monotonic())
-                idle_for = time.monotonic() - self._last_change
-                if self._running == 0 and idle_for >= quiet:
+            while True:  # until idle for `quiet` s (a refused or stopped job's message is sent)
+                now = time.monotonic()
+                idle_for = now - self._last_change if self._running == 0 else 0.0
+                if idle_for >= quiet or now >= deadline:
                     break
-                self._changed.wait(timeout=max(0.05, min(quiet - idle_for, deadline - time.monotonic())))
+                self._changed.wait(timeout=min(deadline - now, quiet - idle_for))
             if self._running:
                 log.warning("%d job(s) did not stop within %g s", self._running, stop_wait)
             return self._running
